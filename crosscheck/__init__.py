@@ -1,0 +1,1 @@
+"""crosscheck: analytic and numeric receptive fields side by side (work in progress)."""

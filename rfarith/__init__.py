@@ -1,0 +1,110 @@
+"""rfarith: exact analytical receptive fields of PyTorch models, through torch.fx.
+
+>>> import torch.nn as nn, rfarith
+>>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2))
+>>> rfarith.analyze(net, (1, 3, 32, 32)).output.r
+(5, 5)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from torch import nn
+
+from . import rules as _rules  # noqa: F401  (registers the built-in rules)
+from .axisfield import AxisField
+from .errors import ProbeError, RFError, ShapeError, TraceError, UnknownNode, UnsupportedOp
+from .field import ReceptiveField, axis_names
+from .guard import eval_mode
+from .report import Report
+from .rules.common import map_trailing_axes, require_value, windowed
+from .rules.params import Window
+from .rules.pointwise import elementwise
+from .rules.registry import Call, rule
+from .tracing import trace
+from .walk import check_input_shape, walk
+
+__all__ = [
+    "AxisField",
+    "Call",
+    "ProbeError",
+    "RFError",
+    "ReceptiveField",
+    "Report",
+    "ShapeError",
+    "TraceError",
+    "UnknownNode",
+    "UnsupportedOp",
+    "analyze",
+    "axis_names",
+    "node_names",
+    "register_neutral",
+    "register_rule",
+    "register_window",
+]
+
+
+def analyze(
+    model: nn.Module,
+    input_shape: Iterable[int],
+    *,
+    leaf_modules: Iterable[str | type] = (),
+    title: str = "",
+) -> Report:
+    """Receptive field of every feature map of ``model`` for an input of ``input_shape``.
+
+    ``input_shape`` is ``(batch, channels, *spatial)`` with 1 to 3 spatial axes. The model is
+    traced with torch.fx and run on fake tensors only; it is never modified. Modules named in
+    ``leaf_modules`` (paths or classes) are not traced into and need a rule.
+
+    >>> import torch.nn as nn, rfarith
+    >>> rep = rfarith.analyze(nn.Conv2d(3, 8, 5, stride=2), (1, 3, 64, 64))
+    >>> rep.output.n, rep.output.j, rep.output.r, rep.output.start
+    ((30, 30), (2, 2), (5, 5), (2.5, 2.5))
+    """
+    shape = check_input_shape(input_shape)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    traced = trace(model, leaf_modules)
+    with eval_mode(model):
+        result = walk(model, traced, shape)
+    return Report(result.rows, result.outputs, shape, title or type(model).__name__)
+
+
+def node_names(model: nn.Module, input_shape: Iterable[int] | None = None) -> list[str]:
+    """Qualified node names of ``model`` (as torchvision's ``get_graph_node_names`` gives them).
+
+    With ``input_shape``, only the nodes that carry a feature map (the report's rows).
+    """
+    if input_shape is None:
+        return trace(model).node_names()
+    return analyze(model, input_shape).names
+
+
+def register_rule(*targets: Any, replace: bool = False) -> Callable:
+    """Decorator: ``fn(call: rfarith.Call) -> Value`` becomes the rule of each target.
+
+    Targets are module classes, functions, or tensor method names (strings).
+    """
+    return rule(*targets, replace=replace)
+
+
+def register_neutral(*targets: Any) -> None:
+    """Declare ops that act unit by unit (activations, per-channel affine maps)."""
+    rule(*targets)(elementwise)
+
+
+def register_window(target: type[nn.Module], window: Callable[[nn.Module], Window]) -> None:
+    """Declare a module class as a sliding window along its trailing axes.
+
+    ``window(module)`` returns a :class:`rfarith.rules.params.Window` (kernel, stride, dilation,
+    left padding per axis), e.g. for a custom pooling layer.
+    """
+
+    def window_rule(call: Call):
+        w = window(call.module)
+        return map_trailing_axes(call, require_value(call), w.nd, windowed(w.kernel, w.stride, w.dilation, w.pad_left))
+
+    rule(target)(window_rule)

@@ -1,0 +1,112 @@
+"""The public receptive-field record, one per feature map."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from .axisfield import AxisField
+
+FLAG_ORDER = ("global", "holes", "misaligned", "nonuniform", "clipped")
+
+
+def axis_names(count: int) -> tuple[str, ...]:
+    """'l' for 1-D, 'h','w' for 2-D, 'd','h','w' for 3-D."""
+    return {1: ("l",), 2: ("h", "w"), 3: ("d", "h", "w")}.get(count, tuple(f"a{i}" for i in range(count)))
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """What each unit of one feature map sees, per spatial axis of the input.
+
+    >>> import torch.nn as nn, rfarith
+    >>> rf = rfarith.analyze(nn.Conv2d(3, 8, 3, stride=2, padding=1), (1, 3, 32, 32)).output
+    >>> rf.n, rf.j, rf.r, rf.start
+    ((16, 16), (2, 2), (3, 3), (0.5, 0.5))
+    >>> rf.bounds((4, 0))
+    ((7, 9), (-1, 1))
+    """
+
+    node: str
+    axes: tuple[str, ...]
+    n: tuple[int, ...]
+    fields: tuple[AxisField, ...]
+    extent: tuple[int, ...]
+    global_via: tuple[str, ...] = ()
+    extra_flags: frozenset[str] = frozenset()
+
+    @property
+    def j(self) -> tuple[int | Fraction, ...]:
+        """Jump: input pixels between the fields of adjacent units (0 for a global field)."""
+        return tuple(f.j for f in self.fields)
+
+    @property
+    def r(self) -> tuple[int, ...]:
+        """RF size: pixels from the first to the last one a unit sees (the largest over units)."""
+        return tuple(f.r for f in self.fields)
+
+    @property
+    def start(self) -> tuple[float, ...]:
+        """Centre of unit 0's field in input coordinates (pixel i spans [i, i+1))."""
+        return tuple(f.start for f in self.fields)
+
+    @property
+    def offset(self) -> tuple[int, ...]:
+        """First pixel unit 0 sees (top-left convention of numeric tools)."""
+        return tuple(b[0] for b in self.bounds((0,) * len(self.axes)))
+
+    @property
+    def centre0(self) -> tuple[float, ...]:
+        """0-based centre of unit 0 (the TF receptive_field convention); padding = -offset."""
+        return tuple(s - 0.5 for s in self.start)
+
+    @property
+    def phases(self) -> tuple[int, ...]:
+        """Period of the field per axis: 1 unless after upsampling or transposed convolution."""
+        return tuple(f.period for f in self.fields)
+
+    @property
+    def flags(self) -> frozenset[str]:
+        flags = set(self.extra_flags)
+        if self.global_via or any(f.is_global for f in self.fields):
+            flags.add("global")
+        if any(f.has_holes for f in self.fields):
+            flags.add("holes")
+        if any(f.is_nonuniform for f in self.fields):
+            flags.add("nonuniform")
+        return frozenset(flags)
+
+    def bounds(self, unit: int | tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+        """First and last input pixel (inclusive, unclipped) that ``unit`` sees, per axis."""
+        unit = (unit,) if isinstance(unit, int) else tuple(unit)
+        if len(unit) != len(self.axes):
+            raise ValueError(f"unit {unit} needs one index per axis {self.axes}")
+        result = []
+        for axis, f, m in zip(self.axes, self.fields, unit):
+            b = f.bounds(m)
+            if b is None:
+                raise ValueError(f"unit {m} along axis {axis} of '{self.node}' sees no input pixel")
+            result.append(b)
+        return tuple(result)
+
+    def seen(self, unit: int | tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+        """The pixels ``unit`` sees along each axis (holes excluded), unclipped."""
+        unit = (unit,) if isinstance(unit, int) else tuple(unit)
+        out = []
+        for f, m in zip(self.fields, unit):
+            lo, mask = f.unit(m)
+            out.append(tuple(lo + i for i in range(mask.bit_length()) if mask >> i & 1))
+        return tuple(out)
+
+    def describe_flags(self) -> str:
+        """Flags as text, e.g. ``global (via se.pool), holes``."""
+        parts = []
+        for flag in FLAG_ORDER:
+            if flag not in self.flags:
+                continue
+            if flag == "global" and self.global_via:
+                more = f", +{len(self.global_via) - 1} more" if len(self.global_via) > 1 else ""
+                parts.append(f"global (via {self.global_via[0]}{more})")
+            else:
+                parts.append(flag)
+        return ", ".join(parts)

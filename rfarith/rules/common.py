@@ -1,0 +1,65 @@
+"""Helpers shared by the rules: the one place where an index map meets a Value's layout."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .. import axisfield as af
+from ..axisfield import AxisField
+from ..errors import UnsupportedOp
+from ..value import Value
+from .registry import Call
+
+AxisMap = Callable[[AxisField, int, int, int], AxisField]
+
+
+def require_value(call: Call, obj=None) -> Value:
+    value = call.value(call.input if obj is None else obj)
+    if value is None:  # pragma: no cover - the walk only calls rules on input-dependent ops
+        raise UnsupportedOp(call.node, call.op, "its main input does not depend on the model input")
+    return value
+
+
+def map_trailing_axes(call: Call, x: Value, nd: int, axis_maps: list[AxisMap]) -> Value:
+    """Apply one index map per trailing tensor dimension (the ``nd`` dims a layer slides over).
+
+    ``axis_maps[i](field, n_in, n_out, extent)`` maps the field of the axis carried by dim
+    ``-nd+i`` (``extent``: the input size along that axis). Dimensions that carry no input axis
+    are left alone; the channel dim in front is mixed. A map that turns a local field global
+    records this node as the cause.
+    """
+    if x.rank < nd:
+        raise UnsupportedOp(call.node, call.op, f"expects at least {nd} dims, got a tensor of rank {x.rank}")
+    out_shape = call.out_shape
+    fields = {}
+    for i, axis_map in enumerate(axis_maps):
+        dim = x.rank - nd + i
+        axes = x.axes_of(dim)
+        if not axes:
+            continue
+        if len(x.dims[dim]) != 1:
+            raise UnsupportedOp(
+                call.node,
+                call.op,
+                f"it slides over tensor dim {dim}, which holds several flattened factors "
+                f"{x.dims[dim]}; unflatten the spatial axes first",
+            )
+        axis = axes[0]
+        out_n = out_shape[len(out_shape) - nd + i]
+        fields[axis] = axis_map(x.fields[axis], x.n[axis], out_n, x.extent[axis])
+    became_global = any(f.is_global and not x.fields[a].is_global for a, f in fields.items())
+    via = (call.node,) if became_global else ()
+    result = x.with_fields(fields, via).relaid(out_shape) if len(out_shape) == x.rank else None
+    if result is None:
+        raise UnsupportedOp(call.node, call.op, f"output rank {len(out_shape)} differs from input rank {x.rank}")
+    channel_dim = x.rank - nd - 1
+    if channel_dim >= 0 and x.axes_of(channel_dim):
+        result = result.globalised(x.axes_of(channel_dim), call.node)
+    return result
+
+
+def windowed(kernel, stride, dilation, pad_left) -> list[AxisMap]:
+    return [
+        (lambda f, _n, _m, _e, k=k, s=s, d=d, p=p: af.window(f, k, s, d, p))
+        for k, s, d, p in zip(kernel, stride, dilation, pad_left)
+    ]

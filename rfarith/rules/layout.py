@@ -1,0 +1,299 @@
+"""Ops that move, merge or split tensor dimensions without looking at values.
+
+They change which tensor dimension carries which input axis, never a field, except where they
+select or tile units (slicing, ``repeat``) or lose the grid (``cat`` along a spatial axis).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from .. import axisfield as af
+from ..errors import UnsupportedOp
+from ..value import Dim, Value
+from .common import require_value
+from .pointwise import merge
+from .registry import Call, rule
+
+
+def _opaque(size: int) -> Dim:
+    return ((None, size),) if size != 1 else ()
+
+
+def regroup(call: Call, x: Value, out_shape: tuple[int, ...]) -> Value:
+    """Row-major reshape: merge and split the factors of ``x`` into ``out_shape``."""
+    pending = [f for dim in x.dims for f in dim if f[1] != 1]
+    dims: list[Dim] = []
+    for size in out_shape:
+        dim: list = []
+        prod = 1
+        while prod < size:
+            if not pending or size % prod:
+                raise UnsupportedOp(call.node, call.op, f"cannot follow the reshape of {x.dims} into {out_shape}")
+            axis, factor = pending[0]
+            if size % (prod * factor) == 0:
+                dim.append(pending.pop(0))
+                prod *= factor
+                continue
+            need = size // prod
+            if axis is not None or factor % need:
+                raise UnsupportedOp(
+                    call.node,
+                    call.op,
+                    f"the reshape to {out_shape} splits a spatial axis of size {factor} into blocks "
+                    "(window partition / space-to-depth); measure it with crosscheck.hybrid",
+                )
+            dim.append((None, need))
+            pending[0] = (None, factor // need)
+            prod *= need
+        dims.append(tuple(dim))
+    if pending:
+        raise UnsupportedOp(call.node, call.op, f"cannot follow the reshape of {x.dims} into {out_shape}")
+    return replace(x, dims=tuple(dims))
+
+
+@rule(
+    "view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as", "reshape_as",
+    "squeeze_", "unsqueeze_",
+    torch.reshape, torch.flatten, torch.squeeze, torch.unsqueeze, torch.unflatten,
+    nn.Flatten, nn.Unflatten,
+)
+def reshape(call: Call):
+    return regroup(call, require_value(call), call.out_shape)
+
+
+def _permuted(x: Value, order: list[int]) -> Value:
+    return replace(x, dims=tuple(x.dims[d] for d in order))
+
+
+@rule("permute", torch.permute)
+def permute(call: Call):
+    x = require_value(call)
+    order = call.args[1:] if call.kind == "call_method" else call.arg(1, "dims")
+    if call.kind == "call_method" and "dims" in call.kwargs:
+        order = call.kwargs["dims"]
+    if len(order) == 1 and isinstance(order[0], (list, tuple)):
+        order = order[0]
+    return _permuted(x, [d % x.rank for d in order])
+
+
+@rule("transpose", "transpose_", "swapaxes", "swapdims", torch.transpose, torch.swapaxes, torch.swapdims)
+def transpose(call: Call):
+    x = require_value(call)
+    a, b = call.arg(1, "dim0") % x.rank, call.arg(2, "dim1") % x.rank
+    order = list(range(x.rank))
+    order[a], order[b] = order[b], order[a]
+    return _permuted(x, order)
+
+
+@rule("movedim", "moveaxis", torch.movedim, torch.moveaxis)
+def movedim(call: Call):
+    x = require_value(call)
+    src, dst = call.arg(1, "source"), call.arg(2, "destination")
+    src = [src] if isinstance(src, int) else list(src)
+    dst = [dst] if isinstance(dst, int) else list(dst)
+    src = [s % x.rank for s in src]
+    dst = [d % x.rank for d in dst]
+    order = [None] * x.rank
+    for s, d in zip(src, dst):
+        order[d] = s
+    rest = iter(d for d in range(x.rank) if d not in src)
+    order = [o if o is not None else next(rest) for o in order]
+    return _permuted(x, order)
+
+
+# ---- broadcasting and tiling ----------------------------------------------------------------
+def _broadcast_to(call: Call, x: Value, out_shape: tuple[int, ...]) -> Value:
+    """``x`` expanded to ``out_shape``: a 1-unit axis stretched over n units is global."""
+    lead = len(out_shape) - x.rank
+    dims: list[Dim] = [_opaque(s) for s in out_shape[:lead]]
+    fields = {}
+    n = list(x.n)
+    via: tuple[str, ...] = ()
+    for d, dim in enumerate(x.dims):
+        size = out_shape[lead + d]
+        axes = [a for a, _ in dim if a is not None]
+        if not axes or size == x.n[axes[0]] or len(dim) != 1:
+            dims.append(dim if axes else _opaque(size))
+            continue
+        axis = axes[0]
+        field = x.fields[axis]
+        if not field.is_global:
+            field = af.AxisField(1, 0, (field.unit(0),))
+            via = () if x.global_via else (call.node,)
+        fields[axis] = field
+        n[axis] = size
+        dims.append(((axis, size),))
+    return replace(x.with_fields(fields, via), dims=tuple(dims), n=tuple(n))
+
+
+@rule("expand", "expand_as", "broadcast_to", torch.broadcast_to)
+def expand(call: Call):
+    return _broadcast_to(call, require_value(call), call.out_shape)
+
+
+@rule("repeat", "tile", torch.tile)
+def repeat(call: Call):
+    x = require_value(call)
+    out_shape = call.out_shape
+    lead = len(out_shape) - x.rank
+    fields = {}
+    dims: list[Dim] = [_opaque(s) for s in out_shape[:lead]]
+    n = list(x.n)
+    for d, dim in enumerate(x.dims):
+        size = out_shape[lead + d]
+        axes = [a for a, _ in dim if a is not None]
+        if not axes:
+            dims.append(_opaque(size))
+            continue
+        if len(dim) != 1:
+            raise UnsupportedOp(call.node, call.op, "it tiles a dimension that holds flattened axes")
+        axis = axes[0]
+        units = x.n[axis]
+        if size != units:  # unit m of the tiled map is unit m mod n of the original
+            fields[axis] = af.resample(x.fields[axis], units, 0, tuple((p,) for p in range(units)))
+            n[axis] = size
+        dims.append(((axis, size),))
+    return replace(x.with_fields(fields), dims=tuple(dims), n=tuple(n))
+
+
+# ---- selecting units ------------------------------------------------------------------------
+def _pick_unit(x: Value, dim: int, index: int, fields: dict, n: list) -> None:
+    """Select flat index ``index`` of dim ``dim``: each carried axis keeps one unit."""
+    rest = index
+    for axis, size in reversed(x.dims[dim]):
+        rest, position = divmod(rest, size)
+        if axis is not None:
+            fields[axis] = af.window(x.fields[axis], 1, 1, 1, -position)
+            n[axis] = 1
+
+
+def index_value(call: Call, x: Value, index, in_shape: tuple[int, ...]) -> Value:
+    items = index if isinstance(index, tuple) else (index,)
+    explicit = sum(1 for i in items if i is not None and i is not Ellipsis)
+    expanded: list = []
+    for item in items:
+        if item is Ellipsis:
+            expanded.extend([slice(None)] * (x.rank - explicit))
+        else:
+            expanded.append(item)
+    expanded.extend([slice(None)] * (x.rank - sum(1 for i in expanded if i is not None)))
+    dims: list[Dim] = []
+    fields: dict = {}
+    n = list(x.n)
+    d = 0
+    for item in expanded:
+        if item is None:
+            dims.append(())
+            continue
+        dim, size = x.dims[d], in_shape[d]
+        axes = [a for a, _ in dim if a is not None]
+        if isinstance(item, int):
+            if axes:
+                _pick_unit(x, d, item % size, fields, n)
+        elif isinstance(item, slice):
+            start, stop, step = item.indices(size)
+            length = len(range(start, stop, step))
+            if not axes or (start, step, length) == (0, 1, size):
+                dims.append(dim if axes else _opaque(length))
+            elif len(dim) == 1:
+                fields[axes[0]] = af.window(x.fields[axes[0]], 1, step, 1, -start)
+                n[axes[0]] = length
+                dims.append(((axes[0], length),))
+            else:
+                raise UnsupportedOp(call.node, call.op, f"a slice {item} of tensor dim {d}, which holds flattened axes")
+        else:
+            if axes:
+                raise UnsupportedOp(call.node, call.op, f"indexing spatial dim {d} with a tensor or list")
+            dims.append(None)  # size filled in below
+        d += 1
+    out_shape = call.out_shape
+    # advanced indexing may move dims; fill unknown sizes from the output shape when ranks agree
+    if len(dims) != len(out_shape):
+        raise UnsupportedOp(call.node, call.op, f"an index {index!r} that rearranges dimensions")
+    dims = [_opaque(s) if dim is None else dim for dim, s in zip(dims, out_shape)]
+    return replace(x.with_fields(fields), dims=tuple(dims), n=tuple(n))
+
+
+def select(call: Call):
+    """``operator.getitem`` on a tensor (tuples are handled by the walk)."""
+    x = require_value(call)
+    return index_value(call, x, call.args[1], tuple(call.input.shape))
+
+
+@rule("select", torch.select)
+def select_method(call: Call):
+    x = require_value(call)
+    dim = call.arg(1, "dim") % x.rank
+    index = [slice(None)] * x.rank
+    index[dim] = int(call.arg(2, "index"))
+    return index_value(call, x, tuple(index), tuple(call.input.shape))
+
+
+@rule("chunk", "split", "tensor_split", "unbind", torch.chunk, torch.split, torch.tensor_split, torch.unbind)
+def split(call: Call):
+    x = require_value(call)
+    if call.op in ("unbind",):
+        dim = call.arg(1, "dim", 0) % x.rank
+    else:
+        dim = call.arg(2, "dim", 0) % x.rank
+    pieces = []
+    offset = 0
+    for piece in call.out:
+        index = [slice(None)] * x.rank
+        if call.op == "unbind":
+            index[dim] = offset
+            offset += 1
+        else:
+            index[dim] = slice(offset, offset + piece.shape[dim])
+            offset += piece.shape[dim]
+        sub = Call(call.node, call.op, call.kind, call.target, None, call.args, call.kwargs, piece, call.values)
+        pieces.append(index_value(sub, x, tuple(index), tuple(call.input.shape)))
+    return tuple(pieces)
+
+
+# ---- concatenation --------------------------------------------------------------------------
+@rule(torch.cat, torch.concat, torch.concatenate, torch.stack)
+def concatenate(call: Call):
+    tensors = list(call.arg(0, "tensors"))
+    dim = call.arg(1, "dim", 0)
+    stacking = call.target is torch.stack
+    inputs = []
+    lost: set[int] = set()
+    for t in tensors:
+        v = call.value(t)
+        if v is None:
+            continue
+        rank = t.dim()
+        d = dim % (rank + 1 if stacking else rank)
+        shape = tuple(t.shape)
+        if stacking:
+            v = replace(v, dims=v.dims[:d] + ((),) + v.dims[d:])
+            shape = shape[:d] + (1,) + shape[d:]
+        elif v.axes_of(d):
+            lost.update(v.axes_of(d))
+        inputs.append((shape, v))
+    if lost:
+        # the grid along these axes is gone (e.g. a class token prepended to patch tokens)
+        inputs = [(s, replace(v.globalised(tuple(lost), call.node), dims=_strip(v.dims, lost))) for s, v in inputs]
+    return merge(call, inputs, call.out_shape)
+
+
+def _strip(dims: tuple[Dim, ...], axes: set[int]) -> tuple[Dim, ...]:
+    return tuple(tuple((None, s) if a in axes else (a, s) for a, s in dim) for dim in dims)
+
+
+rule(__import__("operator").getitem)(select)
+
+
+@rule(
+    torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like, torch.rand_like,
+    torch.randn_like, "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor", "size",
+    "dim", "numel",
+)
+def constant(call: Call):
+    """Ops whose output depends on the input's shape only, never on its values."""
+    return None

@@ -1,0 +1,244 @@
+"""Ops that mix values across a dimension: reductions, linear maps, attention, normalisation.
+
+Mixing across a dimension that carries no input axis (channels, heads) changes no field.
+Mixing across a spatial dimension is global: on the main path (global pooling, flatten then
+linear, attention) every unit then sees what all units saw together; as a side path
+(normalisation statistics) the local field is unchanged and only the flag ``global`` is added.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UnsupportedOp
+from ..value import Dim, Value
+from .common import require_value
+from .pointwise import elementwise, merge_fields
+from .registry import Call, rule
+
+
+def _dims_arg(value, rank: int) -> tuple[int, ...]:
+    if value is None or isinstance(value, bool):
+        return tuple(range(rank))
+    if isinstance(value, int):
+        return (value % rank,)
+    if len(value) == 0:
+        return tuple(range(rank))
+    return tuple(int(d) % rank for d in value)
+
+
+# ---- reductions -----------------------------------------------------------------------------
+def reduce_over(call: Call, x: Value, reduced: tuple[int, ...], keepdim: bool) -> Value:
+    axes = tuple(a for d in reduced for a in x.axes_of(d))
+    y = x.globalised(axes, call.node) if axes else x
+    n = list(y.n)
+    dims: list[Dim] = []
+    for d, dim in enumerate(x.dims):
+        if d not in reduced:
+            dims.append(dim)
+        elif keepdim:
+            dims.append(tuple((a, 1) for a, _ in dim if a is not None))
+    for a in axes:
+        n[a] = 1
+    return replace(y, dims=tuple(dims), n=tuple(n))
+
+
+_REDUCTIONS = (
+    "mean", "sum", "amax", "amin", "std", "var", "logsumexp", "prod", "nansum", "nanmean", "norm",
+    "median", "max", "min", "any", "all", "count_nonzero",
+)
+
+
+@rule(
+    *_REDUCTIONS,
+    torch.mean, torch.sum, torch.amax, torch.amin, torch.std, torch.var, torch.logsumexp,
+    torch.prod, torch.nansum, torch.nanmean, torch.norm, torch.median, torch.max, torch.min,
+    torch.any, torch.all, torch.count_nonzero, torch.std_mean, torch.var_mean, torch.aminmax,
+)
+def reduction(call: Call):
+    tensors = [t for t, _ in call.tensors()]
+    if len(tensors) > 1:  # torch.max(a, b) and friends are elementwise
+        return elementwise(call)
+    x = require_value(call)
+    rank = x.rank
+    dim = call.kwargs.get("dim", call.kwargs.get("axis", call.args[1] if len(call.args) > 1 else None))
+    if call.op == "norm":
+        dim = call.kwargs.get("dim", call.args[2] if len(call.args) > 2 else None)
+    reduced = _dims_arg(dim, rank)
+    outputs = call.out if isinstance(call.out, tuple) else (call.out,)
+    keepdim = outputs[0].dim() == rank and rank > 0
+    out = reduce_over(call, x, reduced, keepdim)
+    return tuple(out for _ in outputs) if isinstance(call.out, tuple) else out
+
+
+# ---- softmax-like ops over one dim --------------------------------------------------------
+@rule(
+    nn.Softmax, nn.LogSoftmax, nn.Softmin, F.softmax, F.log_softmax, F.softmin, torch.softmax,
+    torch.log_softmax, "softmax", "log_softmax", torch.cumsum, "cumsum",
+)
+def softmax(call: Call):
+    x = require_value(call)
+    dim = call.module.dim if call.module is not None else call.arg(1, "dim", None)
+    if dim is None:
+        dim = 0 if x.rank in (0, 1, 3) else 1  # PyTorch's legacy implicit choice
+    axes = x.axes_of(dim % x.rank)
+    return x.globalised(axes, call.node) if axes else x
+
+
+# ---- normalisation --------------------------------------------------------------------------
+def _side_path_if(call: Call, x: Value, stat_dims: tuple[int, ...]) -> Value:
+    """Statistics over ``stat_dims``: a global side path if they include a spatial axis."""
+    if any(x.axes_of(d) for d in stat_dims):
+        return x.with_global((call.node,))
+    return x
+
+
+@rule(nn.LayerNorm, F.layer_norm, *( [nn.RMSNorm, F.rms_norm] if hasattr(nn, "RMSNorm") else []))
+def layer_norm(call: Call):
+    x = require_value(call)
+    shape = call.module.normalized_shape if call.module is not None else call.arg(1, "normalized_shape")
+    count = 1 if isinstance(shape, int) else len(shape)
+    return _side_path_if(call, x, tuple(range(x.rank - count, x.rank)))
+
+
+@rule(nn.GroupNorm, F.group_norm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, F.instance_norm)
+def spatial_norm(call: Call):
+    x = require_value(call)
+    return _side_path_if(call, x, tuple(range(2, x.rank)))
+
+
+@rule(F.normalize)
+def normalize(call: Call):
+    x = require_value(call)
+    dim = call.arg(2, "dim", 1) % x.rank
+    return _side_path_if(call, x, (dim,))
+
+
+# ---- linear maps ----------------------------------------------------------------------------
+@rule(nn.Linear, F.linear, nn.LazyLinear)
+def linear(call: Call):
+    x = require_value(call)
+    out = contract_last(call, x)
+    return replace(out, dims=out.dims[:-1] + (((None, call.out_shape[-1]),) if call.out_shape[-1] != 1 else (),))
+
+
+def contract_last(call: Call, x: Value) -> Value:
+    """Mix across the last dimension (a linear map on it)."""
+    return reduce_over(call, x, (x.rank - 1,), keepdim=True)
+
+
+def _letters(rank: int, tail: str, batch: str) -> str:
+    return batch[len(batch) - (rank - len(tail)) :] + tail
+
+
+def contract(call: Call, operands: list[tuple[torch.Tensor, str]], out_letters: str) -> Value:
+    """Einsum-style contraction. Summing over a spatial dim, or one axis landing on two output
+    dims (queries x keys), mixes tokens: that axis becomes global."""
+    out_shape = call.out_shape
+    present = [(t, call.value(t), letters) for t, letters in operands if call.value(t) is not None]
+    to_globalise: set[int] = set()
+    for _, v, letters in present:
+        for i, letter in enumerate(letters):
+            if letter not in out_letters:
+                to_globalise.update(v.axes_of(i))
+    dims: list[Dim] = []
+    placed: dict[int, int] = {}
+    for o, letter in enumerate(out_letters):
+        chosen: Dim | None = None
+        for t, v, letters in present:
+            if letter in letters:
+                i = letters.index(letter)
+                if v.axes_of(i) and t.shape[i] == out_shape[o]:
+                    if chosen is not None and chosen != v.dims[i]:
+                        to_globalise.update(a for a, _ in chosen + v.dims[i] if a is not None)
+                    chosen = v.dims[i]
+        for a, _ in chosen or ():
+            if a is not None:
+                if a in placed and placed[a] != o:
+                    to_globalise.add(a)
+                placed[a] = o
+        dims.append(chosen if chosen is not None else (((None, out_shape[o]),) if out_shape[o] != 1 else ()))
+    values = [v.globalised(tuple(to_globalise), call.node) if to_globalise else v for _, v, _ in present]
+    n = list(values[0].n)
+    for a in range(len(n)):
+        carried = [s for dim in dims for b, s in dim if b == a]
+        n[a] = carried[0] if carried else max(v.n[a] for v in values)
+        if a in to_globalise:
+            n[a] = max(v.n[a] for v in values) if carried else 1
+    fields, via, flags = merge_fields(call, values, tuple(n))
+    if to_globalise:
+        dims = [tuple((None, s) if a in to_globalise and a is not None else (a, s) for a, s in dim) for dim in dims]
+        dims = [d if any(a is not None for a, _ in d) else (((None, out_shape[i]),) if out_shape[i] != 1 else ()) for i, d in enumerate(dims)]
+    return Value(tuple(dims), tuple(n), fields, values[0].extent, via, flags)
+
+
+_BATCH = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@rule(torch.matmul, operator.matmul, torch.bmm, torch.mm, "matmul", "bmm", "mm", "__matmul__", "__rmatmul__")
+def matmul(call: Call):
+    a, b = call.args[0], call.args[1]
+    if call.op == "__rmatmul__":
+        a, b = b, a
+    la = "k" if a.dim() == 1 else _letters(a.dim(), "ik", _BATCH)
+    lb = "k" if b.dim() == 1 else _letters(b.dim(), "kj", _BATCH)
+    batch_rank = max(a.dim(), b.dim()) - 2
+    out = _BATCH[len(_BATCH) - max(batch_rank, 0) :] + ("i" if a.dim() > 1 else "") + ("j" if b.dim() > 1 else "")
+    return contract(call, [(a, la), (b, lb)], out)
+
+
+def _expand_ellipsis(spec: str, rank: int) -> str:
+    if "..." not in spec:
+        return spec
+    explicit = len(spec) - 3
+    return spec.replace("...", _BATCH[len(_BATCH) - (rank - explicit) :])
+
+
+@rule(torch.einsum)
+def einsum(call: Call):
+    equation = call.args[0].replace(" ", "")
+    operands = call.args[1:]
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = operands[0]
+    inputs, _, output = equation.partition("->")
+    specs = inputs.split(",")
+    specs = [_expand_ellipsis(s, t.dim()) for s, t in zip(specs, operands)]
+    if not _:
+        letters = "".join(specs)
+        output = "".join(sorted(c for c in set(letters) if letters.count(c) == 1 and c.islower()))
+    output = _expand_ellipsis(output, call.out.dim()) if "..." in output else output
+    return contract(call, list(zip(operands, specs)), output)
+
+
+# ---- attention ------------------------------------------------------------------------------
+def attend(call: Call, query: torch.Tensor, others: list[torch.Tensor], out: torch.Tensor) -> Value:
+    """Every query sees every key: all spatial axes of the operands become global."""
+    values = [v for v in (call.value(t) for t in [query, *others]) if v is not None]
+    shaped = query if call.value(query) is not None else next(t for t in others if call.value(t) is not None)
+    base = call.value(shaped)
+    axes = tuple(range(len(base.n)))
+    values = [v.globalised(axes, call.node) for v in values]
+    fields, via, flags = merge_fields(call, values, base.n)
+    dims = base.dims[:-1] + (((None, out.shape[-1]),) if out.shape[-1] != 1 else (),)
+    if len(dims) != out.dim():
+        dims = tuple(((None, s),) if s != 1 else () for s in out.shape)
+    return Value(tuple(dims), base.n, fields, base.extent, via, flags)
+
+
+@rule(F.scaled_dot_product_attention)
+def scaled_dot_product_attention(call: Call):
+    q, k, v = call.arg(0, "query"), call.arg(1, "key"), call.arg(2, "value")
+    return attend(call, q, [k, v], call.out)
+
+
+@rule(nn.MultiheadAttention)
+def multihead_attention(call: Call):
+    q, k, v = call.arg(0, "query"), call.arg(1, "key"), call.arg(2, "value")
+    out = call.out[0] if isinstance(call.out, tuple) else call.out
+    value = attend(call, q, [k, v], out)
+    return (value, value) if isinstance(call.out, tuple) else value

@@ -1,0 +1,161 @@
+"""Elementwise ops and merges: unit m of the output sees what unit m of every input sees.
+
+The neutral list is explicit: only the ops below pass a field through unchanged. Binary ops
+(``add``, ``mul``, ``sub``, ``where``, ...) merge with the exact hull rule. An input broadcast
+from one unit (a squeeze-excite gate, a global statistic) is a global side path: it does not
+widen the local field and adds the flag ``global`` with the node that caused it.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import axisfield as af
+from ..errors import UnsupportedOp
+from ..field import axis_names
+from ..value import Dim, Value, _dedupe
+from .registry import Call, rule
+
+NEUTRAL_MODULES: tuple[type[nn.Module], ...] = (
+    nn.Identity,
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
+    nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh,
+    nn.Softplus, nn.Softsign, nn.Softshrink, nn.Hardshrink, nn.Tanhshrink, nn.Threshold,
+    nn.LogSigmoid, nn.GLU,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
+    # eval-mode BatchNorm is a per-channel affine map; rfarith analyses the model as in eval mode
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+    nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d,
+    nn.LocalResponseNorm, nn.ChannelShuffle,
+)
+
+NEUTRAL_FUNCTIONS: tuple = (
+    F.relu, F.relu_, F.relu6, F.leaky_relu, F.leaky_relu_, F.prelu, F.rrelu, F.elu, F.elu_,
+    F.selu, F.celu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, F.hardtanh_,
+    F.softplus, F.softsign, F.softshrink, F.hardshrink, F.tanhshrink, F.threshold, F.logsigmoid,
+    F.glu, F.sigmoid, F.tanh,
+    F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
+    F.batch_norm, F.local_response_norm, F.channel_shuffle,
+    torch.relu, torch.relu_, torch.sigmoid, torch.tanh, torch.exp, torch.log, torch.sqrt,
+    torch.rsqrt, torch.abs, torch.neg, torch.square, torch.sign, torch.clamp, torch.clip,
+    torch.clamp_min, torch.clamp_max, torch.erf, torch.sin, torch.cos, torch.reciprocal,
+    torch.log1p, torch.expm1, torch.floor, torch.ceil, torch.round, torch.trunc,
+    torch.nan_to_num, torch.dropout, torch.batch_norm, torch.channel_shuffle,
+    torch.native_channel_shuffle,
+    operator.neg, operator.pos, operator.abs, operator.invert,
+)
+
+NEUTRAL_METHODS: tuple[str, ...] = (
+    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "log", "sqrt", "rsqrt", "abs",
+    "neg", "square", "sign", "clamp", "clamp_", "clip", "clamp_min", "clamp_max", "erf", "sin",
+    "cos", "reciprocal", "log1p", "expm1", "floor", "ceil", "round", "trunc", "nan_to_num",
+    "contiguous", "clone", "detach", "float", "double", "half", "bfloat16", "to", "type",
+    "type_as", "cpu", "cuda", "requires_grad_", "__neg__", "__abs__", "hardtanh", "hardtanh_",
+    "exp_", "sqrt_", "pow_", "mul_", "div_", "add_", "sub_",
+)
+
+BINARY_FUNCTIONS: tuple = (
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv, operator.pow,
+    operator.mod, operator.iadd, operator.isub, operator.imul, operator.itruediv,
+    torch.add, torch.sub, torch.subtract, torch.mul, torch.multiply, torch.div, torch.divide,
+    torch.true_divide, torch.pow, torch.maximum, torch.minimum, torch.fmax, torch.fmin,
+    torch.where, torch.lerp, torch.addcmul, torch.addcdiv, torch.hypot, torch.atan2,
+    torch.rsub, torch.fmod, torch.remainder, torch.eq, torch.ne, torch.gt, torch.ge, torch.lt,
+    torch.le, torch.logical_and, torch.logical_or, torch.masked_fill,
+)
+
+BINARY_METHODS: tuple[str, ...] = (
+    "add", "sub", "mul", "div", "pow", "maximum", "minimum", "where", "lerp", "addcmul",
+    "addcdiv", "masked_fill", "masked_fill_", "__add__", "__radd__", "__sub__", "__rsub__",
+    "__mul__", "__rmul__", "__truediv__", "__rtruediv__", "__pow__", "__rpow__",
+    "fmod", "remainder", "eq", "ne", "gt", "ge", "lt", "le",
+)
+
+
+def _aligned_dim(value: Value, tensor_rank: int, out_rank: int, out_dim: int) -> Dim | None:
+    """The dim of an input that lines up with ``out_dim`` under broadcasting (None: absent)."""
+    dim = out_dim - (out_rank - tensor_rank)
+    return value.dims[dim] if dim >= 0 else None
+
+
+def merge(call: Call, inputs: list[tuple[torch.Size, Value]], out_shape: tuple[int, ...]) -> Value:
+    """Exact hull of the inputs' fields, unit by unit, with NumPy-style broadcasting."""
+    out_rank = len(out_shape)
+    n_axes = len(inputs[0][1].n)
+    dims: list[Dim] = []
+    for d, size in enumerate(out_shape):
+        chosen: Dim | None = None
+        for shape, value in inputs:
+            dim = _aligned_dim(value, len(shape), out_rank, d)
+            if dim is None or not any(a is not None for a, _ in dim):
+                continue
+            in_size = shape[d - (out_rank - len(shape))]
+            if in_size != size:
+                continue  # broadcast along this dim
+            if chosen is not None and chosen != dim:
+                raise UnsupportedOp(call.node, call.op, f"it combines different spatial layouts {chosen} and {dim} in dim {d}")
+            chosen = dim
+        dims.append(chosen if chosen is not None else (((None, size),) if size != 1 else ()))
+
+    n_out = [1] * n_axes
+    for dim in dims:
+        for a, s in dim:
+            if a is not None:
+                n_out[a] = s
+    for _, value in inputs:  # axes no dim carries (reduced away) keep their unit count
+        for a in range(n_axes):
+            if all(a not in (f for f, _ in dim) for dim in dims):
+                n_out[a] = max(n_out[a], value.n[a])
+
+    fields, via, flags = merge_fields(call, [value for _, value in inputs], tuple(n_out))
+    return Value(tuple(dims), tuple(n_out), fields, inputs[0][1].extent, via, flags)
+
+
+def merge_fields(
+    call: Call, values: list[Value], n_out: tuple[int, ...]
+) -> tuple[tuple, tuple[str, ...], frozenset[str]]:
+    """Per axis, unit m sees what unit m of every value sees: (fields, global causes, flags).
+
+    A value broadcast from one unit, or one whose field is already global, is a side path: it
+    only counts when no local path is left, and it adds the flag global with its cause. Local
+    fields centred differently make the merge ``misaligned`` (exact all the same).
+    """
+    via: tuple[str, ...] = ()
+    flags: set[str] = set()
+    fields = []
+    for a in range(len(n_out)):
+        local, side = [], []
+        for value in values:
+            field = value.fields[a]
+            broadcast = value.n[a] == 1 and n_out[a] > 1
+            if broadcast and not field.is_global:
+                if not value.global_via:
+                    via += (call.node,)
+                field = af.AxisField(1, 0, (field.unit(0),))  # the same pixels for every unit
+            (side if broadcast or field.is_global else local).append(field)
+        if len(local) > 1 and not af.same_centres(local):
+            flags.add("misaligned")
+        try:
+            fields.append(af.union(local or side))
+        except ValueError as e:
+            name = axis_names(len(n_out))[a]
+            raise UnsupportedOp(
+                call.node, call.op, f"it merges feature maps whose units step differently along axis {name} ({e})"
+            ) from None
+    for value in values:
+        via += value.global_via
+        flags |= value.flags
+    return tuple(fields), _dedupe(via), frozenset(flags)
+
+
+def elementwise(call: Call):
+    inputs = [(t.shape, v) for t, v in call.tensors() if v is not None]
+    out = merge(call, inputs, call.out_shape)
+    return (out,) * len(call.out) if isinstance(call.out, tuple) else out
+
+
+rule(*NEUTRAL_MODULES, *NEUTRAL_FUNCTIONS, *NEUTRAL_METHODS, *BINARY_FUNCTIONS, *BINARY_METHODS)(elementwise)

@@ -1,0 +1,137 @@
+"""One table from op to rule. A rule is a small function of one :class:`Call` returning the
+:class:`~rfarith.value.Value` of the op's output (or a tuple of them for ops returning several
+tensors). Modules, functions and tensor methods are registered alike::
+
+    @rule(nn.Conv2d, F.conv2d, torch.conv2d)
+    def conv(call): ...
+
+Registration refuses duplicates; users extend the table through :func:`register_rule`,
+:func:`register_neutral` and :func:`register_window` (see ``rfarith/__init__.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..value import Value
+
+RuleFn = Callable[["Call"], Any]
+
+_MODULE_RULES: dict[type, RuleFn] = {}
+_FUNCTION_RULES: dict[Any, RuleFn] = {}
+_METHOD_RULES: dict[str, RuleFn] = {}
+
+_MISSING = object()
+
+
+def _table_for(target: Any) -> tuple[dict, Any]:
+    if isinstance(target, type) and issubclass(target, nn.Module):
+        return _MODULE_RULES, target
+    if isinstance(target, str):
+        return _METHOD_RULES, target
+    if callable(target):
+        return _FUNCTION_RULES, target
+    raise TypeError(f"cannot register a rule for {target!r}: give a module class, function or method name")
+
+
+def rule(*targets: Any, replace: bool = False) -> Callable[[RuleFn], RuleFn]:
+    """Register ``fn`` as the rule of every target (module class, function, or method name)."""
+
+    def register(fn: RuleFn) -> RuleFn:
+        for target in dict.fromkeys(targets):  # aliases (F.relu_ is torch.relu_) count once
+            table, key = _table_for(target)
+            if key in table and not replace:
+                raise ValueError(f"a rule for {describe_target(target)} is already registered")
+            table[key] = fn
+        return fn
+
+    return register
+
+
+def find_rule(kind: str, target: Any, module: nn.Module | None) -> RuleFn | None:
+    """The rule for one graph node, or None. Module rules match subclasses too."""
+    if kind == "call_module" and module is not None:
+        for cls in type(module).__mro__:
+            if cls in _MODULE_RULES:
+                return _MODULE_RULES[cls]
+        return None
+    if kind == "call_method":
+        return _METHOD_RULES.get(target)
+    if kind == "call_function":
+        try:
+            return _FUNCTION_RULES.get(target)
+        except TypeError:  # unhashable callables
+            return None
+    return None
+
+
+def has_module_rule(module: nn.Module) -> bool:
+    return find_rule("call_module", None, module) is not None
+
+
+def describe_target(target: Any) -> str:
+    if isinstance(target, type):
+        return target.__name__
+    if isinstance(target, str):
+        return f"Tensor.{target}"
+    return getattr(target, "__name__", repr(target))
+
+
+@dataclass
+class Call:
+    """One op application as a rule sees it: parameters, input values, output shape."""
+
+    node: str
+    op: str
+    kind: str
+    target: Any
+    module: nn.Module | None
+    args: tuple
+    kwargs: dict
+    out: Any
+    values: dict[int, Value] = field(default_factory=dict)
+
+    def value(self, obj: Any) -> Value | None:
+        """The Value of a tensor argument, or None if it does not depend on the input."""
+        return self.values.get(id(obj))
+
+    def arg(self, index: int, name: str, default: Any = _MISSING) -> Any:
+        """A parameter of a functional call, by position or keyword."""
+        if name in self.kwargs:
+            return self.kwargs[name]
+        if index < len(self.args):
+            return self.args[index]
+        if default is _MISSING:
+            raise TypeError(f"{self.op} at node '{self.node}' is missing its argument '{name}'")
+        return default
+
+    @property
+    def input(self) -> Any:
+        """The first positional argument (the tensor most ops act on)."""
+        return self.args[0] if self.args else next(iter(self.kwargs.values()))
+
+    def tensors(self) -> Iterator[tuple[torch.Tensor, Value | None]]:
+        """Every tensor among the arguments (nested in lists too), with its Value."""
+        for obj in _flatten((self.args, self.kwargs)):
+            if isinstance(obj, torch.Tensor):
+                yield obj, self.value(obj)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return tuple(self.out.shape)
+
+
+def _flatten(obj: Any) -> Iterator[Any]:
+    if isinstance(obj, (list, tuple)):
+        for item in obj:
+            yield from _flatten(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _flatten(item)
+    else:
+        yield obj

@@ -1,0 +1,100 @@
+"""Tracing a model with torch.fx, naming nodes as torchvision's feature extraction does.
+
+Node names are qualified: a module call is named by its module path (``features.3``); any other
+op by the path of the module whose ``forward`` called it plus the op's name (``layer1.0.add``,
+``add`` at the top level); repeats within the same scope get ``_1``, ``_2``, ... (``layer1.0.relu_1``).
+So users can pass the names they already know from ``get_graph_node_names``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch.fx as fx
+from torch import nn
+
+from .errors import TraceError
+from .rules.registry import has_module_rule
+
+_FX_SUFFIX = re.compile(r"_\d+$")
+
+
+@dataclass(frozen=True)
+class Traced:
+    """A traced graph with the qualified name of every node."""
+
+    graph: fx.Graph
+    names: dict[fx.Node, str]
+
+    def node_names(self) -> list[str]:
+        return [self.names[n] for n in self.graph.nodes if n.op not in ("output", "get_attr")]
+
+
+class NamingTracer(fx.Tracer):
+    """An fx tracer that records torchvision-style qualified names and its own leaves."""
+
+    def __init__(self, leaf_modules: Iterable[str | type] = ()) -> None:
+        super().__init__()
+        self._leaf_paths = {m for m in leaf_modules if isinstance(m, str)}
+        self._leaf_types = tuple(m for m in leaf_modules if isinstance(m, type))
+        self._module_stack: list[str] = []
+        self.qualnames: dict[fx.Node, str] = {}
+        self._counts: dict[str, int] = {}
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if module_qualified_name in self._leaf_paths or (self._leaf_types and isinstance(m, self._leaf_types)):
+            return True
+        if has_module_rule(m):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
+        path = self.path_of_module(m)
+        if self.is_leaf_module(m, path):
+            return super().call_module(m, forward, args, kwargs)
+        self._module_stack.append(path)
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        finally:
+            self._module_stack.pop()
+
+    def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, proxy_factory_fn=None):
+        proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
+        self.qualnames[proxy.node] = self._qualify(proxy.node)
+        return proxy
+
+    def _qualify(self, node: fx.Node) -> str:
+        if node.op == "call_module":
+            base = node.target
+        elif node.op == "placeholder":
+            return str(node.target).lstrip("*")
+        elif node.op == "output":
+            return node.name
+        else:
+            scope = self._module_stack[-1] if self._module_stack else ""
+            op_name = _FX_SUFFIX.sub("", node.name)
+            base = f"{scope}.{op_name}" if scope else op_name
+        count = self._counts.get(base, 0)
+        self._counts[base] = count + 1
+        return base if count == 0 else f"{base}_{count}"
+
+
+def trace(model: nn.Module, leaf_modules: Iterable[str | type] = ()) -> Traced:
+    """Trace ``model`` (never modifying it). Raises :class:`TraceError` naming the module."""
+    tracer = NamingTracer(leaf_modules)
+    try:
+        graph = tracer.trace(model)
+    except TraceError:
+        raise
+    except Exception as e:  # FX raises many types; all mean "could not trace"
+        path = tracer._module_stack[-1] if tracer._module_stack else ""
+        module = model.get_submodule(path) if path else model
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TraceError(path, type(module).__name__, reason) from e
+    names = {}
+    for node in graph.nodes:
+        names[node] = tracer.qualnames.get(node, node.name)
+    return Traced(graph, names)

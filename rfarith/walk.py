@@ -1,0 +1,259 @@
+"""The analysis: one loop over the traced graph whose value per node is a receptive field.
+
+Like ``torch.fx.Interpreter`` with ``ShapeProp``: every node runs once on fake tensors (shapes
+only, no storage, so a 2048x2048 input costs nothing) and its rule maps the fields of its
+inputs to the field of its output.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from .errors import RFError, ShapeError, UnsupportedOp
+from .field import ReceptiveField, axis_names
+from .rules.registry import Call, describe_target, find_rule
+from .tracing import Traced
+from .value import Value, input_value
+
+
+@dataclass(frozen=True)
+class Row:
+    """One feature map of the report."""
+
+    name: str
+    op: str
+    shape: tuple[int, ...]
+    field: ReceptiveField
+
+
+@dataclass(frozen=True)
+class WalkResult:
+    rows: list[Row]
+    outputs: dict[str, str]
+
+
+def op_label(node: fx.Node, module: nn.Module | None) -> str:
+    if node.op == "call_module" and module is not None:
+        return type(module).__name__
+    if node.op == "call_method":
+        return str(node.target)
+    if node.op == "placeholder":
+        return "input"
+    return getattr(node.target, "__name__", str(node.target))
+
+
+def check_input_shape(input_shape: Any) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise ShapeError(
+            f"input_shape {input_shape!r} must be a sequence of ints (batch, channels, *spatial), "
+            "e.g. (1, 3, 224, 224)"
+        ) from None
+    if len(shape) < 3:
+        raise ShapeError(
+            f"input_shape {shape} has rank {len(shape)}; give (batch, channels, *spatial) with 1 to 3 "
+            "spatial axes, e.g. (1, 3, 224, 224) or (1, 1, 128) for 1-D"
+        )
+    if any(s <= 0 for s in shape):
+        raise ShapeError(f"input_shape {shape} has a size <= 0; every size must be positive")
+    return shape
+
+
+def _reference_tensor(model: nn.Module) -> torch.Tensor | None:
+    for t in model.parameters():
+        return t
+    for t in model.buffers():
+        return t
+    return None
+
+
+def _shapes(args: Any) -> str:
+    flat: list[torch.Tensor] = []
+    fx.node.map_aggregate(args, lambda x: flat.append(x) if isinstance(x, torch.Tensor) else None)
+    return ", ".join("x".join(str(s) for s in t.shape) for t in flat) or "no tensors"
+
+
+class _Walk:
+    def __init__(self, model: nn.Module, traced: Traced, shape: tuple[int, ...]) -> None:
+        self.model = model
+        self.traced = traced
+        self.shape = shape
+        self.fake: dict[fx.Node, Any] = {}
+        self.values: dict[fx.Node, Any] = {}
+        self.axes = axis_names(len(shape) - 2)
+
+    def run(self) -> WalkResult:
+        mode = FakeTensorMode(allow_non_fake_inputs=True)
+        rows: list[Row] = []
+        outputs: dict[str, str] = {}
+        first_placeholder = True
+        for node in self.traced.graph.nodes:
+            name = self.traced.names[node]
+            if node.op == "placeholder":
+                self._placeholder(node, name, mode, first_placeholder)
+                if first_placeholder:
+                    rows.append(self._row(node, name, None))
+                first_placeholder = False
+            elif node.op == "get_attr":
+                self.fake[node] = _fetch_attr(self.model, node.target)
+                self.values[node] = None
+            elif node.op == "output":
+                outputs = self._outputs(node.args[0])
+            else:
+                module = self.model.get_submodule(node.target) if node.op == "call_module" else None
+                self._call(node, name, module, mode)
+                if isinstance(self.values[node], Value) and isinstance(self.fake[node], torch.Tensor):
+                    rows.append(self._row(node, name, module))
+        return WalkResult(rows, outputs)
+
+    # ---- nodes -------------------------------------------------------------------------------
+    def _placeholder(self, node: fx.Node, name: str, mode: FakeTensorMode, first: bool) -> None:
+        if not first:
+            if node.args:
+                self.fake[node] = node.args[0]
+                self.values[node] = None
+                return
+            raise ShapeError(
+                f"forward() takes a second input '{name}' without a default; rfarith analyses one "
+                "image input. Wrap the model in a module whose forward takes only the image.",
+                node=name,
+            )
+        ref = _reference_tensor(self.model)
+        dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+        device = ref.device if ref is not None else torch.device("cpu")
+        with mode:
+            self.fake[node] = torch.empty(self.shape, dtype=dtype, device=device)
+        self.values[node] = input_value(self.shape)
+
+    def _call(self, node: fx.Node, name: str, module: nn.Module | None, mode: FakeTensorMode) -> None:
+        args = fx.node.map_arg(node.args, lambda n: self.fake[n])
+        kwargs = fx.node.map_arg(node.kwargs, lambda n: self.fake[n])
+        op = op_label(node, module)
+        try:
+            with mode:
+                out = _execute(node, module, args, kwargs)
+        except RFError:
+            raise
+        except Exception as e:
+            raise self._shape_error(name, op, args, e) from e
+        self.fake[node] = out
+        parent = node.args[0] if node.target is operator.getitem else None
+        if isinstance(self.values.get(parent), (tuple, list)):  # picking from split / chunk
+            self.values[node] = self.values[parent][node.args[1]]
+            return
+        values = self._input_values(node)
+        if not values:
+            self.values[node] = None
+            return
+        if not _is_tensor_result(out):
+            self.values[node] = None
+            return
+        rule = find_rule(node.op, node.target, module)
+        if rule is None:
+            raise UnsupportedOp(name, op if node.op != "call_function" else describe_target(node.target))
+        call = Call(name, op, node.op, node.target, module, args, kwargs, out, values)
+        value = rule(call)
+        self._check_units(name, op, value)
+        self.values[node] = value
+
+    def _input_values(self, node: fx.Node) -> dict[int, Value]:
+        mapping: dict[int, Value] = {}
+        for arg in node.all_input_nodes:
+            fake, value = self.fake[arg], self.values[arg]
+            if isinstance(value, Value):
+                mapping[id(fake)] = value
+            elif isinstance(value, (tuple, list)) and isinstance(fake, (tuple, list)):
+                for f, v in zip(fake, value):
+                    if isinstance(v, Value):
+                        mapping[id(f)] = v
+        return mapping
+
+    def _outputs(self, result: Any) -> dict[str, str]:
+        outputs: dict[str, str] = {}
+
+        def visit(obj: Any, key: str) -> None:
+            if isinstance(obj, fx.Node):
+                if isinstance(self.values.get(obj), Value):
+                    outputs[key] = self.traced.names[obj]
+            elif isinstance(obj, dict):
+                for k, v in obj.items():
+                    visit(v, str(k))
+            elif isinstance(obj, (tuple, list)):
+                for i, v in enumerate(obj):
+                    visit(v, str(i))
+
+        visit(result, "output")
+        return outputs
+
+    # ---- checks and rows -------------------------------------------------------------------
+    def _check_units(self, name: str, op: str, value: Any) -> None:
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, Value):
+                for axis, n in zip(self.axes, v.n):
+                    if n == 0:
+                        raise ShapeError(
+                            f"layer '{name}' ({op}) has no units along axis {axis} for input shape "
+                            f"{self.shape}: the input is too small for this model. Use a larger input.",
+                            node=name,
+                        )
+
+    def _shape_error(self, name: str, op: str, args: Any, error: Exception) -> ShapeError:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        hint = "check input_shape (batch, channels, *spatial)"
+        if "channels" in reason:
+            hint = "the channel count of input_shape does not match what this layer expects"
+        elif "too small" in reason or "greater than" in reason or "size" in reason:
+            hint = "the input is too small for this model: use a larger input_shape"
+        return ShapeError(
+            f"layer '{name}' ({op}) cannot run on input(s) of shape {_shapes(args)} "
+            f"(model input {self.shape}): {reason}. Way out: {hint}.",
+            node=name,
+        )
+
+    def _row(self, node: fx.Node, name: str, module: nn.Module | None) -> Row:
+        value: Value = self.values[node]
+        rf = ReceptiveField(
+            node=name,
+            axes=self.axes,
+            n=value.n,
+            fields=value.fields,
+            extent=value.extent,
+            global_via=value.global_via,
+            extra_flags=value.flags,
+        )
+        return Row(name, op_label(node, module), tuple(self.fake[node].shape), rf)
+
+
+def _execute(node: fx.Node, module: nn.Module | None, args: tuple, kwargs: dict) -> Any:
+    if node.op == "call_module":
+        return module.forward(*args, **kwargs)
+    if node.op == "call_method":
+        return getattr(args[0], node.target)(*args[1:], **kwargs)
+    return node.target(*args, **kwargs)
+
+
+def _is_tensor_result(out: Any) -> bool:
+    if isinstance(out, torch.Tensor):
+        return True
+    if isinstance(out, (tuple, list)) and out:
+        return all(isinstance(o, torch.Tensor) or o is None for o in out) and any(isinstance(o, torch.Tensor) for o in out)
+    return False
+
+
+def _fetch_attr(model: nn.Module, target: str) -> Any:
+    obj: Any = model
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def walk(model: nn.Module, traced: Traced, shape: tuple[int, ...]) -> WalkResult:
+    return _Walk(model, traced, shape).run()

@@ -1,0 +1,1 @@
+"""rfnumeric: receptive fields measured by a gradient probe (work in progress)."""
