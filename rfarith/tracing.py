@@ -43,6 +43,7 @@ class NamingTracer(fx.Tracer):
         self._module_stack: list[str] = []
         self.qualnames: dict[fx.Node, str] = {}
         self._counts: dict[str, int] = {}
+        self.failed_path: str | None = None
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self._leaf_paths or (self._leaf_types and isinstance(m, self._leaf_types)):
@@ -58,6 +59,10 @@ class NamingTracer(fx.Tracer):
         self._module_stack.append(path)
         try:
             return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_path is None:  # the innermost module being traced when it failed
+                self.failed_path = path
+            raise
         finally:
             self._module_stack.pop()
 
@@ -90,7 +95,7 @@ def trace(model: nn.Module, leaf_modules: Iterable[str | type] = ()) -> Traced:
     except TraceError:
         raise
     except Exception as e:  # FX raises many types; all mean "could not trace"
-        path = tracer._module_stack[-1] if tracer._module_stack else ""
+        path = tracer.failed_path or ""
         module = model.get_submodule(path) if path else model
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TraceError(path, type(module).__name__, reason) from e

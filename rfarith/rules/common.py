@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from .. import axisfield as af
 from ..axisfield import AxisField
-from ..errors import UnsupportedOp
+from ..errors import ShapeError, UnsupportedOp
 from ..value import Value
 from .registry import Call
 
@@ -28,8 +28,12 @@ def map_trailing_axes(call: Call, x: Value, nd: int, axis_maps: list[AxisMap]) -
     are left alone; the channel dim in front is mixed. A map that turns a local field global
     records this node as the cause.
     """
-    if x.rank < nd:
-        raise UnsupportedOp(call.node, call.op, f"expects at least {nd} dims, got a tensor of rank {x.rank}")
+    if x.rank < nd + 2:
+        raise ShapeError(
+            f"layer '{call.node}' ({call.op}) got a tensor of rank {x.rank}, an unbatched input; "
+            f"input_shape must be (batch, channels, *spatial), e.g. (1, {', '.join(map(str, (call.input.shape)))})",
+            node=call.node,
+        )
     out_shape = call.out_shape
     fields = {}
     for i, axis_map in enumerate(axis_maps):

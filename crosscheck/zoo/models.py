@@ -1,0 +1,3 @@
+"""Importing this module registers every zoo model."""
+
+from . import classic, keras  # noqa: F401
