@@ -52,12 +52,15 @@ def analyze(
     *,
     leaf_modules: Iterable[str | type] = (),
     title: str = "",
+    fallback: Callable[[Call], Any] | None = None,
 ) -> Report:
     """Receptive field of every feature map of ``model`` for an input of ``input_shape``.
 
     ``input_shape`` is ``(batch, channels, *spatial)`` with 1 to 3 spatial axes. The model is
     traced with torch.fx and run on fake tensors only; it is never modified. Modules named in
-    ``leaf_modules`` (paths or classes) are not traced into and need a rule.
+    ``leaf_modules`` (paths or classes) are not traced into and need a rule. ``fallback`` is
+    asked for the output value of any op without a rule (crosscheck's hybrid mode measures it
+    with the probe); without it such an op raises :class:`UnsupportedOp`.
 
     >>> import torch.nn as nn, rfarith
     >>> rep = rfarith.analyze(nn.Conv2d(3, 8, 5, stride=2), (1, 3, 64, 64))
@@ -69,8 +72,46 @@ def analyze(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     traced = trace(model, leaf_modules)
     with eval_mode(model):
-        result = walk(model, traced, shape)
+        try:
+            result = walk(model, traced, shape, fallback)
+        except ShapeError as e:
+            if e.kind != "too_small":
+                raise
+            smallest = smallest_input(model, traced, shape, fallback)
+            if smallest is None:
+                raise
+            raise ShapeError(f"{e} The smallest input that works is {smallest}.", e.node, e.kind) from e
     return Report(result.rows, result.outputs, shape, title or type(model).__name__)
+
+
+def smallest_input(
+    model: nn.Module, traced, shape: tuple[int, ...], fallback=None, limit: int = 8192
+) -> tuple[int, ...] | None:
+    """Smallest input with equal spatial sizes >= the given ones that the model accepts (fake runs)."""
+
+    def works(size: int) -> bool:
+        candidate = shape[:2] + tuple(max(s, size) for s in shape[2:])
+        try:
+            walk(model, traced, candidate, fallback)
+        except ShapeError as e:
+            if e.kind == "too_small":
+                return False
+            raise
+        return True
+
+    low = max(shape[2:])
+    high = low
+    while not works(high):
+        if high >= limit:
+            return None
+        high = min(2 * high, limit)
+    while low < high:  # invariant: high works
+        middle = (low + high) // 2
+        if works(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return shape[:2] + tuple(max(s, high) for s in shape[2:])
 
 
 def node_names(model: nn.Module, input_shape: Iterable[int] | None = None) -> list[str]:

@@ -1,26 +1,34 @@
-"""The receptive field along one input axis, exact for periodic patterns.
+"""The receptive field along one input axis, exact for periodic patterns and at the borders.
 
 Private to rfarith: rules build these through the few operations below, and the public
 :class:`rfarith.ReceptiveField` reads them. Everything here is pure arithmetic on integers.
 
-A field has a period ``P``, a jump ``J`` (input pixels per period) and, per phase ``p``, the
-pixels unit ``p`` sees: unit ``m = q*P + p`` sees ``q*J + lo[p] .. q*J + hi[p]``. The set of
-pixels actually seen inside that hull is kept as a bit mask (bit ``i`` set: pixel ``lo + i`` is
-seen), so holes are exact too. ``P = 1`` is the guide's n / j / r / start; ``J = 0`` is a global
-field (every unit sees the same pixels). Units with negative or out-of-range indices are the
-periodic extension of the map (the padding units of the guide's arithmetic), so fields are
-unclipped unless a rule clips them.
+The periodic part: a period ``P``, a jump ``J`` (input pixels per period) and, per phase ``p``,
+the pixels unit ``p`` sees; unit ``m = q*P + p`` sees ``q*J + lo[p] .. q*J + hi[p]``. The pixels
+actually seen inside that hull are a bit mask (bit ``i`` set: pixel ``lo + i`` is seen), so
+holes are exact too. ``P = 1`` is the guide's n / j / r / start; ``J = 0`` is a global field
+(every unit sees the same pixels). Units outside the map (the padding units of the guide's
+arithmetic) extend the pattern periodically: this is the unclipped field the guide reports.
+
+The real part: the map has ``n`` units; the exact field of a real unit differs from the periodic
+one only near the borders, where a padding unit sees nothing (or, with reflect / replicate /
+circular padding, what the unit it copies sees). ``head`` holds the exact fields of units
+``0 .. len(head)-1`` and ``tail`` those of the last ``len(tail)`` units; every unit between them
+sees exactly its periodic field.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
 # A phase: (lo, mask) with bit 0 of mask set, or EMPTY for a unit that sees nothing.
 Phase = tuple[int, int]
 EMPTY: Phase = (0, 0)
+
+BORDERS = ("zeros", "reflect", "replicate", "circular")
 
 
 def _normalise(lo: int, mask: int) -> Phase:
@@ -54,26 +62,52 @@ def _clip(phase: Phase, extent: int) -> Phase:
     return _normalise(lo, mask)
 
 
+def _bounds(phase: Phase) -> tuple[int, int] | None:
+    lo, mask = phase
+    return (lo, lo + mask.bit_length() - 1) if mask else None
+
+
 @dataclass(frozen=True)
 class AxisField:
-    """Exact periodic receptive field along one axis (see the module docstring)."""
+    """Exact receptive field along one axis (see the module docstring)."""
 
     period: int
     jump: int
     phases: tuple[Phase, ...]
+    n: int = 1
+    head: tuple[Phase, ...] = ()
+    tail: tuple[Phase, ...] = ()
 
-    # ---- reading -------------------------------------------------------------------------
+    # ---- the periodic extension (the guide's unclipped field) ------------------------------
     def unit(self, m: int) -> Phase:
-        """(lo, mask) of unit ``m`` (any integer: the map extends periodically)."""
+        """(lo, mask) of unit ``m`` in the periodic extension (any integer m)."""
         q, p = divmod(m, self.period)
         lo, mask = self.phases[p]
         return (lo + q * self.jump, mask) if mask else EMPTY
 
     def bounds(self, m: int) -> tuple[int, int] | None:
         """First and last input pixel unit ``m`` sees, unclipped; ``None`` if it sees nothing."""
-        lo, mask = self.unit(m)
-        return (lo, lo + mask.bit_length() - 1) if mask else None
+        return _bounds(self.unit(m))
 
+    # ---- the real units -----------------------------------------------------------------
+    def is_regular(self, m: int) -> bool:
+        """Whether real unit ``m`` sees exactly its periodic field."""
+        return len(self.head) <= m < self.n - len(self.tail)
+
+    def real(self, m: int) -> Phase:
+        """(lo, mask) of what real unit ``m`` (0 <= m < n) sees of the actual input."""
+        if not 0 <= m < self.n:
+            raise IndexError(f"unit {m} is outside the map of {self.n} units")
+        if m < len(self.head):
+            return self.head[m]
+        if m >= self.n - len(self.tail):
+            return self.tail[m - (self.n - len(self.tail))]
+        return self.unit(m)
+
+    def real_bounds(self, m: int) -> tuple[int, int] | None:
+        return _bounds(self.real(m))
+
+    # ---- summaries ----------------------------------------------------------------------
     @property
     def sizes(self) -> tuple[int, ...]:
         return tuple(mask.bit_length() for _, mask in self.phases)
@@ -89,7 +123,7 @@ class AxisField:
 
     @property
     def start(self) -> float:
-        """Centre of unit 0's field (the guide's ``start``); NaN if unit 0 sees nothing."""
+        """Centre of unit 0's (periodic) field, the guide's ``start``; NaN if it sees nothing."""
         b = self.bounds(0)
         return math.nan if b is None else (b[0] + b[1] + 1) / 2
 
@@ -110,17 +144,22 @@ class AxisField:
         return all(mask == 0 for _, mask in self.phases)
 
 
-def pixel() -> AxisField:
-    """The input itself: unit m sees pixel m."""
-    return AxisField(1, 1, ((0, 1),))
+def pixel(extent: int) -> AxisField:
+    """The input itself: unit m sees pixel m, for m in 0 .. extent-1."""
+    return AxisField(1, 1, ((0, 1),), n=extent)
+
+
+def constant(phase: Phase, n: int) -> AxisField:
+    """Every one of ``n`` units sees the same pixels (a broadcast or global field)."""
+    return AxisField(1, 0, (phase,), n=n)
 
 
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def canonical(period: int, jump: int, phases: tuple[Phase, ...]) -> AxisField:
-    """The same field with its smallest period."""
+def _canonical_period(period: int, jump: int, phases: tuple[Phase, ...]) -> tuple[int, int, tuple[Phase, ...]]:
+    """The same periodic pattern with its smallest period."""
     for d in _divisors(period):
         if d == period:
             break
@@ -131,23 +170,109 @@ def canonical(period: int, jump: int, phases: tuple[Phase, ...]) -> AxisField:
             phases[p + d] == ((phases[p][0] + shift, phases[p][1]) if phases[p][1] else EMPTY)
             for p in range(period - d)
         ):
-            return AxisField(d, shift, phases[:d])
-    return AxisField(period, jump, phases)
+            return d, shift, phases[:d]
+    return period, jump, phases
+
+
+def _border_source(u: int, n: int, border: str) -> int | None:
+    """The real unit a source index ``u`` outside ``0 .. n-1`` copies, or None (zero padding)."""
+    if 0 <= u < n:
+        return u
+    if border == "zeros" or n == 0:
+        return None
+    if border == "replicate":
+        return min(max(u, 0), n - 1)
+    if border == "circular":
+        return u % n
+    if border == "reflect":
+        if n == 1:
+            return 0
+        period = 2 * (n - 1)
+        u %= period
+        return u if u < n else period - u
+    raise ValueError(f"unknown border mode {border!r}; expected one of {BORDERS}")
+
+
+def _band(
+    field: AxisField,
+    out_period: int,
+    in_shift: int,
+    sources: tuple[tuple[int, ...], ...],
+    n_out: int,
+    border: str,
+) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
+    """Exact fields of the output's border units (those reading padding or border units)."""
+
+    def source_indices(m: int) -> list[int]:
+        q, r = divmod(m, out_period)
+        return [q * in_shift + o for o in sources[r]]
+
+    def regular(m: int) -> bool:
+        return all(field.is_regular(u) for u in source_indices(m))
+
+    def real_unit(m: int) -> Phase:
+        acc = EMPTY
+        for u in source_indices(m):
+            v = _border_source(u, field.n, border)
+            if v is not None:
+                acc = _union(acc, field.real(v))
+        return acc
+
+    if in_shift == 0:  # tiling: every tile repeats the input's border units
+        irregular = [m for m in range(n_out) if not regular(m)]
+    else:
+        irregular = _irregular_units(field, out_period, in_shift, sources, n_out)
+    if not irregular:
+        return (), ()
+    left = [m for m in irregular if m < n_out / 2]
+    right = [m for m in irregular if m >= n_out / 2]
+    head_len = max(left) + 1 if left else 0
+    tail_start = min(right) if right else n_out
+    if head_len >= tail_start:
+        return tuple(real_unit(m) for m in range(n_out)), ()
+    head = tuple(real_unit(m) for m in range(head_len))
+    tail = tuple(real_unit(m) for m in range(tail_start, n_out))
+    return head, tail
+
+
+def _irregular_units(
+    field: AxisField, out_period: int, in_shift: int, sources: tuple[tuple[int, ...], ...], n_out: int
+) -> list[int]:
+    """Output units that read a padding unit or a border unit of the input."""
+    first_regular = len(field.head)
+    last_regular = field.n - len(field.tail) - 1
+    units: set[int] = set()
+    for r, offsets in enumerate(sources):
+        if not offsets:
+            continue
+        low, high = min(offsets), max(offsets)
+        # unit q*P + r reads q*A + low .. q*A + high: irregular while that leaves the regular range
+        q_left = -((low - first_regular) // in_shift)  # smallest q with q*A + low >= first_regular
+        q_right = (last_regular - high) // in_shift  # largest q with q*A + high <= last_regular
+        for q in range(0, min(q_left, -(-(n_out - r) // out_period))):
+            units.add(q * out_period + r)
+        for q in range(max(q_right + 1, 0), -(-(n_out - r) // out_period)):
+            units.add(q * out_period + r)
+    return sorted(m for m in units if 0 <= m < n_out)
 
 
 def resample(
     field: AxisField,
     out_period: int,
     in_shift: int,
-    sources: tuple[tuple[int, ...], ...],
+    sources: Sequence[Sequence[int]],
+    n_out: int,
+    border: str = "zeros",
 ) -> AxisField:
     """Compose ``field`` with an index map from output units to input units.
 
     Output unit ``m = q*out_period + p`` reads the input units ``q*in_shift + o`` for ``o`` in
-    ``sources[p]``; it sees the union of what they see. Every local op is one of these:
-    a convolution is ``(1, stride, (-pad + d*t for t))``, a transposed convolution or an
-    upsampling has ``out_period > 1``.
+    ``sources[p]`` and sees the union of what they see. Every local op is one of these: a
+    convolution is ``(1, stride, (-pad + d*t for t))``, a transposed convolution or an
+    upsampling has ``out_period > 1``. Source units outside the input map are padding:
+    ``border`` says what they copy ('zeros': nothing).
     """
+    sources = tuple(tuple(s) for s in sources)
     if len(sources) != out_period:
         raise ValueError(f"need one source tuple per output phase, got {len(sources)} for {out_period}")
     common = math.gcd(in_shift, field.period)
@@ -161,20 +286,34 @@ def resample(
         for offset in sources[phase]:
             acc = _union(acc, field.unit(q * in_shift + offset))
         phases.append(acc)
-    return canonical(period, jump, tuple(phases))
+    period, jump, canonical_phases = _canonical_period(period, jump, tuple(phases))
+    head, tail = _band(field, out_period, in_shift, sources, n_out, border)
+    return AxisField(period, jump, canonical_phases, n_out, head, tail)
 
 
-def window(field: AxisField, kernel: int, stride: int, dilation: int, pad_left: int) -> AxisField:
+def window(
+    field: AxisField,
+    kernel: int,
+    stride: int,
+    dilation: int,
+    pad_left: int,
+    n_out: int,
+    border: str = "zeros",
+) -> AxisField:
     """Convolution or pooling: unit m reads units ``m*stride - pad_left + dilation*t``."""
     offsets = tuple(-pad_left + dilation * t for t in range(kernel))
-    return resample(field, 1, stride, (offsets,))
+    return resample(field, 1, stride, (offsets,), n_out, border)
 
 
 def union(fields: list[AxisField]) -> AxisField:
-    """Unit m sees what unit m of every field sees. All fields must share ``j = J/P``."""
+    """Unit m sees what unit m of every field sees. All fields share ``j = J/P`` and ``n``."""
     steps = {Fraction(f.jump, f.period) for f in fields}
     if len(steps) != 1:
         raise ValueError("fields with different jumps: " + ", ".join(str(s) for s in sorted(steps)))
+    sizes = {f.n for f in fields}
+    if len(sizes) != 1:
+        raise ValueError("fields of maps with different sizes: " + ", ".join(str(s) for s in sorted(sizes)))
+    n = sizes.pop()
     step = steps.pop()
     period = math.lcm(*(f.period for f in fields))
     jump = int(step * period)
@@ -184,7 +323,21 @@ def union(fields: list[AxisField]) -> AxisField:
         for f in fields:
             acc = _union(acc, f.unit(p))
         phases.append(acc)
-    return canonical(period, jump, tuple(phases))
+    period, jump, canonical_phases = _canonical_period(period, jump, tuple(phases))
+    head_len = max(len(f.head) for f in fields)
+    tail_len = max(len(f.tail) for f in fields)
+
+    def real_union(m: int) -> Phase:
+        acc = EMPTY
+        for f in fields:
+            acc = _union(acc, f.real(m))
+        return acc
+
+    if head_len + tail_len >= n:
+        return AxisField(period, jump, canonical_phases, n, tuple(real_union(m) for m in range(n)), ())
+    head = tuple(real_union(m) for m in range(head_len))
+    tail = tuple(real_union(m) for m in range(n - tail_len, n))
+    return AxisField(period, jump, canonical_phases, n, head, tail)
 
 
 def same_centres(fields: list[AxisField]) -> bool:
@@ -197,12 +350,19 @@ def same_centres(fields: list[AxisField]) -> bool:
     return True
 
 
-def hull_of_units(field: AxisField, n: int, extent: int) -> AxisField:
-    """Global field: every unit sees what units ``0 .. n-1`` see together, clipped to the input."""
-    acc = EMPTY
-    if field.jump == 0:
+def hull_of_units(field: AxisField, n_out: int, extent: int) -> AxisField:
+    """Global field of ``n_out`` units: each sees what all real units saw together, clipped."""
+    if field.jump == 0 and not field.head and not field.tail:
         acc = field.unit(0)
     else:
-        for m in range(n):
-            acc = _union(acc, field.unit(m))
-    return AxisField(1, 0, (_clip(acc, extent),))
+        acc = EMPTY
+        for m in range(field.n):
+            acc = _union(acc, field.real(m))
+    return constant(_clip(acc, extent), n_out)
+
+
+def with_units(field: AxisField, n: int) -> AxisField:
+    """A global field stretched or shrunk to ``n`` units (every unit sees the same)."""
+    if not field.is_global:
+        raise ValueError("only a global field can change its number of units without an index map")
+    return constant(field.real(0) if field.n else field.unit(0), n)

@@ -45,10 +45,14 @@ class TraceError(RFError):
 
 
 class ShapeError(RFError):
-    """The input does not fit the model: wrong rank or channels, or too small for some layer."""
+    """The input does not fit the model: wrong rank or channels, or too small for some layer.
 
-    def __init__(self, message: str, node: str | None = None) -> None:
+    ``kind`` is one of ``"channels"``, ``"too_small"``, ``"rank"``, ``"other"``.
+    """
+
+    def __init__(self, message: str, node: str | None = None, kind: str = "other") -> None:
         self.node = node
+        self.kind = kind
         super().__init__(message)
 
 

@@ -10,6 +10,11 @@ from .axisfield import AxisField
 FLAG_ORDER = ("global", "holes", "misaligned", "nonuniform", "clipped")
 
 
+def _pixels(phase: tuple[int, int]) -> tuple[int, ...]:
+    lo, mask = phase
+    return tuple(lo + i for i in range(mask.bit_length()) if mask >> i & 1)
+
+
 def axis_names(count: int) -> tuple[str, ...]:
     """'l' for 1-D, 'h','w' for 2-D, 'd','h','w' for 3-D."""
     return {1: ("l",), 2: ("h", "w"), 3: ("d", "h", "w")}.get(count, tuple(f"a{i}" for i in range(count)))
@@ -89,14 +94,35 @@ class ReceptiveField:
             result.append(b)
         return tuple(result)
 
+    def real_bounds(self, unit: int | tuple[int, ...]) -> tuple[tuple[int, int] | None, ...]:
+        """First and last pixel of the actual input that ``unit`` sees, per axis (None: none).
+
+        Unlike :meth:`bounds` (the guide's unclipped field, where padding units extend the
+        pattern), this is what the real unit of this map sees: padding units see nothing, or
+        what they copy under reflect / replicate / circular padding. It equals the clipped
+        :meth:`bounds` except next to the borders of some maps.
+        """
+        unit = self._unit(unit)
+        return tuple(f.real_bounds(m) for f, m in zip(self.fields, unit))
+
+    def real_seen(self, unit: int | tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+        """The pixels of the actual input that ``unit`` sees along each axis (holes excluded)."""
+        unit = self._unit(unit)
+        return tuple(_pixels(f.real(m)) for f, m in zip(self.fields, unit))
+
+    def _unit(self, unit: int | tuple[int, ...]) -> tuple[int, ...]:
+        unit = (unit,) if isinstance(unit, int) else tuple(unit)
+        if len(unit) != len(self.axes):
+            raise ValueError(f"unit {unit} needs one index per axis {self.axes}")
+        for axis, n, m in zip(self.axes, self.n, unit):
+            if not 0 <= m < n:
+                raise IndexError(f"unit {m} along axis {axis} is outside the map of {n} units of '{self.node}'")
+        return unit
+
     def seen(self, unit: int | tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
         """The pixels ``unit`` sees along each axis (holes excluded), unclipped."""
         unit = (unit,) if isinstance(unit, int) else tuple(unit)
-        out = []
-        for f, m in zip(self.fields, unit):
-            lo, mask = f.unit(m)
-            out.append(tuple(lo + i for i in range(mask.bit_length()) if mask >> i & 1))
-        return tuple(out)
+        return tuple(_pixels(f.unit(m)) for f, m in zip(self.fields, unit))
 
     def describe_flags(self) -> str:
         """Flags as text, e.g. ``global (via se.pool), holes``."""

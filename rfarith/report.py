@@ -112,6 +112,7 @@ class Report:
         """One row per feature map: op, shape, n/j/r/start per axis, flags (and phases if any)."""
         records = []
         periodic = any(p > 1 for row in self.rows for p in row.field.phases)
+        measured = any(row.source != "rule" for row in self.rows)
         for row in self.rows:
             record: dict[str, object] = {"node": row.name, "op": row.op, "shape": row.shape}
             record.update(field_columns(row.field))
@@ -119,6 +120,8 @@ class Report:
                 for a, p in zip(row.field.axes, row.field.phases):
                     record[f"phases_{a}"] = p
             record["flags"] = row.field.describe_flags()
+            if measured:
+                record["source"] = row.source
             records.append(record)
         return pd.DataFrame.from_records(records).set_index("node")
 

@@ -27,13 +27,17 @@ class Value:
     """Abstract value of a tensor that depends on the model input."""
 
     dims: tuple[Dim, ...]
-    n: tuple[int, ...]
     fields: tuple[AxisField, ...]
     extent: tuple[int, ...]
     global_via: tuple[str, ...] = ()
     flags: frozenset[str] = frozenset()
 
     # ---- layout --------------------------------------------------------------------------
+    @property
+    def n(self) -> tuple[int, ...]:
+        """Number of units per input axis (1 for an axis reduced away)."""
+        return tuple(f.n for f in self.fields)
+
     @property
     def rank(self) -> int:
         return len(self.dims)
@@ -61,36 +65,41 @@ class Value:
     def with_global(self, via: tuple[str, ...]) -> Value:
         return replace(self, global_via=_dedupe(self.global_via + via))
 
-    def globalised(self, axes: tuple[int, ...], node: str) -> Value:
-        """Every unit now sees what all units saw together along ``axes`` (a global mixing)."""
+    def globalised(self, axes: tuple[int, ...], node: str, units: int | None = None) -> Value:
+        """Every unit now sees what all units saw together along ``axes`` (a global mixing).
+
+        ``units``: the number of units left along those axes (default: unchanged).
+        """
         fields = {}
         via: tuple[str, ...] = ()
         for a in axes:
             field = self.fields[a]
             if not field.is_global:
                 via = (node,)
-            fields[a] = af.hull_of_units(field, self.n[a], self.extent[a])
+            fields[a] = af.hull_of_units(field, field.n if units is None else units, self.extent[a])
         return self.with_fields(fields, via)
 
-    def relaid(self, shape: tuple[int, ...], dims: tuple[Dim, ...] | None = None) -> Value:
-        """Same meaning per dimension, new sizes from ``shape`` (e.g. after a conv)."""
-        dims = self.dims if dims is None else dims
-        if len(dims) != len(shape):
-            raise ValueError(f"layout of rank {len(dims)} for a shape of rank {len(shape)}")
+    def relaid(self, shape: tuple[int, ...]) -> Value:
+        """Same meaning per dimension, sizes from ``shape`` (after a rule has mapped the fields).
+
+        Checks that each spatial dimension's size matches its field's number of units.
+        """
+        if len(self.dims) != len(shape):
+            raise ValueError(f"layout of rank {len(self.dims)} for a shape of rank {len(shape)}")
         new_dims = []
-        n = list(self.n)
-        for dim, size in zip(dims, shape):
+        for dim, size in zip(self.dims, shape):
             axes = [a for a, _ in dim if a is not None]
             if not axes:
                 new_dims.append(((None, size),) if size != 1 else ())
             elif len(axes) == 1 and len(dim) == 1:
+                if self.fields[axes[0]].n != size:
+                    raise ValueError(f"axis {axes[0]} has {self.fields[axes[0]].n} units but its dim has size {size}")
                 new_dims.append(((axes[0], size),))
-                n[axes[0]] = size
             else:
                 if _dim_size(dim) != size:
                     raise ValueError(f"cannot resize a dimension that carries several factors {dim}")
                 new_dims.append(dim)
-        return replace(self, dims=tuple(new_dims), n=tuple(n))
+        return replace(self, dims=tuple(new_dims))
 
 
 def _dim_size(dim: Dim) -> int:
@@ -105,9 +114,4 @@ def input_value(shape: tuple[int, ...]) -> Value:
     spatial = shape[2:]
     dims: list[Dim] = [((None, shape[0]),) if shape[0] != 1 else (), ((None, shape[1]),) if shape[1] != 1 else ()]
     dims += [((a, s),) for a, s in enumerate(spatial)]
-    return Value(
-        dims=tuple(dims),
-        n=tuple(spatial),
-        fields=tuple(af.pixel() for _ in spatial),
-        extent=tuple(spatial),
-    )
+    return Value(dims=tuple(dims), fields=tuple(af.pixel(s) for s in spatial), extent=tuple(spatial))

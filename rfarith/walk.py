@@ -8,7 +8,9 @@ inputs to the field of its output.
 from __future__ import annotations
 
 import operator
+import re
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,12 +27,16 @@ from .value import Value, input_value
 
 @dataclass(frozen=True)
 class Row:
-    """One feature map of the report."""
+    """One feature map of the report; ``source`` is "rule" or "probe" (measured by a fallback)."""
 
     name: str
     op: str
     shape: tuple[int, ...]
     field: ReceptiveField
+    source: str = "rule"
+
+
+Fallback = Callable[[Call], Any]
 
 
 @dataclass(frozen=True)
@@ -82,8 +88,10 @@ def _shapes(args: Any) -> str:
 
 
 class _Walk:
-    def __init__(self, model: nn.Module, traced: Traced, shape: tuple[int, ...]) -> None:
+    def __init__(self, model: nn.Module, traced: Traced, shape: tuple[int, ...], fallback: Fallback | None) -> None:
         self.model = model
+        self.fallback = fallback
+        self.measured: set[fx.Node] = set()
         self.traced = traced
         self.shape = shape
         self.fake: dict[fx.Node, Any] = {}
@@ -157,10 +165,14 @@ class _Walk:
             self.values[node] = None
             return
         rule = find_rule(node.op, node.target, module)
-        if rule is None:
-            raise UnsupportedOp(name, op if node.op != "call_function" else describe_target(node.target))
         call = Call(name, op, node.op, node.target, module, args, kwargs, out, values)
-        value = rule(call)
+        if rule is not None:
+            value = rule(call)
+        elif self.fallback is not None:
+            value = self.fallback(call)
+            self.measured.add(node)
+        else:
+            raise UnsupportedOp(name, op if node.op != "call_function" else describe_target(node.target))
         self._check_units(name, op, value)
         self.values[node] = value
 
@@ -201,21 +213,26 @@ class _Walk:
                     if n == 0:
                         raise ShapeError(
                             f"layer '{name}' ({op}) has no units along axis {axis} for input shape "
-                            f"{self.shape}: the input is too small for this model. Use a larger input.",
+                            f"{self.shape}: the input is too small for this model. Way out: use a larger input.",
                             node=name,
+                            kind="too_small",
                         )
 
     def _shape_error(self, name: str, op: str, args: Any, error: Exception) -> ShapeError:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        hint = "check input_shape (batch, channels, *spatial)"
-        if "channels" in reason:
-            hint = "the channel count of input_shape does not match what this layer expects"
-        elif "too small" in reason or "greater than" in reason or "size" in reason:
-            hint = "the input is too small for this model: use a larger input_shape"
+        kind, hint = "other", "check input_shape (batch, channels, *spatial)"
+        channels = re.search(r"to have (\d+) channels", reason)
+        if channels:
+            wanted = (self.shape[0], int(channels.group(1)), *self.shape[2:])
+            kind = "channels"
+            hint = f"this layer expects {channels.group(1)} input channels; if it reads the model input, use input_shape={wanted}"
+        elif any(words in reason for words in ("too small", "greater than", "non-positive", "negative", "Output size")):
+            kind, hint = "too_small", "the input is too small for this model: use a larger input_shape"
         return ShapeError(
             f"layer '{name}' ({op}) cannot run on input(s) of shape {_shapes(args)} "
             f"(model input {self.shape}): {reason}. Way out: {hint}.",
             node=name,
+            kind=kind,
         )
 
     def _row(self, node: fx.Node, name: str, module: nn.Module | None) -> Row:
@@ -229,7 +246,8 @@ class _Walk:
             global_via=value.global_via,
             extra_flags=value.flags,
         )
-        return Row(name, op_label(node, module), tuple(self.fake[node].shape), rf)
+        source = "probe" if node in self.measured else "rule"
+        return Row(name, op_label(node, module), tuple(self.fake[node].shape), rf, source)
 
 
 def _execute(node: fx.Node, module: nn.Module | None, args: tuple, kwargs: dict) -> Any:
@@ -255,5 +273,6 @@ def _fetch_attr(model: nn.Module, target: str) -> Any:
     return obj
 
 
-def walk(model: nn.Module, traced: Traced, shape: tuple[int, ...]) -> WalkResult:
-    return _Walk(model, traced, shape).run()
+def walk(model: nn.Module, traced: Traced, shape: tuple[int, ...], fallback: Fallback | None = None) -> WalkResult:
+    """Run the analysis. ``fallback(call)`` is asked for ops without a rule (hybrid mode)."""
+    return _Walk(model, traced, shape, fallback).run()

@@ -33,6 +33,7 @@ def map_trailing_axes(call: Call, x: Value, nd: int, axis_maps: list[AxisMap]) -
             f"layer '{call.node}' ({call.op}) got a tensor of rank {x.rank}, an unbatched input; "
             f"input_shape must be (batch, channels, *spatial), e.g. (1, {', '.join(map(str, (call.input.shape)))})",
             node=call.node,
+            kind="rank",
         )
     out_shape = call.out_shape
     fields = {}
@@ -62,8 +63,9 @@ def map_trailing_axes(call: Call, x: Value, nd: int, axis_maps: list[AxisMap]) -
     return result
 
 
-def windowed(kernel, stride, dilation, pad_left) -> list[AxisMap]:
+def windowed(kernel, stride, dilation, pad_left, border: str = "zeros") -> list[AxisMap]:
+    """One sliding-window map per axis; ``border`` is what padding units copy."""
     return [
-        (lambda f, _n, _m, _e, k=k, s=s, d=d, p=p: af.window(f, k, s, d, p))
+        (lambda f, _n, n_out, _e, k=k, s=s, d=d, p=p: af.window(f, k, s, d, p, n_out, border))
         for k, s, d, p in zip(kernel, stride, dilation, pad_left)
     ]

@@ -111,7 +111,6 @@ def _broadcast_to(call: Call, x: Value, out_shape: tuple[int, ...]) -> Value:
     lead = len(out_shape) - x.rank
     dims: list[Dim] = [_opaque(s) for s in out_shape[:lead]]
     fields = {}
-    n = list(x.n)
     via: tuple[str, ...] = ()
     for d, dim in enumerate(x.dims):
         size = out_shape[lead + d]
@@ -121,13 +120,11 @@ def _broadcast_to(call: Call, x: Value, out_shape: tuple[int, ...]) -> Value:
             continue
         axis = axes[0]
         field = x.fields[axis]
-        if not field.is_global:
-            field = af.AxisField(1, 0, (field.unit(0),))
-            via = () if x.global_via else (call.node,)
-        fields[axis] = field
-        n[axis] = size
+        if not field.is_global and not x.global_via:
+            via = (call.node,)
+        fields[axis] = af.constant(field.real(0), size)
         dims.append(((axis, size),))
-    return replace(x.with_fields(fields, via), dims=tuple(dims), n=tuple(n))
+    return replace(x.with_fields(fields, via), dims=tuple(dims))
 
 
 @rule("expand", "expand_as", "broadcast_to", torch.broadcast_to)
@@ -142,7 +139,6 @@ def repeat(call: Call):
     lead = len(out_shape) - x.rank
     fields = {}
     dims: list[Dim] = [_opaque(s) for s in out_shape[:lead]]
-    n = list(x.n)
     for d, dim in enumerate(x.dims):
         size = out_shape[lead + d]
         axes = [a for a, _ in dim if a is not None]
@@ -154,21 +150,19 @@ def repeat(call: Call):
         axis = axes[0]
         units = x.n[axis]
         if size != units:  # unit m of the tiled map is unit m mod n of the original
-            fields[axis] = af.resample(x.fields[axis], units, 0, tuple((p,) for p in range(units)))
-            n[axis] = size
+            fields[axis] = af.resample(x.fields[axis], units, 0, tuple((p,) for p in range(units)), size)
         dims.append(((axis, size),))
-    return replace(x.with_fields(fields), dims=tuple(dims), n=tuple(n))
+    return replace(x.with_fields(fields), dims=tuple(dims))
 
 
 # ---- selecting units ------------------------------------------------------------------------
-def _pick_unit(x: Value, dim: int, index: int, fields: dict, n: list) -> None:
+def _pick_unit(x: Value, dim: int, index: int, fields: dict) -> None:
     """Select flat index ``index`` of dim ``dim``: each carried axis keeps one unit."""
     rest = index
     for axis, size in reversed(x.dims[dim]):
         rest, position = divmod(rest, size)
         if axis is not None:
-            fields[axis] = af.window(x.fields[axis], 1, 1, 1, -position)
-            n[axis] = 1
+            fields[axis] = af.window(x.fields[axis], 1, 1, 1, -position, 1)
 
 
 def index_value(call: Call, x: Value, index, in_shape: tuple[int, ...]) -> Value:
@@ -183,7 +177,6 @@ def index_value(call: Call, x: Value, index, in_shape: tuple[int, ...]) -> Value
     expanded.extend([slice(None)] * (x.rank - sum(1 for i in expanded if i is not None)))
     dims: list[Dim] = []
     fields: dict = {}
-    n = list(x.n)
     d = 0
     for item in expanded:
         if item is None:
@@ -193,15 +186,14 @@ def index_value(call: Call, x: Value, index, in_shape: tuple[int, ...]) -> Value
         axes = [a for a, _ in dim if a is not None]
         if isinstance(item, int):
             if axes:
-                _pick_unit(x, d, item % size, fields, n)
+                _pick_unit(x, d, item % size, fields)
         elif isinstance(item, slice):
             start, stop, step = item.indices(size)
             length = len(range(start, stop, step))
             if not axes or (start, step, length) == (0, 1, size):
                 dims.append(dim if axes else _opaque(length))
             elif len(dim) == 1:
-                fields[axes[0]] = af.window(x.fields[axes[0]], 1, step, 1, -start)
-                n[axes[0]] = length
+                fields[axes[0]] = af.window(x.fields[axes[0]], 1, step, 1, -start, length)
                 dims.append(((axes[0], length),))
             else:
                 raise UnsupportedOp(call.node, call.op, f"a slice {item} of tensor dim {d}, which holds flattened axes")
@@ -215,7 +207,7 @@ def index_value(call: Call, x: Value, index, in_shape: tuple[int, ...]) -> Value
     if len(dims) != len(out_shape):
         raise UnsupportedOp(call.node, call.op, f"an index {index!r} that rearranges dimensions")
     dims = [_opaque(s) if dim is None else dim for dim, s in zip(dims, out_shape)]
-    return replace(x.with_fields(fields), dims=tuple(dims), n=tuple(n))
+    return replace(x.with_fields(fields), dims=tuple(dims))
 
 
 def select(call: Call):
@@ -278,7 +270,7 @@ def concatenate(call: Call):
         inputs.append((shape, v))
     if lost:
         # the grid along these axes is gone (e.g. a class token prepended to patch tokens)
-        inputs = [(s, replace(v.globalised(tuple(lost), call.node), dims=_strip(v.dims, lost))) for s, v in inputs]
+        inputs = [(s, replace(v.globalised(tuple(lost), call.node, units=1), dims=_strip(v.dims, lost))) for s, v in inputs]
     return merge(call, inputs, call.out_shape)
 
 

@@ -35,17 +35,14 @@ def _dims_arg(value, rank: int) -> tuple[int, ...]:
 # ---- reductions -----------------------------------------------------------------------------
 def reduce_over(call: Call, x: Value, reduced: tuple[int, ...], keepdim: bool) -> Value:
     axes = tuple(a for d in reduced for a in x.axes_of(d))
-    y = x.globalised(axes, call.node) if axes else x
-    n = list(y.n)
+    y = x.globalised(axes, call.node, units=1) if axes else x
     dims: list[Dim] = []
     for d, dim in enumerate(x.dims):
         if d not in reduced:
             dims.append(dim)
         elif keepdim:
             dims.append(tuple((a, 1) for a, _ in dim if a is not None))
-    for a in axes:
-        n[a] = 1
-    return replace(y, dims=tuple(dims), n=tuple(n))
+    return replace(y, dims=tuple(dims))
 
 
 _REDUCTIONS = (
@@ -163,18 +160,21 @@ def contract(call: Call, operands: list[tuple[torch.Tensor, str]], out_letters: 
                     to_globalise.add(a)
                 placed[a] = o
         dims.append(chosen if chosen is not None else (((None, out_shape[o]),) if out_shape[o] != 1 else ()))
-    values = [v.globalised(tuple(to_globalise), call.node) if to_globalise else v for _, v, _ in present]
-    n = list(values[0].n)
-    for a in range(len(n)):
+    n_axes = len(present[0][1].n)
+    n = []
+    for a in range(n_axes):
         carried = [s for dim in dims for b, s in dim if b == a]
-        n[a] = carried[0] if carried else max(v.n[a] for v in values)
-        if a in to_globalise:
-            n[a] = max(v.n[a] for v in values) if carried else 1
+        n.append(carried[0] if carried else (1 if a in to_globalise else max(v.n[a] for _, v, _ in present)))
+    values = []
+    for _, v, _ in present:
+        for a in sorted(to_globalise):
+            v = v.globalised((a,), call.node, units=n[a])
+        values.append(v)
     fields, via, flags = merge_fields(call, values, tuple(n))
     if to_globalise:
         dims = [tuple((None, s) if a in to_globalise and a is not None else (a, s) for a, s in dim) for dim in dims]
         dims = [d if any(a is not None for a, _ in d) else (((None, out_shape[i]),) if out_shape[i] != 1 else ()) for i, d in enumerate(dims)]
-    return Value(tuple(dims), tuple(n), fields, values[0].extent, via, flags)
+    return Value(tuple(dims), fields, values[0].extent, via, flags)
 
 
 _BATCH = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -227,7 +227,7 @@ def attend(call: Call, query: torch.Tensor, others: list[torch.Tensor], out: tor
     dims = base.dims[:-1] + (((None, out.shape[-1]),) if out.shape[-1] != 1 else (),)
     if len(dims) != out.dim():
         dims = tuple(((None, s),) if s != 1 else () for s in out.shape)
-    return Value(tuple(dims), base.n, fields, base.extent, via, flags)
+    return Value(tuple(dims), fields, base.extent, via, flags)
 
 
 @rule(F.scaled_dot_product_attention)
@@ -241,4 +241,9 @@ def multihead_attention(call: Call):
     q, k, v = call.arg(0, "query"), call.arg(1, "key"), call.arg(2, "value")
     out = call.out[0] if isinstance(call.out, tuple) else call.out
     value = attend(call, q, [k, v], out)
-    return (value, value) if isinstance(call.out, tuple) else value
+    if not isinstance(call.out, tuple):
+        return value
+    weights = call.out[1]
+    if weights is None:
+        return (value, None)
+    return (value, replace(value, dims=tuple(((None, s),) if s != 1 else () for s in weights.shape)))

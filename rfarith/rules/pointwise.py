@@ -112,7 +112,7 @@ def merge(call: Call, inputs: list[tuple[torch.Size, Value]], out_shape: tuple[i
                 n_out[a] = max(n_out[a], value.n[a])
 
     fields, via, flags = merge_fields(call, [value for _, value in inputs], tuple(n_out))
-    return Value(tuple(dims), tuple(n_out), fields, inputs[0][1].extent, via, flags)
+    return Value(tuple(dims), fields, inputs[0][1].extent, via, flags)
 
 
 def merge_fields(
@@ -131,12 +131,14 @@ def merge_fields(
         local, side = [], []
         for value in values:
             field = value.fields[a]
-            broadcast = value.n[a] == 1 and n_out[a] > 1
-            if broadcast and not field.is_global:
-                if not value.global_via:
+            if field.n != n_out[a]:  # broadcast from one unit: every unit sees the same pixels
+                if not field.is_global and not value.global_via:
                     via += (call.node,)
-                field = af.AxisField(1, 0, (field.unit(0),))  # the same pixels for every unit
-            (side if broadcast or field.is_global else local).append(field)
+                side.append(af.constant(field.real(0), n_out[a]))
+            elif field.is_global:
+                side.append(field)
+            else:
+                local.append(field)
         if len(local) > 1 and not af.same_centres(local):
             flags.add("misaligned")
         try:

@@ -53,13 +53,15 @@ def conv(call: Call):
         m = call.module
         kernel, stride, dilation = tuple(m.kernel_size), tuple(m.stride), tuple(m.dilation)
         padding = m.padding
+        border = m.padding_mode
     else:
         kernel = tuple(call.arg(1, "weight").shape[2:])
         stride = per_axis(call.arg(3, "stride", 1), nd, "stride")
         padding = call.arg(4, "padding", 0)
         dilation = per_axis(call.arg(5, "dilation", 1), nd, "dilation")
+        border = "zeros"
     pad_left = conv_pad_left(padding, kernel, dilation)
-    return map_trailing_axes(call, x, nd, windowed(kernel, stride, dilation, pad_left))
+    return map_trailing_axes(call, x, nd, windowed(kernel, stride, dilation, pad_left, border))
 
 
 # ---- transposed convolution -----------------------------------------------------------------
@@ -68,7 +70,7 @@ def _transposed_map(kernel: int, stride: int, dilation: int, padding: int) -> Ax
         tuple((r + padding - dilation * t) // stride for t in range(kernel) if (r + padding - dilation * t) % stride == 0)
         for r in range(stride)
     )
-    return lambda f, _n, _m, _e: af.resample(f, stride, 1, sources)
+    return lambda f, _n, n_out, _e: af.resample(f, stride, 1, sources, n_out)
 
 
 _TCONV_FN_ND = {
@@ -146,11 +148,11 @@ def pool(call: Call):
 # ---- adaptive pooling -----------------------------------------------------------------------
 def adaptive_map(f: af.AxisField, n_in: int, n_out: int, extent: int) -> af.AxisField:
     if n_out == 1:
-        return af.hull_of_units(f, n_in, extent)
+        return af.hull_of_units(f, 1, extent)
     g = math.gcd(n_in, n_out)
     a, b = n_in // g, n_out // g
     sources = tuple(tuple(range((p * a) // b, -((-(p + 1) * a) // b))) for p in range(b))
-    return af.resample(f, b, a, sources)
+    return af.resample(f, b, a, sources, n_out)
 
 
 _ADAPTIVE = {
@@ -178,15 +180,21 @@ def adaptive_pool(call: Call):
 
 
 # ---- padding and cropping -------------------------------------------------------------------
-def _shift_map(pad_left: int) -> AxisMap:
-    return lambda f, _n, _m, _e: af.window(f, 1, 1, 1, pad_left)
+def _shift_map(pad_left: int, border: str = "zeros") -> AxisMap:
+    return lambda f, _n, n_out, _e: af.window(f, 1, 1, 1, pad_left, n_out, border)
 
 
-def _pad(call: Call, x, pad) -> object:
+_PAD_BORDERS = {"constant": "zeros", "zeros": "zeros", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+
+
+def _pad(call: Call, x, pad, mode: str) -> object:
+    if mode not in _PAD_BORDERS:
+        raise UnsupportedOp(call.node, call.op, f"padding mode {mode!r}")
+    border = _PAD_BORDERS[mode]
     pairs = pad_pairs(pad, x.rank)
     first = min(pairs)
     nd = x.rank - first
-    maps = [_shift_map(pairs[d][0]) if d in pairs else _shift_map(0) for d in range(first, x.rank)]
+    maps = [_shift_map(pairs[d][0] if d in pairs else 0, border) for d in range(first, x.rank)]
     return _without_channel_mixing(call, x, nd, maps)
 
 
@@ -220,15 +228,26 @@ for _name in ("CircularPad1d", "CircularPad2d", "CircularPad3d"):
 @rule(*_PAD_MODULES, F.pad, torch.constant_pad_nd)
 def pad(call: Call):
     x = require_value(call)
-    amounts = call.module.padding if call.module is not None else call.arg(1, "pad")
-    return _pad(call, x, tuple(amounts))
+    if call.module is not None:
+        amounts, mode = call.module.padding, _module_pad_mode(call.module)
+    else:
+        amounts, mode = call.arg(1, "pad"), call.arg(2, "mode", "constant")
+    return _pad(call, x, tuple(amounts), mode)
+
+
+def _module_pad_mode(module) -> str:
+    name = type(module).__name__
+    for prefix, mode in (("Reflection", "reflect"), ("Replication", "replicate"), ("Circular", "circular")):
+        if name.startswith(prefix):
+            return mode
+    return "constant"
 
 
 def crop(call: Call, x, dim: int, start: int, step: int):
     """Value of ``x`` sliced along ``dim`` from ``start`` with ``step`` (ends come from shapes)."""
     nd = x.rank - dim
     maps = [_shift_map(0)] * nd
-    maps[0] = lambda f, _n, _m, _e: af.window(f, 1, step, 1, -start)
+    maps[0] = lambda f, _n, n_out, _e: af.window(f, 1, step, 1, -start, n_out)
     return _without_channel_mixing(call, x, nd, maps)
 
 
@@ -246,6 +265,7 @@ def interpolation_map(mode: str, align_corners: bool, ratio: Fraction) -> AxisMa
     """Index map of one axis for F.interpolate; ``ratio`` = input units per output unit."""
 
     def to_field(f: af.AxisField, n_in: int, n_out: int, _extent: int) -> af.AxisField:
+        # PyTorch clamps source indices at the borders: the border units copy the edge unit
         if align_corners and mode != "nearest" and not mode.startswith("nearest"):
             scale = Fraction(n_in - 1, n_out - 1) if n_out > 1 else Fraction(0)
             half = Fraction(0)
@@ -269,7 +289,7 @@ def interpolation_map(mode: str, align_corners: bool, ratio: Fraction) -> AxisMa
                 sources.append((i0, i0 + 1))
             else:  # bicubic
                 sources.append((i0 - 1, i0, i0 + 1, i0 + 2))
-        return af.resample(f, b, a, tuple(sources))
+        return af.resample(f, b, a, tuple(sources), n_out, border="replicate")
 
     return to_field
 
@@ -337,7 +357,7 @@ def upsample_module(call: Call):
 def pixel_shuffle(call: Call):
     x = require_value(call)
     r = call.module.upscale_factor if call.module is not None else int(call.arg(1, "upscale_factor"))
-    step = lambda f, _n, _m, _e: af.resample(f, r, 1, ((0,),) * r)  # noqa: E731
+    step = lambda f, _n, n_out, _e: af.resample(f, r, 1, ((0,),) * r, n_out)  # noqa: E731
     return map_trailing_axes(call, x, 2, [step, step])
 
 
