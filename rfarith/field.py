@@ -95,7 +95,7 @@ class ReceptiveField:
         return tuple(result)
 
     def real_bounds(self, unit: int | tuple[int, ...]) -> tuple[tuple[int, int] | None, ...]:
-        """First and last pixel of the actual input that ``unit`` sees, per axis (None: none).
+        """First and last pixel of the actual input that ``unit`` sees, per axis (all None: none).
 
         Unlike :meth:`bounds` (the guide's unclipped field, where padding units extend the
         pattern), this is what the real unit of this map sees: padding units see nothing, or
@@ -103,12 +103,18 @@ class ReceptiveField:
         :meth:`bounds` except next to the borders of some maps.
         """
         unit = self._unit(unit)
-        return tuple(f.real_bounds(m) for f, m in zip(self.fields, unit))
+        bounds = tuple(f.real_bounds(m) for f, m in zip(self.fields, unit))
+        return bounds if all(b is not None for b in bounds) else (None,) * len(bounds)
 
     def real_seen(self, unit: int | tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
-        """The pixels of the actual input that ``unit`` sees along each axis (holes excluded)."""
+        """The pixels of the actual input that ``unit`` sees along each axis (holes excluded).
+
+        The unit sees the product of these sets, so if it sees nothing along one axis it sees
+        nothing at all, and every axis reports an empty tuple.
+        """
         unit = self._unit(unit)
-        return tuple(_pixels(f.real(m)) for f, m in zip(self.fields, unit))
+        pixels = tuple(_pixels(f.real(m)) for f, m in zip(self.fields, unit))
+        return pixels if all(pixels) else ((),) * len(pixels)
 
     def _unit(self, unit: int | tuple[int, ...]) -> tuple[int, ...]:
         unit = (unit,) if isinstance(unit, int) else tuple(unit)

@@ -226,7 +226,7 @@ class _Walk:
             wanted = (self.shape[0], int(channels.group(1)), *self.shape[2:])
             kind = "channels"
             hint = f"this layer expects {channels.group(1)} input channels; if it reads the model input, use input_shape={wanted}"
-        elif any(words in reason for words in ("too small", "greater than", "non-positive", "negative", "Output size")):
+        elif any(words in reason for words in ("too small", "greater than", "smaller than", "non-positive", "negative", "Output size")):
             kind, hint = "too_small", "the input is too small for this model: use a larger input_shape"
         return ShapeError(
             f"layer '{name}' ({op}) cannot run on input(s) of shape {_shapes(args)} "

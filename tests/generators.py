@@ -1,0 +1,362 @@
+"""Hypothesis strategies that build random valid conv / pool networks.
+
+A network is a *spec* (a small tree of layers, chains, residual adds and concatenations) turned
+into an ``nn.Module`` by :func:`build`. Shapes stay valid by construction: every layer is drawn
+knowing the size of its input, and the branches of a merge are padded or cropped (asymmetrically,
+so branches end up centred differently) to equal sizes. Networks are 1-D, 2-D or 3-D with
+non-square everything, in a module-based or a functional forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from hypothesis import strategies as st
+from torch import nn
+
+# ---- specs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Conv:
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    padding: tuple[int, ...] | str
+    padding_mode: str = "zeros"
+
+
+@dataclass(frozen=True)
+class Pool:
+    kind: str  # "max" or "avg"
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    ceil_mode: bool
+
+
+@dataclass(frozen=True)
+class Pad:
+    """F.pad amounts per axis as (left, right); negative amounts crop."""
+
+    amounts: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Chain:
+    layers: tuple
+
+
+@dataclass(frozen=True)
+class Add:
+    branches: tuple
+
+
+@dataclass(frozen=True)
+class Concat:
+    branches: tuple
+
+
+@dataclass
+class Net:
+    spec: Chain
+    input_size: tuple[int, ...]
+    functional: bool
+    channels: int = 2
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (1, self.channels, *self.input_size)
+
+
+# ---- output sizes -----------------------------------------------------------------------------
+
+
+def conv_out(n: int, k: int, s: int, d: int, p_left: int, p_right: int) -> int:
+    return (n + p_left + p_right - d * (k - 1) - 1) // s + 1
+
+
+def pool_out(n: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    span = n + 2 * p - d * (k - 1) - 1
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= n + p:  # PyTorch: the last window must start inside
+        out -= 1
+    return out
+
+
+def size_after(layer, sizes: tuple[int, ...]) -> tuple[int, ...]:
+    if isinstance(layer, Conv):
+        if layer.padding == "same":
+            return sizes
+        return tuple(
+            conv_out(n, k, s, d, p, p)
+            for n, k, s, d, p in zip(sizes, layer.kernel, layer.stride, layer.dilation, layer.padding)
+        )
+    if isinstance(layer, Pool):
+        return tuple(
+            pool_out(n, k, s, p, d, layer.ceil_mode)
+            for n, k, s, p, d in zip(sizes, layer.kernel, layer.stride, layer.padding, layer.dilation)
+        )
+    if isinstance(layer, Pad):
+        return tuple(n + left + right for n, (left, right) in zip(sizes, layer.amounts))
+    raise TypeError(layer)
+
+
+# ---- strategies ---------------------------------------------------------------------------------
+
+
+@st.composite
+def conv_layers(draw, sizes: tuple[int, ...]):
+    nd = len(sizes)
+    kernel = tuple(draw(st.integers(1, 4)) for _ in range(nd))
+    dilation = tuple(draw(st.integers(1, 3)) if k > 1 else 1 for k in kernel)
+    if draw(st.booleans()) and draw(st.booleans()):
+        stride = (1,) * nd
+        padding: tuple[int, ...] | str = "same"
+    else:
+        stride = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+        padding = tuple(draw(st.integers(0, d * (k - 1))) for k, d in zip(kernel, dilation))
+    mode = draw(st.sampled_from(["zeros", "zeros", "reflect", "replicate", "circular"]))
+    if mode == "reflect" and padding != "same" and any(p >= n for p, n in zip(padding, sizes)):
+        mode = "zeros"
+    if mode != "zeros" and padding == "same":
+        mode = "zeros"
+    return Conv(kernel, stride, dilation, padding, mode)
+
+
+@st.composite
+def pool_layers(draw, sizes: tuple[int, ...]):
+    nd = len(sizes)
+    kind = draw(st.sampled_from(["max", "avg"]))
+    kernel = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+    padding = tuple(draw(st.integers(0, k // 2)) for k in kernel)
+    dilation = tuple(draw(st.integers(1, 2)) if kind == "max" and k > 1 else 1 for k in kernel)
+    ceil_mode = draw(st.booleans())
+    return Pool(kind, kernel, stride, padding, dilation, ceil_mode)
+
+
+@st.composite
+def pad_layers(draw, sizes: tuple[int, ...]):
+    amounts = tuple((draw(st.integers(-1, 3)), draw(st.integers(-1, 3))) for _ in sizes)
+    return Pad(amounts)
+
+
+def _fits(layer, sizes: tuple[int, ...]) -> bool:
+    """Whether PyTorch accepts ``layer`` on an input of ``sizes`` (checked by running it)."""
+    out = size_after(layer, sizes)
+    if not all(o >= 1 for o in out):
+        return False
+    module = _Layer(layer, len(sizes), 1, functional=False)
+    try:
+        with torch.no_grad():
+            got = module(torch.zeros((1, 1, *sizes)))
+    except RuntimeError:
+        return False
+    assert tuple(got.shape[2:]) == out, (layer, sizes, got.shape, out)
+    return True
+
+
+def _identity(nd: int) -> Conv:
+    return Conv((1,) * nd, (1,) * nd, (1,) * nd, (0,) * nd)
+
+
+def _unit_stride(layer):
+    """The same layer with stride 1 (so that a branch keeps the jump it is given)."""
+    if isinstance(layer, Conv) and layer.padding != "same":
+        return Conv(layer.kernel, (1,) * len(layer.kernel), layer.dilation, layer.padding, layer.padding_mode)
+    if isinstance(layer, Pool):
+        return Pool(layer.kind, layer.kernel, (1,) * len(layer.kernel), layer.padding, layer.dilation, layer.ceil_mode)
+    return layer
+
+
+@st.composite
+def layers(draw, sizes: tuple[int, ...], strided: bool = True):
+    maker = draw(st.sampled_from([conv_layers, conv_layers, conv_layers, pool_layers, pad_layers]))
+    layer = draw(maker(sizes))
+    if not strided:
+        layer = _unit_stride(layer)
+    if not _fits(layer, sizes):
+        layer = _identity(len(sizes))
+    return layer
+
+
+def jump(spec) -> tuple[int, ...] | None:
+    """Product of strides along each axis (None for a spec without layers)."""
+    if isinstance(spec, (Conv, Pool)):
+        return spec.stride
+    if isinstance(spec, Pad):
+        return None
+    if isinstance(spec, Chain):
+        total = None
+        for item in spec.layers:
+            j = jump(item)
+            if j is not None:
+                total = j if total is None else tuple(a * b for a, b in zip(total, j))
+        return total
+    return jump(spec.branches[0])
+
+
+@st.composite
+def chains(draw, sizes: tuple[int, ...], depth: int, max_len: int = 4, strided: bool = True):
+    """A chain of layers and (if depth allows) nested merges; returns (spec, out sizes)."""
+    items = []
+    for _ in range(draw(st.integers(1, max_len))):
+        if depth > 0 and draw(st.integers(0, 3)) == 0:
+            block, out = draw(merges(sizes, depth - 1))
+            if not strided and any(j != 1 for j in (jump(block) or ())):
+                block, out = _identity(len(sizes)), sizes
+        else:
+            block = draw(layers(sizes, strided))
+            out = size_after(block, sizes)
+        sizes = out
+        items.append(block)
+    return Chain(tuple(items)), sizes
+
+
+def _match(sizes: tuple[int, ...], target: tuple[int, ...], draw) -> Pad | None:
+    """Asymmetric pad / crop taking ``sizes`` to ``target`` (where to put the difference is drawn)."""
+    if sizes == target:
+        return None
+    amounts = []
+    for n, t in zip(sizes, target):
+        diff = t - n
+        left = draw(st.integers(min(0, diff), max(0, diff)))
+        amounts.append((left, diff - left))
+    return Pad(tuple(amounts))
+
+
+@st.composite
+def merges(draw, sizes: tuple[int, ...], depth: int):
+    kind = draw(st.sampled_from([Add, Concat]))
+    count = draw(st.integers(2, 3))
+    first, first_out = draw(chains(sizes, depth, max_len=3))
+    branches = [first]
+    outs = [first_out]
+    step = jump(first) or (1,) * len(sizes)
+    for _ in range(count - 1):
+        # every branch must step alike: unit-stride layers, then one conv with the first's jump
+        chain, out = draw(chains(sizes, depth, max_len=2, strided=False))
+        if any(s != 1 for s in step):
+            kernel = tuple(draw(st.integers(1, 3)) for _ in sizes)
+            last = Conv(kernel, step, (1,) * len(sizes), tuple(k // 2 for k in kernel))
+            if not _fits(last, out):
+                last = Conv((1,) * len(sizes), step, (1,) * len(sizes), (0,) * len(sizes))
+            chain = Chain(chain.layers + (last,))
+            out = size_after(last, out)
+        branches.append(chain)
+        outs.append(out)
+    target = outs[0]
+    fixed = []
+    for chain, out in zip(branches, outs):
+        pad = _match(out, target, draw)
+        fixed.append(Chain(chain.layers + ((pad,) if pad else ())))
+    return kind(tuple(fixed)), target
+
+
+@st.composite
+def nets(draw, max_depth: int = 2):
+    nd = draw(st.sampled_from([1, 2, 2, 2, 3]))
+    low, high = {1: (6, 40), 2: (6, 24), 3: (5, 10)}[nd]
+    sizes = tuple(draw(st.integers(low, high)) for _ in range(nd))
+    spec, _ = draw(chains(sizes, max_depth))
+    return Net(spec, sizes, functional=draw(st.booleans()))
+
+
+# ---- building modules ---------------------------------------------------------------------------
+
+
+class _Layer(nn.Module):
+    """One spec layer, module-based or as functional calls inside forward."""
+
+    def __init__(self, spec, nd: int, channels: int, functional: bool) -> None:
+        super().__init__()
+        self.spec = spec
+        self.nd = nd
+        self.functional = functional
+        if isinstance(spec, Conv):
+            conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[nd - 1](
+                channels, channels, spec.kernel, spec.stride,
+                padding=spec.padding, dilation=spec.dilation, padding_mode=spec.padding_mode,
+            )
+            if functional:
+                self.weight, self.bias = conv.weight, conv.bias
+            else:
+                self.conv = conv
+        elif isinstance(spec, Pool) and not functional:
+            if spec.kind == "max":
+                self.pool = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)[nd - 1](
+                    spec.kernel, spec.stride, spec.padding, spec.dilation, ceil_mode=spec.ceil_mode
+                )
+            else:
+                self.pool = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)[nd - 1](
+                    spec.kernel, spec.stride, spec.padding, ceil_mode=spec.ceil_mode
+                )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.spec
+        if isinstance(s, Pad):
+            flat = [a for pair in reversed(s.amounts) for a in pair]
+            return F.pad(x, flat)
+        if isinstance(s, Conv):
+            if not self.functional:
+                return self.conv(x)
+            conv_fn = (F.conv1d, F.conv2d, F.conv3d)[self.nd - 1]
+            if s.padding_mode != "zeros":
+                flat = [p for pad in reversed(s.padding) for p in (pad, pad)]
+                x = F.pad(x, flat, mode=s.padding_mode)
+                return conv_fn(x, self.weight, self.bias, s.stride, 0, s.dilation)
+            return conv_fn(x, self.weight, self.bias, s.stride, s.padding, s.dilation)
+        if not self.functional:
+            return self.pool(x)
+        if s.kind == "max":
+            fn = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[self.nd - 1]
+            return fn(x, s.kernel, s.stride, s.padding, s.dilation, ceil_mode=s.ceil_mode)
+        fn = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[self.nd - 1]
+        return fn(x, s.kernel, s.stride, s.padding, ceil_mode=s.ceil_mode)
+
+
+class _Chain(nn.Module):
+    def __init__(self, items: list[nn.Module]) -> None:
+        super().__init__()
+        self.items = nn.ModuleList(items)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for item in self.items:
+            x = item(x)
+        return x
+
+
+class _Merge(nn.Module):
+    def __init__(self, branches: list[nn.Module], concat: bool, channels: int, nd: int) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+        self.concat = concat
+        if concat:  # back to the common channel count
+            self.squeeze = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[nd - 1](channels * len(branches), channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [branch(x) for branch in self.branches]
+        if self.concat:
+            return self.squeeze(torch.cat(outs, dim=1))
+        total = outs[0]
+        for out in outs[1:]:
+            total = total + out
+        return total
+
+
+def build(net: Net) -> nn.Module:
+    nd = len(net.input_size)
+
+    def make(spec) -> nn.Module:
+        if isinstance(spec, Chain):
+            return _Chain([make(item) for item in spec.layers])
+        if isinstance(spec, (Add, Concat)):
+            return _Merge([make(b) for b in spec.branches], isinstance(spec, Concat), net.channels, nd)
+        return _Layer(spec, nd, net.channels, net.functional)
+
+    return make(net.spec).eval()
