@@ -70,12 +70,15 @@ def test_misaligned_two_branches():
     B2: k3 s1 p1: n = 8, j = 2, r = 3+2*2 = 7, start = 0.5; sees 2m-3 .. 2m+3.
     add: lo = 2m-3, hi = 2m+4: r = 8, j = 2, start = (-3+4+1)/2 = 1.0.
     Centres differ (2.5 vs 0.5): misaligned, exact all the same.
+    In 2-D unit (m, m') sees the union of two squares, A's [2m, 2m+4]^2 and B's [2m-3, 2m+3]^2:
+    the hull's corner pixel (2m-3, 2m'+4) is in neither (A's rows start at 2m, B's columns end
+    at 2m'+3), so the support has holes although each axis alone is contiguous.
     """
     rep = rfarith.analyze(Misaligned(), (1, 3, 16, 16))
     assert_field(rep["a"], n=square(8), j=square(2), r=square(5), start=square(2.5))
     assert_field(rep["b2"], n=square(8), j=square(2), r=square(7), start=square(0.5))
     out = rep.output
-    assert_field(out, n=square(8), j=square(2), r=square(8), start=square(1.0), flags={"misaligned"})
+    assert_field(out, n=square(8), j=square(2), r=square(8), start=square(1.0), flags={"misaligned", "holes"})
     assert out.bounds((0, 3)) == ((-3, 4), (3, 10))
 
 
@@ -105,6 +108,9 @@ def test_inception_style_four_branch_concat():
     b3 (1x7 p(0,3)):          h: r = 3; w: r = 3+6*2 = 15, start 1.5+(3-3)*2 = 1.5
     b4 (maxpool 3 s1 p1, 1x1): r = 7 per axis, start 1.5
     cat on channels: per axis the largest (all centred alike): h 7, w 15, start 1.5, j 2.
+    In 2-D the support is the union of the branch boxes 3x3, 7x7, 3x15, 7x7 (pixels): the
+    corners of the 7x15 hull are in none of them (only b3 reaches the outer columns, over its
+    3 central rows): holes.
     """
     rep = rfarith.analyze(Inception(), (1, 3, 17, 17))
     assert_field(rep["b3.2"], n=(8, 8), j=(2, 2), r=(3, 15), start=(1.5, 1.5))
@@ -112,7 +118,7 @@ def test_inception_style_four_branch_concat():
     out = rep.output
     assert out.node == "cat"
     assert rep.table.loc["cat", "shape"] == (1, 8, 8, 8)
-    assert_field(out, n=(8, 8), j=(2, 2), r=(7, 15), start=(1.5, 1.5))
+    assert_field(out, n=(8, 8), j=(2, 2), r=(7, 15), start=(1.5, 1.5), flags={"holes"})
 
 
 class DenseLayer(nn.Module):
@@ -287,6 +293,27 @@ def test_functional_squeeze_excite_names_the_mean():
     out = rep.output
     assert_field(out, n=square(4), j=square(2), r=square(3), start=square(1.5), flags={"global"})
     assert out.global_via == ("mean",)
+
+
+class Cross(nn.Module):
+    """Factorised branches, 1x5 and 5x1, added (Inception v3's 1xn / nx1 in parallel)."""
+
+    def __init__(self):
+        super().__init__()
+        self.row = nn.Conv2d(3, 4, (1, 5), padding=(0, 2))
+        self.col = nn.Conv2d(3, 4, (5, 1), padding=(2, 0))
+
+    def forward(self, x):
+        return self.row(x) + self.col(x)
+
+
+def test_parallel_1xn_and_nx1_branches_leave_the_corners_unseen():
+    """9x9. row: h r 1, w r 5; col: h r 5, w r 1; both centred (start 0.5). add: per-axis hull
+    5x5, start 0.5, aligned; the support is a plus sign: the 16 corner pixels of the 5x5 box
+    are unseen, so holes."""
+    rep = rfarith.analyze(Cross(), (1, 3, 9, 9))
+    assert_field(rep["row"], n=square(9), j=square(1), r=(1, 5), start=square(0.5))
+    assert_field(rep.output, n=square(9), j=square(1), r=square(5), start=square(0.5), flags={"holes"})
 
 
 class Sub(nn.Module):

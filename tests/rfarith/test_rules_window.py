@@ -118,6 +118,24 @@ def test_every_padding_mode_has_the_same_unclipped_geometry(mode):
     assert_field(rep.output, n=(10, 8), j=(1, 1), r=(3, 3), start=(-0.5, 0.5))
 
 
+@pytest.mark.parametrize(
+    "mode, corner",
+    [
+        ("zeros", (0, 1)),  # padding pixels hold zeros: unit 0 sees pixels 0, 1
+        ("reflect", (0, 1)),  # pixel -1 reflects pixel 1
+        ("replicate", (0, 1)),  # pixel -1 repeats pixel 0
+        ("circular", (0, 1, 7)),  # pixel -1 wraps to pixel 7
+    ],
+)
+def test_padding_mode_decides_what_the_real_border_units_see(mode, corner):
+    """Conv 3x3 p1 on 8x8: unclipped unit 0 sees -1 .. 1 whatever the mode; the real unit 0
+    sees the input pixels the padding copies; unit 3 (inside) sees 2 .. 4 in every mode."""
+    out = analyze(nn.Conv2d(3, 4, 3, padding=1, padding_mode=mode), (1, 3, 8, 8)).output
+    assert out.bounds((0, 0)) == ((-1, 1), (-1, 1))
+    assert out.real_seen((0, 0)) == (corner, corner)
+    assert out.real_bounds((0, 3)) == ((corner[0], corner[-1]), (2, 4))
+
+
 def test_functional_conv2d_reads_stride_padding_dilation():
     """F.conv2d(x, w, None, 2, 1, 1): k = 3 (from the weight), s 2, p 1 on 9x9:
     n = 5, j = 2, r = 3, start = 0.5. Then F.conv2d(.., stride=1, padding=0, dilation=2):
