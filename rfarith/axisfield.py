@@ -340,6 +340,31 @@ def union(fields: list[AxisField]) -> AxisField:
     return AxisField(period, jump, canonical_phases, n, head, tail)
 
 
+def _phase_within(small: Phase, big: Phase) -> bool:
+    if small[1] == 0:
+        return True
+    if big[1] == 0 or small[0] < big[0]:
+        return False
+    return (small[1] << (small[0] - big[0])) & ~big[1] == 0
+
+
+def contains(big: AxisField, small: AxisField) -> bool:
+    """Whether every unit of ``small`` sees a subset of what the same unit of ``big`` sees."""
+    if big.n != small.n or Fraction(big.jump, big.period) != Fraction(small.jump, small.period):
+        return False
+    period = math.lcm(big.period, small.period)
+    if not all(_phase_within(small.unit(p), big.unit(p)) for p in range(period)):
+        return False
+    border = set(range(max(len(big.head), len(small.head))))
+    border |= set(range(big.n - max(len(big.tail), len(small.tail)), big.n))
+    return all(_phase_within(small.real(m), big.real(m)) for m in border if 0 <= m < big.n)
+
+
+def sees_nothing(field: AxisField) -> bool:
+    """No unit, periodic or real, sees any pixel."""
+    return field.is_empty and all(mask == 0 for _, mask in field.head + field.tail)
+
+
 def same_centres(fields: list[AxisField]) -> bool:
     """Whether every unit is centred alike in all fields (``lo + hi`` equal), over a common period."""
     period = math.lcm(*(f.period for f in fields))

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 
+import numpy as np
+
+from . import axisfield as af
 from .axisfield import AxisField
 
 FLAG_ORDER = ("global", "holes", "misaligned", "nonuniform", "clipped")
@@ -13,6 +19,37 @@ FLAG_ORDER = ("global", "holes", "misaligned", "nonuniform", "clipped")
 def _pixels(phase: tuple[int, int]) -> tuple[int, ...]:
     lo, mask = phase
     return tuple(lo + i for i in range(mask.bit_length()) if mask >> i & 1)
+
+
+def _has_holes(terms: tuple[tuple[AxisField, ...], ...]) -> bool:
+    """Whether some unit leaves a pixel inside its box unseen (exact for unions of products)."""
+    if len(terms) == 1:
+        return any(f.has_holes for f in terms[0])
+    periods = [math.lcm(*(t[a].period for t in terms)) for a in range(len(terms[0]))]
+    for unit in itertools.product(*(range(p) for p in periods)):
+        boxes = []
+        for term in terms:
+            phases = [f.unit(m) for f, m in zip(term, unit)]
+            if all(mask for _, mask in phases):
+                boxes.append(phases)
+        if not boxes:
+            continue
+        lows = [min(b[a][0] for b in boxes) for a in range(len(unit))]
+        highs = [max(b[a][0] + b[a][1].bit_length() - 1 for b in boxes) for a in range(len(unit))]
+        covered = np.zeros([h - lo + 1 for lo, h in zip(lows, highs)], dtype=bool)
+        for phases in boxes:
+            masks = [
+                np.array([(mask >> i) & 1 for i in range(mask.bit_length())], dtype=bool)
+                for _, mask in phases
+            ]
+            region = tuple(slice(lo - base, lo - base + mask.bit_length()) for (lo, mask), base in zip(phases, lows))
+            product = masks[0]
+            for m in masks[1:]:
+                product = np.multiply.outer(product, m)
+            covered[region] |= product
+        if not covered.all():
+            return True
+    return False
 
 
 def axis_names(count: int) -> tuple[str, ...]:
@@ -34,11 +71,22 @@ class ReceptiveField:
 
     node: str
     axes: tuple[str, ...]
-    n: tuple[int, ...]
-    fields: tuple[AxisField, ...]
+    terms: tuple[tuple[AxisField, ...], ...]
     extent: tuple[int, ...]
     global_via: tuple[str, ...] = ()
     extra_flags: frozenset[str] = frozenset()
+
+    @cached_property
+    def fields(self) -> tuple[AxisField, ...]:
+        """Per axis, the field over all terms (the per-axis hull the table reports)."""
+        if len(self.terms) == 1:
+            return self.terms[0]
+        return tuple(af.union([t[a] for t in self.terms]) for a in range(len(self.axes)))
+
+    @property
+    def n(self) -> tuple[int, ...]:
+        """Number of units of the map per axis."""
+        return tuple(f.n for f in self.terms[0])
 
     @property
     def j(self) -> tuple[int | Fraction, ...]:
@@ -75,7 +123,7 @@ class ReceptiveField:
         flags = set(self.extra_flags)
         if self.global_via or any(f.is_global for f in self.fields):
             flags.add("global")
-        if any(f.has_holes for f in self.fields):
+        if _has_holes(self.terms):
             flags.add("holes")
         if any(f.is_nonuniform for f in self.fields):
             flags.add("nonuniform")
@@ -102,9 +150,8 @@ class ReceptiveField:
         what they copy under reflect / replicate / circular padding. It equals the clipped
         :meth:`bounds` except next to the borders of some maps.
         """
-        unit = self._unit(unit)
-        bounds = tuple(f.real_bounds(m) for f, m in zip(self.fields, unit))
-        return bounds if all(b is not None for b in bounds) else (None,) * len(bounds)
+        pixels = self.real_seen(unit)
+        return tuple((p[0], p[-1]) if p else None for p in pixels)
 
     def real_seen(self, unit: int | tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
         """The pixels of the actual input that ``unit`` sees along each axis (holes excluded).
@@ -113,8 +160,13 @@ class ReceptiveField:
         nothing at all, and every axis reports an empty tuple.
         """
         unit = self._unit(unit)
-        pixels = tuple(_pixels(f.real(m)) for f, m in zip(self.fields, unit))
-        return pixels if all(pixels) else ((),) * len(pixels)
+        seen: list[set[int]] = [set() for _ in self.axes]
+        for term in self.terms:
+            pixels = [_pixels(f.real(m)) for f, m in zip(term, unit)]
+            if all(pixels):  # a term that sees nothing along one axis sees nothing at all
+                for axis_seen, p in zip(seen, pixels):
+                    axis_seen.update(p)
+        return tuple(tuple(sorted(p)) for p in seen)
 
     def _unit(self, unit: int | tuple[int, ...]) -> tuple[int, ...]:
         unit = (unit,) if isinstance(unit, int) else tuple(unit)

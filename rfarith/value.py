@@ -9,34 +9,78 @@ whole dimensions, so channels-last and token layouts keep their spatial meaning.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from . import axisfield as af
 from .axisfield import AxisField
 
 Factor = tuple[int | None, int]
 Dim = tuple[Factor, ...]
+Term = tuple[AxisField, ...]
+FieldMap = Callable[[AxisField], AxisField]
+
+MAX_TERMS = 64
 
 
 def _dedupe(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def prune(terms: tuple[Term, ...] | list[Term]) -> tuple[Term, ...]:
+    """Drop terms that see nothing, repeats, and terms inside another term.
+
+    Past ``MAX_TERMS`` the terms are replaced by one term, the per-axis union: the bounds per
+    axis stay exact, the exact shape of the support (its cut corners) is then given up.
+    """
+    kept: list[Term] = []
+    for term in dict.fromkeys(terms):
+        if any(af.sees_nothing(f) for f in term):
+            continue
+        if any(_term_within(term, other) for other in kept):
+            continue
+        kept = [other for other in kept if not _term_within(other, term)]
+        kept.append(term)
+    if not kept:  # nothing is seen at all: keep one empty term so every axis still has a field
+        kept = [next(iter(terms))]
+    if len(kept) > MAX_TERMS:
+        kept = [tuple(af.union([t[a] for t in kept]) for a in range(len(kept[0])))]
+    return tuple(kept)
+
+
+def _term_within(small: Term, big: Term) -> bool:
+    return all(af.contains(b, s) for s, b in zip(small, big))
+
+
 @dataclass(frozen=True)
 class Value:
-    """Abstract value of a tensor that depends on the model input."""
+    """Abstract value of a tensor that depends on the model input.
+
+    The support of a unit is a union of products: ``terms`` holds, per term, one field per
+    input axis, and unit m sees the union over terms of the product of what each axis field's
+    unit ``m[a]`` sees. Merging branches unions their terms, so supports shaped like a cross
+    (parallel 1xn and nx1 branches) or branches that see nothing at a border stay exact.
+    """
 
     dims: tuple[Dim, ...]
-    fields: tuple[AxisField, ...]
+    terms: tuple[Term, ...]
     extent: tuple[int, ...]
     global_via: tuple[str, ...] = ()
     flags: frozenset[str] = frozenset()
+
+    @cached_property
+    def fields(self) -> tuple[AxisField, ...]:
+        """Per input axis, the union over terms (what the per-axis tables report)."""
+        if len(self.terms) == 1:
+            return self.terms[0]
+        return tuple(af.union([t[a] for t in self.terms]) for a in range(len(self.extent)))
 
     # ---- layout --------------------------------------------------------------------------
     @property
     def n(self) -> tuple[int, ...]:
         """Number of units per input axis (1 for an axis reduced away)."""
-        return tuple(f.n for f in self.fields)
+        return tuple(f.n for f in self.terms[0])
 
     @property
     def rank(self) -> int:
@@ -56,11 +100,12 @@ class Value:
         return None
 
     # ---- derived values ------------------------------------------------------------------
-    def with_fields(self, fields: dict[int, AxisField], via: tuple[str, ...] = ()) -> Value:
-        new = list(self.fields)
-        for axis, field in fields.items():
-            new[axis] = field
-        return replace(self, fields=tuple(new), global_via=_dedupe(self.global_via + via))
+    def map_fields(self, maps: dict[int, FieldMap], via: tuple[str, ...] = ()) -> Value:
+        """Apply ``maps[axis]`` to that axis' field in every term."""
+        if not maps:
+            return self.with_global(via) if via else self
+        terms = [tuple(maps[a](f) if a in maps else f for a, f in enumerate(term)) for term in self.terms]
+        return replace(self, terms=prune(terms), global_via=_dedupe(self.global_via + via))
 
     def with_global(self, via: tuple[str, ...]) -> Value:
         return replace(self, global_via=_dedupe(self.global_via + via))
@@ -70,14 +115,12 @@ class Value:
 
         ``units``: the number of units left along those axes (default: unchanged).
         """
-        fields = {}
-        via: tuple[str, ...] = ()
-        for a in axes:
-            field = self.fields[a]
-            if not field.is_global:
-                via = (node,)
-            fields[a] = af.hull_of_units(field, field.n if units is None else units, self.extent[a])
-        return self.with_fields(fields, via)
+        via = (node,) if any(not self.fields[a].is_global for a in axes) else ()
+        maps = {
+            a: (lambda f, e=self.extent[a]: af.hull_of_units(f, f.n if units is None else units, e))
+            for a in axes
+        }
+        return self.map_fields(maps, via)
 
     def relaid(self, shape: tuple[int, ...]) -> Value:
         """Same meaning per dimension, sizes from ``shape`` (after a rule has mapped the fields).
@@ -92,8 +135,8 @@ class Value:
             if not axes:
                 new_dims.append(((None, size),) if size != 1 else ())
             elif len(axes) == 1 and len(dim) == 1:
-                if self.fields[axes[0]].n != size:
-                    raise ValueError(f"axis {axes[0]} has {self.fields[axes[0]].n} units but its dim has size {size}")
+                if self.n[axes[0]] != size:
+                    raise ValueError(f"axis {axes[0]} has {self.n[axes[0]]} units but its dim has size {size}")
                 new_dims.append(((axes[0], size),))
             else:
                 if _dim_size(dim) != size:
@@ -114,4 +157,4 @@ def input_value(shape: tuple[int, ...]) -> Value:
     spatial = shape[2:]
     dims: list[Dim] = [((None, shape[0]),) if shape[0] != 1 else (), ((None, shape[1]),) if shape[1] != 1 else ()]
     dims += [((a, s),) for a, s in enumerate(spatial)]
-    return Value(dims=tuple(dims), fields=tuple(af.pixel(s) for s in spatial), extent=tuple(spatial))
+    return Value(dims=tuple(dims), terms=(tuple(af.pixel(s) for s in spatial),), extent=tuple(spatial))

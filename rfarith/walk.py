@@ -20,6 +20,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from .errors import RFError, ShapeError, UnsupportedOp
 from .field import ReceptiveField, axis_names
+from .rules.pointwise import SAME_SHAPE_FUNCTIONS, SAME_SHAPE_MODULES
 from .rules.registry import Call, describe_target, find_rule
 from .tracing import Traced
 from .value import Value, input_value
@@ -240,8 +241,7 @@ class _Walk:
         rf = ReceptiveField(
             node=name,
             axes=self.axes,
-            n=value.n,
-            fields=value.fields,
+            terms=value.terms,
             extent=value.extent,
             global_via=value.global_via,
             extra_flags=value.flags,
@@ -251,11 +251,25 @@ class _Walk:
 
 
 def _execute(node: fx.Node, module: nn.Module | None, args: tuple, kwargs: dict) -> Any:
+    first = args[0] if args else None
+    if isinstance(first, torch.Tensor) and _keeps_shape(node, module):
+        return torch.empty_like(first)  # same shape and dtype; running the op would only cost time
     if node.op == "call_module":
         return module.forward(*args, **kwargs)
     if node.op == "call_method":
         return getattr(args[0], node.target)(*args[1:], **kwargs)
     return node.target(*args, **kwargs)
+
+
+def _keeps_shape(node: fx.Node, module: nn.Module | None) -> bool:
+    if module is not None:
+        return isinstance(module, SAME_SHAPE_MODULES)
+    if node.op == "call_function":
+        try:
+            return node.target in SAME_SHAPE_FUNCTIONS
+        except TypeError:
+            return False
+    return False
 
 
 def _is_tensor_result(out: Any) -> bool:

@@ -20,15 +20,16 @@ def require_value(call: Call, obj=None) -> Value:
     return value
 
 
-def map_trailing_axes(call: Call, x: Value, nd: int, axis_maps: list[AxisMap]) -> Value:
+def map_trailing_axes(call: Call, x: Value, nd: int, axis_maps: list[AxisMap], mixes_front: bool = True) -> Value:
     """Apply one index map per trailing tensor dimension (the ``nd`` dims a layer slides over).
 
     ``axis_maps[i](field, n_in, n_out, extent)`` maps the field of the axis carried by dim
     ``-nd+i`` (``extent``: the input size along that axis). Dimensions that carry no input axis
-    are left alone; the channel dim in front is mixed. A map that turns a local field global
-    records this node as the cause.
+    are left alone. With ``mixes_front`` (convolutions, pooling over channels-first maps) the
+    dim in front, the channels, is mixed too. A map that turns a local field global records
+    this node as the cause.
     """
-    if x.rank < nd + 2:
+    if mixes_front and x.rank < nd + 2:
         raise ShapeError(
             f"layer '{call.node}' ({call.op}) got a tensor of rank {x.rank}, an unbatched input; "
             f"input_shape must be (batch, channels, *spatial), e.g. (1, {', '.join(map(str, (call.input.shape)))})",
@@ -36,7 +37,9 @@ def map_trailing_axes(call: Call, x: Value, nd: int, axis_maps: list[AxisMap]) -
             kind="rank",
         )
     out_shape = call.out_shape
-    fields = {}
+    if len(out_shape) != x.rank:
+        raise UnsupportedOp(call.node, call.op, f"output rank {len(out_shape)} differs from input rank {x.rank}")
+    maps = {}
     for i, axis_map in enumerate(axis_maps):
         dim = x.rank - nd + i
         axes = x.axes_of(dim)
@@ -46,19 +49,18 @@ def map_trailing_axes(call: Call, x: Value, nd: int, axis_maps: list[AxisMap]) -
             raise UnsupportedOp(
                 call.node,
                 call.op,
-                f"it slides over tensor dim {dim}, which holds several flattened factors "
+                f"it acts along tensor dim {dim}, which holds several flattened factors "
                 f"{x.dims[dim]}; unflatten the spatial axes first",
             )
         axis = axes[0]
-        out_n = out_shape[len(out_shape) - nd + i]
-        fields[axis] = axis_map(x.fields[axis], x.n[axis], out_n, x.extent[axis])
-    became_global = any(f.is_global and not x.fields[a].is_global for a, f in fields.items())
-    via = (call.node,) if became_global else ()
-    result = x.with_fields(fields, via).relaid(out_shape) if len(out_shape) == x.rank else None
-    if result is None:
-        raise UnsupportedOp(call.node, call.op, f"output rank {len(out_shape)} differs from input rank {x.rank}")
+        n_in, n_out, extent = x.n[axis], out_shape[dim], x.extent[axis]
+        maps[axis] = lambda f, m=axis_map, n_in=n_in, n_out=n_out, e=extent: m(f, n_in, n_out, e)
+    result = x.map_fields(maps)
+    if any(result.fields[a].is_global and not x.fields[a].is_global for a in maps):
+        result = result.with_global((call.node,))
+    result = result.relaid(out_shape)
     channel_dim = x.rank - nd - 1
-    if channel_dim >= 0 and x.axes_of(channel_dim):
+    if mixes_front and channel_dim >= 0 and x.axes_of(channel_dim):
         result = result.globalised(x.axes_of(channel_dim), call.node)
     return result
 

@@ -110,7 +110,7 @@ def _broadcast_to(call: Call, x: Value, out_shape: tuple[int, ...]) -> Value:
     """``x`` expanded to ``out_shape``: a 1-unit axis stretched over n units is global."""
     lead = len(out_shape) - x.rank
     dims: list[Dim] = [_opaque(s) for s in out_shape[:lead]]
-    fields = {}
+    maps = {}
     via: tuple[str, ...] = ()
     for d, dim in enumerate(x.dims):
         size = out_shape[lead + d]
@@ -119,12 +119,11 @@ def _broadcast_to(call: Call, x: Value, out_shape: tuple[int, ...]) -> Value:
             dims.append(dim if axes else _opaque(size))
             continue
         axis = axes[0]
-        field = x.fields[axis]
-        if not field.is_global and not x.global_via:
+        if not x.fields[axis].is_global and not x.global_via:
             via = (call.node,)
-        fields[axis] = af.constant(field.real(0), size)
+        maps[axis] = lambda f, size=size: af.constant(f.real(0), size)
         dims.append(((axis, size),))
-    return replace(x.with_fields(fields, via), dims=tuple(dims))
+    return replace(x.map_fields(maps, via), dims=tuple(dims))
 
 
 @rule("expand", "expand_as", "broadcast_to", torch.broadcast_to)
@@ -137,7 +136,7 @@ def repeat(call: Call):
     x = require_value(call)
     out_shape = call.out_shape
     lead = len(out_shape) - x.rank
-    fields = {}
+    maps = {}
     dims: list[Dim] = [_opaque(s) for s in out_shape[:lead]]
     for d, dim in enumerate(x.dims):
         size = out_shape[lead + d]
@@ -150,19 +149,20 @@ def repeat(call: Call):
         axis = axes[0]
         units = x.n[axis]
         if size != units:  # unit m of the tiled map is unit m mod n of the original
-            fields[axis] = af.resample(x.fields[axis], units, 0, tuple((p,) for p in range(units)), size)
+            tiles = tuple((p,) for p in range(units))
+            maps[axis] = lambda f, units=units, tiles=tiles, size=size: af.resample(f, units, 0, tiles, size)
         dims.append(((axis, size),))
-    return replace(x.with_fields(fields), dims=tuple(dims))
+    return replace(x.map_fields(maps), dims=tuple(dims))
 
 
 # ---- selecting units ------------------------------------------------------------------------
-def _pick_unit(x: Value, dim: int, index: int, fields: dict) -> None:
+def _pick_unit(x: Value, dim: int, index: int, maps: dict) -> None:
     """Select flat index ``index`` of dim ``dim``: each carried axis keeps one unit."""
     rest = index
     for axis, size in reversed(x.dims[dim]):
         rest, position = divmod(rest, size)
         if axis is not None:
-            fields[axis] = af.window(x.fields[axis], 1, 1, 1, -position, 1)
+            maps[axis] = lambda f, position=position: af.window(f, 1, 1, 1, -position, 1)
 
 
 def index_value(call: Call, x: Value, index, in_shape: tuple[int, ...]) -> Value:
@@ -176,7 +176,7 @@ def index_value(call: Call, x: Value, index, in_shape: tuple[int, ...]) -> Value
             expanded.append(item)
     expanded.extend([slice(None)] * (x.rank - sum(1 for i in expanded if i is not None)))
     dims: list[Dim] = []
-    fields: dict = {}
+    maps: dict = {}
     d = 0
     for item in expanded:
         if item is None:
@@ -186,14 +186,14 @@ def index_value(call: Call, x: Value, index, in_shape: tuple[int, ...]) -> Value
         axes = [a for a, _ in dim if a is not None]
         if isinstance(item, int):
             if axes:
-                _pick_unit(x, d, item % size, fields)
+                _pick_unit(x, d, item % size, maps)
         elif isinstance(item, slice):
             start, stop, step = item.indices(size)
             length = len(range(start, stop, step))
             if not axes or (start, step, length) == (0, 1, size):
                 dims.append(dim if axes else _opaque(length))
             elif len(dim) == 1:
-                fields[axes[0]] = af.window(x.fields[axes[0]], 1, step, 1, -start, length)
+                maps[axes[0]] = lambda f, step=step, start=start, length=length: af.window(f, 1, step, 1, -start, length)
                 dims.append(((axes[0], length),))
             else:
                 raise UnsupportedOp(call.node, call.op, f"a slice {item} of tensor dim {d}, which holds flattened axes")
@@ -207,7 +207,7 @@ def index_value(call: Call, x: Value, index, in_shape: tuple[int, ...]) -> Value
     if len(dims) != len(out_shape):
         raise UnsupportedOp(call.node, call.op, f"an index {index!r} that rearranges dimensions")
     dims = [_opaque(s) if dim is None else dim for dim, s in zip(dims, out_shape)]
-    return replace(x.with_fields(fields), dims=tuple(dims))
+    return replace(x.map_fields(maps), dims=tuple(dims))
 
 
 def select(call: Call):

@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import UnsupportedOp
 from ..value import Dim, Value
 from .common import require_value
-from .pointwise import elementwise, merge_fields
+from .pointwise import elementwise, merged
 from .registry import Call, rule
 
 
@@ -170,11 +170,10 @@ def contract(call: Call, operands: list[tuple[torch.Tensor, str]], out_letters: 
         for a in sorted(to_globalise):
             v = v.globalised((a,), call.node, units=n[a])
         values.append(v)
-    fields, via, flags = merge_fields(call, values, tuple(n))
     if to_globalise:
         dims = [tuple((None, s) if a in to_globalise and a is not None else (a, s) for a, s in dim) for dim in dims]
         dims = [d if any(a is not None for a, _ in d) else (((None, out_shape[i]),) if out_shape[i] != 1 else ()) for i, d in enumerate(dims)]
-    return Value(tuple(dims), fields, values[0].extent, via, flags)
+    return merged(call, dims, values, tuple(n))
 
 
 _BATCH = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -223,11 +222,10 @@ def attend(call: Call, query: torch.Tensor, others: list[torch.Tensor], out: tor
     base = call.value(shaped)
     axes = tuple(range(len(base.n)))
     values = [v.globalised(axes, call.node) for v in values]
-    fields, via, flags = merge_fields(call, values, base.n)
     dims = base.dims[:-1] + (((None, out.shape[-1]),) if out.shape[-1] != 1 else (),)
     if len(dims) != out.dim():
         dims = tuple(((None, s),) if s != 1 else () for s in out.shape)
-    return Value(tuple(dims), fields, base.extent, via, flags)
+    return merged(call, dims, values, base.n)
 
 
 @rule(F.scaled_dot_product_attention)

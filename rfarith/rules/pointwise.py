@@ -9,6 +9,7 @@ widen the local field and adds the flag ``global`` with the node that caused it.
 from __future__ import annotations
 
 import operator
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from torch import nn
 from .. import axisfield as af
 from ..errors import UnsupportedOp
 from ..field import axis_names
-from ..value import Dim, Value, _dedupe
+from ..value import Dim, Term, Value, _dedupe, prune
 from .registry import Call, rule
 
 NEUTRAL_MODULES: tuple[type[nn.Module], ...] = (
@@ -33,6 +34,9 @@ NEUTRAL_MODULES: tuple[type[nn.Module], ...] = (
     nn.LocalResponseNorm, nn.ChannelShuffle,
 )
 
+# Ops whose output has the shape and dtype of their first input: the walk skips running them.
+SAME_SHAPE_MODULES: tuple[type[nn.Module], ...] = ()  # filled below from NEUTRAL_MODULES
+
 NEUTRAL_FUNCTIONS: tuple = (
     F.relu, F.relu_, F.relu6, F.leaky_relu, F.leaky_relu_, F.prelu, F.rrelu, F.elu, F.elu_,
     F.selu, F.celu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, F.hardtanh_,
@@ -47,6 +51,12 @@ NEUTRAL_FUNCTIONS: tuple = (
     torch.nan_to_num, torch.dropout, torch.batch_norm, torch.channel_shuffle,
     torch.native_channel_shuffle,
     operator.neg, operator.pos, operator.abs, operator.invert,
+)
+
+SAME_SHAPE_MODULES = tuple(m for m in NEUTRAL_MODULES if m is not nn.GLU)
+SAME_SHAPE_FUNCTIONS = frozenset(
+    f for f in NEUTRAL_FUNCTIONS
+    if f not in (F.glu, F.prelu, F.dropout, F.batch_norm, torch.batch_norm, torch.dropout)
 )
 
 NEUTRAL_METHODS: tuple[str, ...] = (
@@ -111,14 +121,11 @@ def merge(call: Call, inputs: list[tuple[torch.Size, Value]], out_shape: tuple[i
             if all(a not in (f for f, _ in dim) for dim in dims):
                 n_out[a] = max(n_out[a], value.n[a])
 
-    fields, via, flags = merge_fields(call, [value for _, value in inputs], tuple(n_out))
-    return Value(tuple(dims), fields, inputs[0][1].extent, via, flags)
+    return merged(call, dims, [value for _, value in inputs], tuple(n_out))
 
 
-def merge_fields(
-    call: Call, values: list[Value], n_out: tuple[int, ...]
-) -> tuple[tuple, tuple[str, ...], frozenset[str]]:
-    """Per axis, unit m sees what unit m of every value sees: (fields, global causes, flags).
+def merged(call: Call, dims, values: list[Value], n_out: tuple[int, ...]) -> Value:
+    """The Value with layout ``dims`` whose unit m sees what unit m of every value sees.
 
     A value broadcast from one unit, or one whose field is already global, is a side path: it
     only counts when no local path is left, and it adds the flag global with its cause. Local
@@ -126,32 +133,41 @@ def merge_fields(
     """
     via: tuple[str, ...] = ()
     flags: set[str] = set()
-    fields = []
-    for a in range(len(n_out)):
-        local, side = [], []
-        for value in values:
-            field = value.fields[a]
-            if field.n != n_out[a]:  # broadcast from one unit: every unit sees the same pixels
-                if not field.is_global and not value.global_via:
-                    via += (call.node,)
-                side.append(af.constant(field.real(0), n_out[a]))
-            elif field.is_global:
-                side.append(field)
-            else:
-                local.append(field)
-        if len(local) > 1 and not af.same_centres(local):
-            flags.add("misaligned")
-        try:
-            fields.append(af.union(local or side))
-        except ValueError as e:
-            name = axis_names(len(n_out))[a]
-            raise UnsupportedOp(
-                call.node, call.op, f"it merges feature maps whose units step differently along axis {name} ({e})"
-            ) from None
+    local_terms: list[Term] = []
+    side_terms: list[Term] = []
+    local_values: list[Value] = []
     for value in values:
         via += value.global_via
         flags |= value.flags
-    return tuple(fields), _dedupe(via), frozenset(flags)
+        has_local = False
+        for term in value.terms:
+            fields = []
+            side = False
+            for a, field in enumerate(term):
+                if field.n != n_out[a]:  # broadcast from one unit: every unit sees the same pixels
+                    if not field.is_global and not value.global_via:
+                        via += (call.node,)
+                    field = af.constant(field.real(0), n_out[a])
+                    side = True
+                elif field.is_global:
+                    side = True
+                fields.append(field)
+            (side_terms if side else local_terms).append(tuple(fields))
+            has_local = has_local or not side
+        if has_local:
+            local_values.append(value)
+    terms = prune(local_terms or side_terms)
+    for a, name in enumerate(axis_names(len(n_out))):
+        steps = {Fraction(t[a].jump, t[a].period) for t in terms}
+        if len(steps) > 1:
+            raise UnsupportedOp(
+                call.node, call.op,
+                f"it merges feature maps whose units step differently along axis {name} "
+                f"(j = {', '.join(str(s) for s in sorted(steps))})",
+            )
+        if len(local_values) > 1 and not af.same_centres([v.fields[a] for v in local_values]):
+            flags.add("misaligned")
+    return Value(tuple(dims), terms, values[0].extent, _dedupe(via), frozenset(flags))
 
 
 def elementwise(call: Call):

@@ -199,19 +199,8 @@ def _pad(call: Call, x, pad, mode: str) -> object:
 
 
 def _without_channel_mixing(call, x, nd, maps):
-    """Like map_trailing_axes, for ops that do not mix the dim in front (pads, crops)."""
-    # map_trailing_axes mixes the dim in front of the window; pads do not, so map one dim at a time
-    out_shape = call.out_shape
-    fields = {}
-    for i, axis_map in enumerate(maps):
-        dim = x.rank - nd + i
-        axes = x.axes_of(dim)
-        if not axes:
-            continue
-        if len(x.dims[dim]) != 1:
-            raise UnsupportedOp(call.node, call.op, f"it shifts tensor dim {dim}, which holds flattened axes")
-        fields[axes[0]] = axis_map(x.fields[axes[0]], x.n[axes[0]], out_shape[dim], x.extent[axes[0]])
-    return x.with_fields(fields).relaid(out_shape)
+    """Like map_trailing_axes, for ops that do not mix the dim in front (pads, crops, resizes)."""
+    return map_trailing_axes(call, x, nd, maps, mixes_front=False)
 
 
 _PAD_MODULES = [
