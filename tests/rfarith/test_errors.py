@@ -170,6 +170,15 @@ def test_layer_without_units_is_a_shape_error_naming_it():
     assert "'3'" in str(err) and "MaxPool2d" in str(err)
 
 
+def test_too_small_input_error_names_the_smallest_input_that_works():
+    """The same model: the second pool needs >= 2 units in, so the conv before it >= 4 in,
+    so the first pool >= 4 out, i.e. >= 8 in, so the first conv >= 8 out: input >= 10."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3), nn.MaxPool2d(2))
+    err = fails(model, (1, 3, 8, 8), rfarith.ShapeError)
+    assert "(1, 3, 10, 10)" in str(err)
+    assert rfarith.analyze(model, (1, 3, 10, 10)).output.n == (1, 1)
+
+
 def test_kernel_larger_than_its_input_is_a_shape_error_naming_the_layer():
     """6x6: conv 3x3 s2 -> 2x2; conv 3x3 cannot run on 2x2: layer 'head'."""
 

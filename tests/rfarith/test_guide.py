@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import rfarith
@@ -194,3 +196,56 @@ def test_keras_detailed_example():
         assert_field(rep[layer], n=square(n), j=square(j), r=square(r), start=square(start))
     assert rep.output.node == "feature_grid"
     assert rep.table.loc["feature_grid", "shape"] == (1, 8, 16, 16)
+
+
+# ---- random stacks ------------------------------------------------------------------------------
+@st.composite
+def stack(draw):
+    """1 to 4 layers: Conv1d (any k, s, d, p), MaxPool1d (p <= k/2, optional ceil_mode),
+    AvgPool1d (p <= k/2, optional ceil_mode), with the guide's parameters alongside."""
+    layers = []
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["conv", "max", "avg"]))
+        k, s = draw(st.integers(1, 5)), draw(st.integers(1, 3))
+        d = draw(st.integers(1, 3)) if kind != "avg" else 1
+        p = draw(st.integers(0, 3)) if kind == "conv" else draw(st.integers(0, k // 2))
+        ceil = draw(st.booleans()) if kind != "conv" else False
+        layers.append((kind, k, s, d, p, ceil))
+    return layers
+
+
+def build(layers) -> nn.Sequential:
+    modules = []
+    for kind, k, s, d, p, ceil in layers:
+        if kind == "conv":
+            modules.append(nn.Conv1d(2, 2, k, stride=s, padding=p, dilation=d))
+        elif kind == "max":
+            modules.append(nn.MaxPool1d(k, stride=s, padding=p, dilation=d, ceil_mode=ceil))
+        else:
+            modules.append(nn.AvgPool1d(k, stride=s, padding=p, ceil_mode=ceil))
+    return nn.Sequential(*modules)
+
+
+def expected(layers, length: int):
+    """The guide, with PyTorch's output size: n' = floor or ceil((n + 2p - d(k-1) - 1)/s) + 1,
+    where with ceil_mode a last window starting in the right padding is dropped."""
+    n, j, r, start = length, 1, 1, 0.5
+    for _, k, s, d, p, ceil in layers:
+        span = n + 2 * p - d * (k - 1) - 1
+        out = (-(-span // s) if ceil else span // s) + 1
+        if ceil and (out - 1) * s >= n + p:
+            out -= 1
+        n, j, r, start = out, j * s, r + d * (k - 1) * j, start + (d * (k - 1) / 2 - p) * j
+        if n < 1:
+            return None
+    return n, j, r, start
+
+
+@settings(max_examples=30, deadline=None)
+@given(stack())
+def test_random_stacks_follow_the_guide(layers):
+    want = expected(layers, 96)
+    if want is None:
+        return  # the input is too small for this stack (tested in test_errors.py)
+    rf = rfarith.analyze(build(layers), (1, 2, 96)).output
+    assert_field(rf, n=(want[0],), j=(want[1],), r=(want[2],), start=(want[3],), flags=rf.flags)

@@ -84,6 +84,10 @@ def test_conv_padding_forms(padding, n, start):
     assert_field(rep.output, n=square(n), j=square(1), r=square(5), start=square(start))
 
 
+EVEN_SAME = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
+
+
+@EVEN_SAME
 def test_same_padding_with_even_kernels_pads_the_odd_pixel_on_the_right():
     """padding='same' pads d*(k-1) in total, floor half on the left (PyTorch).
     h: k = 4, d = 1: total 3, left 1: r = 4, start = 0.5+(1.5-1) = 1.0; unit m sees m-1 .. m+2.
@@ -97,6 +101,7 @@ def test_same_padding_with_even_kernels_pads_the_odd_pixel_on_the_right():
     assert out.seen((0, 5)) == ((-1, 0, 1, 2), (4, 7))
 
 
+@EVEN_SAME
 def test_functional_same_padding_even_kernel():
     """F.conv1d(padding='same'), k = 4: left pad 1: r = 4, start 1.0, unit 0 sees -1 .. 2."""
     weight = nn.Parameter(torch.ones(2, 3, 4))
@@ -410,6 +415,17 @@ def test_nearest_upsample_by_two():
     assert out.n == (12, 12)
     assert [out.bounds((m, m))[0] for m in range(5)] == [(-1, 1), (-1, 1), (0, 2), (0, 2), (1, 3)]
     assert (out.j, out.r, out.start, out.phases) == (square(Fraction(1, 2)), square(3), square(0.5), square(2))
+
+
+@pytest.mark.xfail(strict=True, reason="rfarith bug: `nonuniform` is set only when sizes vary; DESIGN.md also flags varying spacing (upsampling, transposed conv)")
+def test_upsampling_is_flagged_nonuniform():
+    """DESIGN.md: nonuniform = "RF size or spacing varies with the unit: upsampling, transposed
+    conv, ...". After nearest x2 units 0 and 1 see the same pixels and unit 2 two pixels
+    further: spacing 0, 2, 0, 2 (sizes equal): nonuniform. Likewise the k4 s2 p1 transposed
+    conv of the decoder test (lo: -3, -1, -1, 1)."""
+    assert "nonuniform" in upsampled(nn.Upsample(scale_factor=2, mode="nearest")).flags
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ConvTranspose2d(4, 4, 4, stride=2, padding=1))
+    assert "nonuniform" in analyze(net, (1, 3, 8, 8)).output.flags
 
 
 def test_bilinear_upsample_by_two():
