@@ -70,8 +70,8 @@ def analyze(
     shape = check_input_shape(input_shape)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    traced = trace(model, leaf_modules)
-    with eval_mode(model):
+    with eval_mode(model):  # traced and run as in eval mode (`if self.training:` included)
+        traced = trace(model, leaf_modules)
         try:
             result = walk(model, traced, shape, fallback)
         except ShapeError as e:
@@ -120,7 +120,8 @@ def node_names(model: nn.Module, input_shape: Iterable[int] | None = None) -> li
     With ``input_shape``, only the nodes that carry a feature map (the report's rows).
     """
     if input_shape is None:
-        return trace(model).node_names()
+        with eval_mode(model):
+            return trace(model).node_names()
     return analyze(model, input_shape).names
 
 

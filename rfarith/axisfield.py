@@ -129,7 +129,8 @@ class AxisField:
 
     @property
     def is_global(self) -> bool:
-        return self.jump == 0
+        """Every unit sees the same pixels (a tiled map, with jump 0 but several phases, is not)."""
+        return self.jump == 0 and self.period == 1
 
     @property
     def has_holes(self) -> bool:

@@ -28,6 +28,7 @@ class Traced:
 
     graph: fx.Graph
     names: dict[fx.Node, str]
+    root: nn.Module
 
     def node_names(self) -> list[str]:
         return [self.names[n] for n in self.graph.nodes if n.op not in ("output", "get_attr")]
@@ -87,19 +88,42 @@ class NamingTracer(fx.Tracer):
         return base if count == 0 else f"{base}_{count}"
 
 
+class _Root(nn.Module):
+    """Holds a model that is itself a leaf (a bare layer with a rule), so fx records one call."""
+
+    def __init__(self, name: str, model: nn.Module) -> None:
+        super().__init__()
+        self.add_module(name, model)
+        self._name = name
+
+    def forward(self, x):
+        return getattr(self, self._name)(x)
+
+
+def root_for_tracing(model: nn.Module, leaf_modules: Iterable[str | type] = ()) -> nn.Module:
+    """``model``, or a holder around it when the model itself is a leaf (its node is named after
+    its class, lower case, as fx names a function call)."""
+    leaf_types = tuple(m for m in leaf_modules if isinstance(m, type))
+    if has_module_rule(model) or (leaf_types and isinstance(model, leaf_types)):
+        return _Root(type(model).__name__.lower(), model)
+    return model
+
+
 def trace(model: nn.Module, leaf_modules: Iterable[str | type] = ()) -> Traced:
     """Trace ``model`` (never modifying it). Raises :class:`TraceError` naming the module."""
+    leaf_modules = tuple(leaf_modules)
+    root = root_for_tracing(model, leaf_modules)
     tracer = NamingTracer(leaf_modules)
     try:
-        graph = tracer.trace(model)
+        graph = tracer.trace(root)
     except TraceError:
         raise
     except Exception as e:  # FX raises many types; all mean "could not trace"
         path = tracer.failed_path or ""
-        module = model.get_submodule(path) if path else model
+        module = root.get_submodule(path) if path else model
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TraceError(path, type(module).__name__, reason) from e
     names = {}
     for node in graph.nodes:
         names[node] = tracer.qualnames.get(node, node.name)
-    return Traced(graph, names)
+    return Traced(graph, names, root)

@@ -112,12 +112,12 @@ class _Walk:
                     rows.append(self._row(node, name, None))
                 first_placeholder = False
             elif node.op == "get_attr":
-                self.fake[node] = _fetch_attr(self.model, node.target)
+                self.fake[node] = _fetch_attr(self.traced.root, node.target)
                 self.values[node] = None
             elif node.op == "output":
                 outputs = self._outputs(node.args[0])
             else:
-                module = self.model.get_submodule(node.target) if node.op == "call_module" else None
+                module = self.traced.root.get_submodule(node.target) if node.op == "call_module" else None
                 self._call(node, name, module, mode)
                 if isinstance(self.values[node], Value) and isinstance(self.fake[node], torch.Tensor):
                     rows.append(self._row(node, name, module))
@@ -152,7 +152,9 @@ class _Walk:
         except RFError:
             raise
         except Exception as e:
-            raise self._shape_error(name, op, args, e) from e
+            out = self._run_leaf_for_real(node, module, args, kwargs, mode)
+            if out is None:
+                raise self._shape_error(name, op, args, e) from e
         self.fake[node] = out
         parent = node.args[0] if node.target is operator.getitem else None
         if isinstance(self.values.get(parent), (tuple, list)):  # picking from split / chunk
@@ -176,6 +178,25 @@ class _Walk:
             raise UnsupportedOp(name, op if node.op != "call_function" else describe_target(node.target))
         self._check_units(name, op, value)
         self.values[node] = value
+
+    def _run_leaf_for_real(self, node, module, args, kwargs, mode: FakeTensorMode) -> Any:
+        """Output (as fake tensors) of a leaf whose forward fake tensors cannot run, e.g. one with
+        data-dependent control flow that the user marked a leaf and gave a rule. It runs once on
+        zeros of the real input shape. None when this is not such a leaf."""
+        if node.op != "call_module" or (find_rule(node.op, node.target, module) is None and self.fallback is None):
+            return None
+
+        def real(t: Any) -> Any:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                return torch.zeros(t.shape, dtype=t.dtype, device=t.device)
+            return t
+
+        try:
+            with torch.no_grad():
+                out = module(*fx.node.map_aggregate(args, real), **fx.node.map_aggregate(kwargs, real))
+        except Exception:
+            return None
+        return fx.node.map_aggregate(out, lambda t: mode.from_tensor(t) if isinstance(t, torch.Tensor) else t)
 
     def _input_values(self, node: fx.Node) -> dict[int, Value]:
         mapping: dict[int, Value] = {}

@@ -76,6 +76,8 @@ BINARY_FUNCTIONS: tuple = (
     torch.where, torch.lerp, torch.addcmul, torch.addcdiv, torch.hypot, torch.atan2,
     torch.rsub, torch.fmod, torch.remainder, torch.eq, torch.ne, torch.gt, torch.ge, torch.lt,
     torch.le, torch.logical_and, torch.logical_or, torch.masked_fill,
+    operator.gt, operator.ge, operator.lt, operator.le, operator.eq, operator.ne,
+    operator.and_, operator.or_, operator.xor,
 )
 
 BINARY_METHODS: tuple[str, ...] = (

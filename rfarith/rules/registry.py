@@ -123,7 +123,9 @@ class Call:
 
     @property
     def out_shape(self) -> tuple[int, ...]:
-        return tuple(self.out.shape)
+        """Shape of the output (of the first output for ops returning several tensors)."""
+        out = self.out[0] if isinstance(self.out, (tuple, list)) else self.out
+        return tuple(out.shape)
 
 
 def _flatten(obj: Any) -> Iterator[Any]:
