@@ -1,0 +1,228 @@
+"""Finding the probed feature map: node names, module paths, the model output.
+
+A node is named as everywhere in rfcheck (torchvision's qualified names, from
+:func:`rfarith.tracing.trace`), or by a module path, which needs no trace at all: a forward
+hook on that module captures its output (``path_1`` is its second call). So models that
+``torch.fx`` cannot trace can still be probed at any module. ``node=None`` is the model output.
+
+Two executors run the probe's copy and capture the requested tensors, stopping as soon as the
+last one is produced:
+
+- :class:`EagerRun` calls the model itself, with capture hooks on modules;
+- :class:`GraphRun` interprets the traced graph node by node (for names fx gives to function
+  calls, such as ``add`` or ``layer1.0.relu_1``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from rfarith.errors import ProbeError, RFError, UnknownNode
+from rfarith.tracing import Traced, trace
+
+from .mode import Naming, Stop
+
+_REPEAT = re.compile(r"^(.*)_(\d+)$")
+
+
+@dataclass(frozen=True)
+class Locator:
+    """Where a feature map comes from. ``kind`` is 'output', 'module' (``path`` and ``call``,
+    0 for the first call) or 'graph' (``node`` of the traced graph)."""
+
+    name: str
+    kind: str
+    path: str = ""
+    call: int = 0
+    node: fx.Node | None = None
+
+
+class Resolver:
+    """Turns user-facing node names into :class:`Locator` objects for one model copy."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.modules = dict(model.named_modules())
+        self._traced: Traced | None = None
+        self._trace_error: RFError | None = None
+        self._by_name: dict[str, fx.Node] | None = None
+
+    @property
+    def traced(self) -> Traced | None:
+        """The fx trace (named as rfarith names nodes), or None if the model cannot be traced."""
+        if self._traced is None and self._trace_error is None:
+            try:
+                self._traced = trace(self.model)
+            except RFError as e:
+                self._trace_error = e
+        return self._traced
+
+    def graph_nodes(self) -> dict[str, fx.Node]:
+        if self._by_name is None:
+            traced = self.traced
+            self._by_name = {} if traced is None else {
+                traced.names[n]: n for n in traced.graph.nodes if n.op not in ("output", "get_attr")
+            }
+        return self._by_name
+
+    def resolve(self, name: str | None) -> Locator:
+        """The locator for ``name``; raises :class:`UnknownNode` with close names."""
+        if name is None:
+            return Locator("output", "output")
+        if not isinstance(name, str):
+            raise TypeError(f"node must be a node name or module path (str), got {type(name).__name__}")
+        if name and name in self.modules:
+            return Locator(name, "module", path=name)
+        nodes = self.graph_nodes()
+        if name in nodes:
+            return Locator(name, "graph", node=nodes[name])
+        repeat = _REPEAT.match(name)
+        if repeat and repeat.group(1) in self.modules and not nodes:
+            return Locator(name, "module", path=repeat.group(1), call=int(repeat.group(2)))
+        known = list(nodes) or [p for p in self.modules if p]
+        error = UnknownNode(name, known)
+        if self._trace_error is not None:
+            note = (
+                f" (torch.fx cannot trace this model, so only module paths are known: "
+                f"{self._trace_error}; '<path>_<k>' names the k-th repeat call of a module.)"
+            )
+            error.args = (error.args[0] + note,)
+        raise error
+
+    def input_name(self) -> str:
+        """The name of the model input (the first placeholder, or forward's first parameter)."""
+        traced = self.traced
+        if traced is not None:
+            for n in traced.graph.nodes:
+                if n.op == "placeholder":
+                    return traced.names[n]
+        try:
+            params = [p for p in inspect.signature(self.model.forward).parameters.values()]
+            return params[0].name if params else "input"
+        except (TypeError, ValueError):
+            return "input"
+
+
+# ---- executors ------------------------------------------------------------------------------
+class EagerRun:
+    """Runs the model copy and captures module outputs (or the model output) by forward hooks."""
+
+    def __init__(self, model: nn.Module, naming: Naming) -> None:
+        self.model = model
+        self.naming = naming
+
+    def run(self, x: torch.Tensor, locators: Sequence[Locator]) -> dict[str, Any]:
+        captured: dict[str, Any] = {}
+        wanted = [loc for loc in locators if loc.kind == "module"]
+        needs_output = any(loc.kind == "output" for loc in locators)
+        calls: dict[str, int] = {}
+        handles = []
+
+        def capture(path: str):
+            def hook(_module, _args, output):
+                count = calls.get(path, 0)
+                calls[path] = count + 1
+                for loc in wanted:
+                    if loc.path == path and loc.call == count:
+                        captured[loc.name] = output
+                if not needs_output and len(captured) == len(wanted):
+                    raise Stop
+
+            return hook
+
+        for path in {loc.path for loc in wanted}:
+            handles.append(self.model.get_submodule(path).register_forward_hook(capture(path)))
+        try:
+            output = self.model(x)
+            for loc in locators:
+                if loc.kind == "output":
+                    captured[loc.name] = output
+        except Stop:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        return captured
+
+
+class _CapturingInterpreter(fx.Interpreter):
+    def __init__(self, module: nn.Module, traced: Traced, wanted: dict[fx.Node, str], naming: Naming) -> None:
+        super().__init__(module, garbage_collect_values=True, graph=traced.graph)
+        self.names = traced.names
+        self.wanted = wanted
+        self.naming = naming
+        self.captured: dict[str, Any] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        self.naming.node = self.names.get(n, n.name)
+        try:
+            result = super().run_node(n)
+        finally:
+            self.naming.node = None
+        if n in self.wanted:
+            self.captured[self.wanted[n]] = result
+            if len(self.captured) == len(self.wanted):
+                raise Stop
+        return result
+
+
+class GraphRun:
+    """Interprets the traced graph and captures node values, stopping after the last one."""
+
+    def __init__(self, model: nn.Module, traced: Traced, naming: Naming) -> None:
+        self.model = model
+        self.traced = traced
+        self.naming = naming
+
+    def run(self, x: torch.Tensor, locators: Sequence[Locator]) -> dict[str, Any]:
+        wanted = {loc.node: loc.name for loc in locators if loc.kind == "graph"}
+        interpreter = _CapturingInterpreter(self.model, self.traced, wanted, self.naming)
+        try:
+            interpreter.run(x)
+        except Stop:
+            pass
+        return interpreter.captured
+
+
+def select_output(value: Any, output: int | str | None, where: str) -> torch.Tensor:
+    """The tensor to probe in a node's (or the model's) value, choosing with ``output``."""
+    if isinstance(value, torch.Tensor):
+        if output is not None:
+            raise ValueError(f"output={output!r} was given but {where} returns a single tensor; leave output=None")
+        return value
+    if isinstance(value, dict):
+        keys: list[Any] = list(value)
+        items = value
+    elif isinstance(value, (tuple, list)):
+        keys = list(range(len(value)))
+        items = dict(enumerate(value))
+    else:
+        raise ProbeError(f"{where} returns {type(value).__name__}, not a tensor: nothing to probe")
+    described = ", ".join(f"{k!r}: {_describe(items[k])}" for k in keys)
+    if output is None:
+        raise ValueError(f"{where} returns {len(keys)} outputs ({described}); choose one with output=<key or index>")
+    if output not in items:
+        raise ValueError(f"output={output!r} is not one of the outputs of {where} ({described})")
+    chosen = items[output]
+    if not isinstance(chosen, torch.Tensor):
+        raise ValueError(f"output {output!r} of {where} is {type(chosen).__name__}, not a tensor")
+    return chosen
+
+
+def _describe(v: Any) -> str:
+    if isinstance(v, torch.Tensor):
+        return "tensor " + "x".join(str(s) for s in v.shape)
+    return type(v).__name__
+
+
+def leaf_module_calls(model: nn.Module) -> Iterable[str]:
+    """Module paths of the leaf modules (the nodes of an untraceable model), in definition order."""
+    return [path for path, m in model.named_modules() if path and next(m.children(), None) is None]

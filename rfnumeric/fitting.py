@@ -1,0 +1,184 @@
+"""From measured supports to n / j / r / start, one axis at a time. Pure functions on numpy.
+
+A *span* is what one unit sees along one axis: the projection of its N-D support (the input
+pixels with non-zero gradient), as first and last pixel plus the exact pattern in between.
+Adjacent units of a uniform feature map see the same pattern shifted by ``j`` pixels. After
+upsampling the pattern repeats only every ``P`` units (shifted by ``J``): then ``j = J/P``.
+
+>>> import numpy as np
+>>> spans = {m: Span.of(np.isin(np.arange(20), range(2 * m - 1, 2 * m + 2))) for m in (5, 6, 7)}
+>>> fit_axis(spans, centre=5, n=10, window_measured=False)
+AxisFit(j=2, r=3, start=0.5, holes=False, nonuniform=False, needs_window=False)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+NAN = math.nan
+WINDOW = 4  # units on each side of the centre probed when looking for a period
+MAX_PERIOD = 4
+
+
+@dataclass(frozen=True)
+class Span:
+    """First and last pixel one unit sees along an axis, and which pixels in between."""
+
+    lo: int
+    hi: int
+    pattern: bytes  # one byte per pixel lo..hi: 1 seen, 0 a hole
+
+    @classmethod
+    def of(cls, seen: np.ndarray) -> Span | None:
+        """The span of a boolean projection (None when nothing is seen)."""
+        idx = np.flatnonzero(seen)
+        if idx.size == 0:
+            return None
+        lo, hi = int(idx[0]), int(idx[-1])
+        return cls(lo, hi, np.asarray(seen[lo : hi + 1], dtype=np.uint8).tobytes())
+
+    @property
+    def size(self) -> int:
+        return self.hi - self.lo + 1
+
+    @property
+    def holes(self) -> bool:
+        return 0 in self.pattern
+
+    @property
+    def gap(self) -> int:
+        """Longest run of unseen pixels inside the span."""
+        longest = run = 0
+        for b in self.pattern:
+            run = run + 1 if b == 0 else 0
+            longest = max(longest, run)
+        return longest
+
+    def pixels(self) -> tuple[int, ...]:
+        return tuple(self.lo + i for i, b in enumerate(self.pattern) if b)
+
+    def touches(self, extent: int) -> bool:
+        """Whether the field may continue past the input border: a seen pixel could lie one gap
+        beyond the first or last one and fall outside ``0 .. extent-1``."""
+        gap = self.gap
+        return self.lo <= gap or extent - 1 - self.hi <= gap
+
+    def covers(self, extent: int) -> bool:
+        return self.lo == 0 and self.hi == extent - 1
+
+
+@dataclass(frozen=True)
+class AxisFit:
+    """The field along one axis. ``j`` is NaN when it cannot be measured (a one-unit map)."""
+
+    j: int | Fraction | float
+    r: int
+    start: float
+    holes: bool
+    nonuniform: bool
+    needs_window: bool = False
+
+
+def _exact(value: Fraction) -> int | Fraction:
+    return value.numerator if value.denominator == 1 else value
+
+
+def _centre_of(lo: Fraction | int, hi: Fraction | int) -> float:
+    return float(Fraction(lo) + Fraction(hi) + 1) / 2
+
+
+def _direction(spans: dict[int, Span | None], centre: int) -> int:
+    return 1 if spans.get(centre + 1) is not None else -1
+
+
+def _period_one(spans: dict[int, Span | None], centre: int) -> int | None:
+    """The shift if the centre and up to two units on one side repeat one pattern with a
+    constant non-zero shift; None otherwise."""
+    d = _direction(spans, centre)
+    chain = [spans.get(centre + i * d) for i in range(3)]
+    chain = [s for s in chain if s is not None]
+    if len(chain) < 2 or len({s.pattern for s in chain}) != 1:
+        return None
+    shifts = {(b.lo - a.lo) * d for a, b in zip(chain, chain[1:])}
+    if len(shifts) != 1:
+        return None
+    shift = shifts.pop()
+    return shift if shift != 0 else None
+
+
+def find_period(spans: dict[int, Span | None]) -> tuple[int, int] | None:
+    """Smallest ``P`` (up to MAX_PERIOD) with unit ``m+P`` seeing unit ``m``'s pattern shifted by a
+    constant ``J``, over every measured pair: ``(P, J)``; ``J = 0`` means every unit sees the
+    same pixels. None if no period explains the measurements."""
+    units = sorted(m for m, s in spans.items() if s is not None)
+    for period in range(1, MAX_PERIOD + 1):
+        shifts = set()
+        consistent = True
+        for m in units:
+            other = spans.get(m + period)
+            if other is None:
+                continue
+            if other.pattern != spans[m].pattern:
+                consistent = False
+                break
+            shifts.add(other.lo - spans[m].lo)
+        if consistent and len(shifts) == 1:
+            return period, shifts.pop()
+    return None
+
+
+def fit_axis(spans: dict[int, Span | None], centre: int, n: int, window_measured: bool) -> AxisFit:
+    """Fit j, r and start along one axis from the spans of the centre unit and its neighbours
+    along that axis (keys: unit index along the axis). Asks for a window of units around the
+    centre (``needs_window``) when three adjacent units do not settle the period."""
+    own = spans[centre]
+    assert own is not None, "the centre unit must see something"
+    measured = {m: s for m, s in spans.items() if s is not None}
+    holes = any(s.holes for s in measured.values())
+    if n == 1:
+        return AxisFit(NAN, own.size, _centre_of(own.lo, own.hi), holes, False)
+    shift = _period_one(spans, centre)
+    if shift is not None:
+        lo0, hi0 = own.lo - centre * shift, own.hi - centre * shift
+        return AxisFit(shift, own.size, _centre_of(lo0, hi0), holes, False)
+    window = set(range(max(0, centre - WINDOW), min(n, centre + WINDOW + 1)))
+    if not window_measured and not window <= set(spans):
+        return AxisFit(NAN, own.size, NAN, holes, False, needs_window=True)
+    sizes = {m: s.size for m, s in measured.items()}
+    found = find_period(spans)
+    if found is not None and found[1] == 0 and found[0] == 1:  # every unit sees the same pixels
+        return AxisFit(0, own.size, _centre_of(own.lo, own.hi), holes, False)
+    if found is not None and found[1] != 0:
+        period, jump = found
+        j = _exact(Fraction(jump, period))
+        phase_zero = sorted(m for m in measured if m % period == 0)
+        if phase_zero:  # unit 0 has the phase of every multiple of the period
+            ref = phase_zero[0]
+            lo0, hi0 = measured[ref].lo - (ref // period) * jump, measured[ref].hi - (ref // period) * jump
+            one_period = [sizes[m] for m in measured if ref <= m < ref + period]
+        else:
+            lo0, hi0 = own.lo - centre * Fraction(j), own.hi - centre * Fraction(j)
+            one_period = list(sizes.values())
+        return AxisFit(j, max(sizes.values()), _centre_of(lo0, hi0), holes, len(set(one_period)) > 1)
+    # no period: report the mean jump over the window and flag the field nonuniform
+    first_unit, last_unit = min(measured), max(measured)
+    mean_jump = Fraction(measured[last_unit].lo - measured[first_unit].lo, max(last_unit - first_unit, 1))
+    lo0 = Fraction(own.lo) - centre * mean_jump
+    hi0 = Fraction(own.hi) - centre * mean_jump
+    return AxisFit(_exact(mean_jump), max(sizes.values()), _centre_of(lo0, hi0), holes, True)
+
+
+def global_axis(extent: int) -> AxisFit:
+    """An axis every unit sees entirely: j = 0, r = the input size, start = its centre (as
+    rfarith reports a global field)."""
+    return AxisFit(0, extent, extent / 2, False, False)
+
+
+def projections(seen: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per axis, which pixels along it are seen by a boolean N-D support."""
+    axes = range(seen.ndim)
+    return tuple(seen.any(axis=tuple(b for b in axes if b != a)) if seen.ndim > 1 else seen for a in axes)

@@ -1,0 +1,600 @@
+"""Which tensor dimensions carry the batch and which carry the input's spatial axes.
+
+The probe seeds one unit of a feature map and must know where that unit lives in the tensor;
+in ``mode="local"`` it must also know whether a reduction mixes spatial positions. So every
+tensor the probe's forward produces carries a *layout*: per dimension, a row-major tuple of
+*factors* ``(label, size, stride)``:
+
+- ``label`` is :data:`BATCH`, an input axis index (0 for the first spatial axis), or ``None``
+  (channels, heads, features);
+- ``size`` is the factor's extent (factors of size 1 are dropped, so a size-1 dimension has no
+  factor);
+- ``stride`` is the factor's step inside its axis: a flattened ``(h, w)`` dim holds
+  ``(0, H, 1), (1, W, 1)``; a window partition of ``h`` holds ``(0, H//7, 7)`` and ``(0, 7, 1)``.
+
+Layouts are propagated op by op by :func:`propagate`; the rules are small and conservative: a
+dimension they cannot explain becomes ``None`` (not spatial), never a guess.
+
+>>> layout = input_layout((2, 3, 8, 8))
+>>> flatten_layout(layout, 2, 3)[2]   # h and w in one dim
+((0, 8, 1), (1, 8, 1))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+BATCH = "batch"
+
+Label = Any  # BATCH, an axis index, or None
+Factor = tuple[Label, int, int]
+Dim = tuple[Factor, ...]
+Layout = tuple[Dim, ...]
+
+_ATTRIBUTE = "_rfnumeric_layout"
+
+
+# ---- reading and writing --------------------------------------------------------------------
+def input_layout(shape: Sequence[int]) -> Layout:
+    """Layout of the model input ``(batch, channels, *spatial)``."""
+    labels: list[Label] = [BATCH, None, *range(len(shape) - 2)]
+    return tuple(_single(label, size) for label, size in zip(labels, shape))
+
+
+def _single(label: Label, size: int) -> Dim:
+    return ((label, int(size), 1),) if size != 1 else ()
+
+
+def _plain(size: int) -> Dim:
+    return _single(None, size)
+
+
+def get(t: torch.Tensor) -> Layout | None:
+    """The layout attached to ``t`` if it is still consistent with ``t``'s shape."""
+    layout = getattr(t, _ATTRIBUTE, None)
+    if layout is None or not matches(layout, t.shape):
+        return None
+    return layout
+
+
+def attach(t: torch.Tensor, layout: Layout | None) -> None:
+    if layout is not None and matches(layout, t.shape):
+        setattr(t, _ATTRIBUTE, layout)
+
+
+def matches(layout: Layout, shape: Sequence[int]) -> bool:
+    return len(layout) == len(shape) and all(_dim_size(d) == s for d, s in zip(layout, shape))
+
+
+def _dim_size(dim: Dim) -> int:
+    return math.prod(size for _, size, _ in dim)
+
+
+def assumed(shape: Sequence[int], input_rank: int) -> Layout | None:
+    """Layout of a tensor nothing is known about: ``(batch, channels, *spatial)`` if it has the
+    input's rank, ``(batch, features)`` for rank 2, otherwise unknown."""
+    if len(shape) == input_rank:
+        return input_layout(shape)
+    if len(shape) == 2:
+        return (_single(BATCH, shape[0]), _plain(shape[1]))
+    return None
+
+
+def spatial_labels(dim: Dim) -> set[int]:
+    return {label for label, _, _ in dim if isinstance(label, int)}
+
+
+def carries(layout: Layout | None, dims: Sequence[int], label: Label) -> bool:
+    """Whether any of ``dims`` holds a factor with ``label`` ('spatial' matches any axis)."""
+    if layout is None:
+        return False
+    for d in dims:
+        for lab, _, _ in layout[d]:
+            if lab == label or (label == "spatial" and isinstance(lab, int)):
+                return True
+    return False
+
+
+def map_sizes(layout: Layout, n_axes: int) -> tuple[int, ...]:
+    """Units per input axis in a tensor of this layout (1 for an axis it does not carry)."""
+    n = [1] * n_axes
+    for dim in layout:
+        for label, size, _ in dim:
+            if isinstance(label, int) and label < n_axes:
+                n[label] *= size
+    return tuple(n)
+
+
+def factor_index(layout: Layout, unit: Sequence[int], batch_index: int | None) -> tuple[list[int], list[Any]]:
+    """Shape of the tensor seen factor by factor, and the index selecting ``unit`` of batch
+    element ``batch_index`` (all channels). Used to place the probe's seed."""
+    shape: list[int] = []
+    index: list[Any] = []
+    for dim in layout:
+        for label, size, stride in dim:
+            shape.append(size)
+            if label == BATCH:
+                index.append(slice(None) if batch_index is None else (batch_index // stride) % size)
+            elif isinstance(label, int):
+                index.append((unit[label] // stride) % size)
+            else:
+                index.append(slice(None))
+    return shape, index
+
+
+# ---- generic rules --------------------------------------------------------------------------
+def _tensors(values: Any) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+
+    def visit(v: Any) -> None:
+        if isinstance(v, torch.Tensor):
+            found.append(v)
+        elif isinstance(v, (list, tuple)):
+            for item in v:
+                visit(item)
+
+    visit(values)
+    return found
+
+
+def elementwise_layout(inputs: Sequence[torch.Tensor], shape: Sequence[int]) -> Layout:
+    """Per output dim: the dim of an input that lines up with it (broadcasting from the right)
+    and has the same size; else, for an input of the same rank whose dim holds one factor, that
+    factor resized (convolution, pooling, padding, interpolation change sizes, not meaning)."""
+    rank = len(shape)
+    known = [(t, get(t)) for t in inputs]
+    known = [(t, lay) for t, lay in known if lay is not None]
+    out: list[Dim] = []
+    for d, size in enumerate(shape):
+        chosen: Dim | None = None
+        for t, lay in known:
+            k = d - (rank - t.dim())
+            if k >= 0 and t.shape[k] == size and lay[k]:
+                chosen = lay[k]
+                break
+        if chosen is None:
+            for t, lay in known:
+                if t.dim() == rank and len(lay[d]) == 1 and size != 1:
+                    label, _, stride = lay[d][0]
+                    chosen = ((label, int(size), stride),)
+                    break
+        out.append(chosen if chosen is not None else _plain(size))
+    return tuple(out)
+
+
+def normalise_dims(dims: Any, rank: int) -> tuple[int, ...]:
+    if dims is None:
+        return tuple(range(rank))
+    if isinstance(dims, int):
+        return (dims % rank,) if rank else ()
+    dims = tuple(dims)
+    if not dims:
+        return tuple(range(rank))
+    return tuple(int(d) % rank for d in dims)
+
+
+def reduced_layout(layout: Layout, dims: Sequence[int], keepdim: bool) -> Layout:
+    out: list[Dim] = []
+    for d, dim in enumerate(layout):
+        if d in dims:
+            if keepdim:
+                out.append(())
+        else:
+            out.append(dim)
+    return tuple(out)
+
+
+def reshape_layout(layout: Layout, shape: Sequence[int]) -> Layout | None:
+    """Layout after ``view`` / ``reshape``: factors are consumed in row-major order, split when an
+    output dim takes part of one; ``None`` when the sizes do not line up with the factors."""
+    factors = [f for dim in layout for f in dim]
+    out: list[Dim] = []
+    i = 0
+    pending: Factor | None = None
+    for size in shape:
+        need = int(size)
+        dim: list[Factor] = []
+        while need > 1:
+            if pending is None:
+                if i >= len(factors):
+                    return None
+                pending = factors[i]
+                i += 1
+            label, fsize, stride = pending
+            if fsize <= need:
+                if need % fsize:
+                    return None
+                dim.append(pending)
+                need //= fsize
+                pending = None
+            else:
+                if fsize % need:
+                    return None
+                dim.append((label, need, stride * (fsize // need)))
+                pending = (label, fsize // need, stride)
+                need = 1
+        out.append(tuple(dim))
+    if pending is not None or i < len(factors):
+        return None
+    return tuple(out)
+
+
+def flatten_layout(layout: Layout, start: int, end: int) -> Layout:
+    rank = len(layout)
+    if rank == 0:
+        return ((),)
+    start, end = start % rank, end % rank
+    merged = tuple(f for dim in layout[start : end + 1] for f in dim)
+    return layout[:start] + (merged,) + layout[end + 1 :]
+
+
+def permuted_layout(layout: Layout, order: Sequence[int]) -> Layout:
+    rank = len(layout)
+    return tuple(layout[int(d) % rank] for d in order)
+
+
+def _swap(layout: Layout, a: int, b: int) -> Layout:
+    rank = len(layout)
+    order = list(range(rank))
+    a, b = a % rank, b % rank
+    order[a], order[b] = order[b], order[a]
+    return permuted_layout(layout, order)
+
+
+# ---- per-op rules ---------------------------------------------------------------------------
+Rule = Callable[[Any, Sequence[Any], dict, Any], Any]
+_RULES: dict[Any, Rule] = {}
+
+
+def _rule(*targets: Any) -> Callable[[Rule], Rule]:
+    def register(fn: Rule) -> Rule:
+        for target in dict.fromkeys(targets):  # aliases (torch.norm twice) count once
+            if target in _RULES:
+                raise ValueError(f"a layout rule for {target!r} is already registered")
+            _RULES[target] = fn
+        return fn
+
+    return register
+
+
+def _arg(args: Sequence[Any], kwargs: dict, index: int, name: str, default: Any = None) -> Any:
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name, default)
+
+
+def _first_layout(args: Sequence[Any]) -> tuple[torch.Tensor, Layout] | None:
+    for t in _tensors(args):
+        lay = get(t)
+        if lay is not None:
+            return t, lay
+    return None
+
+
+def _getattr(name: str) -> list[Any]:
+    found = []
+    for owner in (torch, torch.Tensor, F):
+        fn = getattr(owner, name, None)
+        if fn is not None and fn not in found:
+            found.append(fn)
+    return found
+
+
+def _names(*names: str) -> list[Any]:
+    return [fn for name in names for fn in _getattr(name)]
+
+
+_REDUCTIONS = (
+    "mean", "sum", "amax", "amin", "std", "var", "logsumexp", "prod", "nansum", "nanmean",
+    "median", "nanmedian", "max", "min", "any", "all", "count_nonzero", "std_mean", "var_mean",
+    "aminmax", "argmax", "argmin", "mode", "kthvalue",
+)
+
+
+def reduction_dims(func: Any, args: Sequence[Any], kwargs: dict) -> tuple[tuple[int, ...], bool] | None:
+    """(reduced dims, keepdim) of a reduction call, or None if it is not a reduction over one
+    tensor (``torch.max(a, b)`` is elementwise)."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+    if x is None or len(tensors) > 1 or isinstance(kwargs.get("other"), torch.Tensor):
+        return None
+    name = getattr(func, "__name__", "")
+    if name == "vector_norm":
+        dim, keepdim = _arg(args, kwargs, 2, "dim"), bool(_arg(args, kwargs, 3, "keepdim", False))
+        return normalise_dims(dim, x.dim()), keepdim
+    if name == "norm" or func is torch.norm:
+        dim = _arg(args, kwargs, 2, "dim")
+    elif name == "kthvalue":
+        dim = _arg(args, kwargs, 2, "dim", -1)
+    elif name in ("mode",):
+        dim = _arg(args, kwargs, 1, "dim", -1)
+    else:
+        dim = _arg(args, kwargs, 1, "dim", kwargs.get("axis"))
+    if isinstance(dim, (str, torch.dtype)):  # sum(dtype=...) passed positionally is rare
+        dim = None
+    keepdim = bool(kwargs.get("keepdim", False))
+    if len(args) > 2 and isinstance(args[2], bool) and name not in ("norm", "kthvalue"):
+        keepdim = args[2]
+    return normalise_dims(dim, x.dim()), keepdim
+
+
+@_rule(*_names(*_REDUCTIONS), torch.norm, *_getattr("norm"), torch.linalg.vector_norm)
+def _reduction(func, args, kwargs, out):
+    first = _first_layout(args[:1])
+    found = reduction_dims(func, args, kwargs)
+    if first is None or found is None:
+        return _default(func, args, kwargs, out)
+    _, lay = first
+    dims, keepdim = found
+    reduced = reduced_layout(lay, dims, keepdim)
+    return _each(out, lambda t: reduced if matches(reduced, t.shape) else None)
+
+
+def _each(out: Any, fn: Callable[[torch.Tensor], Layout | None]) -> Any:
+    if isinstance(out, torch.Tensor):
+        return fn(out)
+    if isinstance(out, (tuple, list)):
+        return tuple(fn(t) if isinstance(t, torch.Tensor) else None for t in out)
+    return None
+
+
+@_rule(*_names("view", "reshape", "view_as", "reshape_as", "unflatten"))
+def _reshape(func, args, kwargs, out):
+    first = _first_layout(args[:1])
+    if first is None or not isinstance(out, torch.Tensor):
+        return None
+    return reshape_layout(first[1], out.shape)
+
+
+@_rule(*_names("flatten", "ravel"))
+def _flatten(func, args, kwargs, out):
+    first = _first_layout(args[:1])
+    if first is None:
+        return None
+    t, lay = first
+    if t.dim() == 0:
+        return reshape_layout(lay, out.shape)
+    start = _arg(args, kwargs, 1, "start_dim", 0)
+    end = _arg(args, kwargs, 2, "end_dim", -1)
+    if not isinstance(start, int) or not isinstance(end, int):  # named dims
+        return reshape_layout(lay, out.shape)
+    return flatten_layout(lay, start, end)
+
+
+@_rule(*_names("permute"))
+def _permute(func, args, kwargs, out):
+    first = _first_layout(args[:1])
+    if first is None:
+        return None
+    order = args[1:] if len(args) > 2 else _arg(args, kwargs, 1, "dims")
+    if isinstance(order, int):
+        order = (order,)
+    return permuted_layout(first[1], order)
+
+
+@_rule(*_names("transpose", "swapaxes", "swapdims"))
+def _transpose(func, args, kwargs, out):
+    first = _first_layout(args[:1])
+    if first is None:
+        return None
+    return _swap(first[1], int(_arg(args, kwargs, 1, "dim0")), int(_arg(args, kwargs, 2, "dim1")))
+
+
+@_rule(*_names("t"), torch.Tensor.T.__get__, torch.Tensor.mT.__get__)
+def _t(func, args, kwargs, out):
+    first = _first_layout(args[:1])
+    if first is None or len(first[1]) < 2:
+        return first[1] if first else None
+    lay = first[1]
+    if len(lay) == 2 or func is torch.Tensor.mT.__get__:
+        return _swap(lay, -1, -2)
+    return tuple(reversed(lay))
+
+
+@_rule(*_names("movedim", "moveaxis"))
+def _movedim(func, args, kwargs, out):
+    first = _first_layout(args[:1])
+    if first is None:
+        return None
+    lay = first[1]
+    rank = len(lay)
+    src = _arg(args, kwargs, 1, "source")
+    dst = _arg(args, kwargs, 2, "destination")
+    src = [src] if isinstance(src, int) else list(src)
+    dst = [dst] if isinstance(dst, int) else list(dst)
+    src = [s % rank for s in src]
+    dst = [d % rank for d in dst]
+    order: list[int | None] = [None] * rank
+    for s, d in zip(src, dst):
+        order[d] = s
+    rest = iter(d for d in range(rank) if d not in src)
+    order = [o if o is not None else next(rest) for o in order]
+    return permuted_layout(lay, order)
+
+
+@_rule(*_names("unsqueeze"))
+def _unsqueeze(func, args, kwargs, out):
+    first = _first_layout(args[:1])
+    if first is None:
+        return None
+    lay = first[1]
+    d = int(_arg(args, kwargs, 1, "dim")) % (len(lay) + 1)
+    return lay[:d] + ((),) + lay[d:]
+
+
+@_rule(*_names("squeeze"))
+def _squeeze(func, args, kwargs, out):
+    first = _first_layout(args[:1])
+    if first is None or not isinstance(out, torch.Tensor):
+        return None
+    t, lay = first
+    dims = _arg(args, kwargs, 1, "dim")
+    targets = normalise_dims(dims, t.dim()) if dims is not None else tuple(range(t.dim()))
+    return tuple(dim for d, dim in enumerate(lay) if not (d in targets and t.shape[d] == 1))
+
+
+@_rule(*_names("select", "unbind"))
+def _select(func, args, kwargs, out):
+    first = _first_layout(args[:1])
+    if first is None:
+        return None
+    lay = first[1]
+    d = int(_arg(args, kwargs, 1, "dim", 0)) % len(lay)
+    reduced = lay[:d] + lay[d + 1 :]
+    return _each(out, lambda t: reduced if matches(reduced, t.shape) else None)
+
+
+@_rule(*_names("stack"))
+def _stack(func, args, kwargs, out):
+    tensors = _tensors(_arg(args, kwargs, 0, "tensors"))
+    lay = _first_layout([tensors])
+    if lay is None or not isinstance(out, torch.Tensor):
+        return None
+    base = lay[1]
+    d = int(_arg(args, kwargs, 1, "dim", 0)) % (len(base) + 1)
+    return base[:d] + (_plain(out.shape[d]),) + base[d:]
+
+
+@_rule(torch.Tensor.__getitem__)
+def _getitem(func, args, kwargs, out):
+    first = _first_layout(args[:1])
+    if first is None or not isinstance(out, torch.Tensor):
+        return None
+    t, lay = first
+    index = args[1] if isinstance(args[1], tuple) else (args[1],)
+    if any(isinstance(i, (torch.Tensor, list)) for i in index):
+        return _default(func, args[:1], kwargs, out)
+    count = sum(1 for i in index if i is not None and i is not Ellipsis)
+    expanded: list[Any] = []
+    for i in index:
+        if i is Ellipsis:
+            expanded.extend([slice(None)] * (t.dim() - count))
+        else:
+            expanded.append(i)
+    result: list[Dim] = []
+    d = 0
+    for i in expanded:
+        if i is None:
+            result.append(())
+        elif isinstance(i, int) or (hasattr(i, "__index__") and not isinstance(i, slice)):
+            d += 1
+        else:
+            result.append(lay[d])
+            d += 1
+    result.extend(lay[d:])
+    if len(result) != out.dim():
+        return None
+    return tuple(
+        dim if _dim_size(dim) == size else (((dim[0][0], size, dim[0][2]),) if len(dim) == 1 and size > 1 else _plain(size))
+        for dim, size in zip(result, out.shape)
+    )
+
+
+@_rule(*_names("linear"))
+def _linear(func, args, kwargs, out):
+    first = _first_layout(args[:1])
+    if first is None or not isinstance(out, torch.Tensor):
+        return None
+    return first[1][:-1] + (_plain(out.shape[-1]),)
+
+
+@_rule(*_names("matmul", "bmm", "mm"), torch.Tensor.__matmul__, torch.Tensor.__rmatmul__)
+def _matmul(func, args, kwargs, out):
+    if not isinstance(out, torch.Tensor):
+        return None
+    a, b = args[0], args[1]
+    if func is torch.Tensor.__rmatmul__:
+        a, b = b, a
+    la, lb = get(a) if isinstance(a, torch.Tensor) else None, get(b) if isinstance(b, torch.Tensor) else None
+    rank = out.dim()
+    dims: list[Dim] = [_plain(s) for s in out.shape]
+    if a.dim() >= 2 and la is not None:
+        dims[rank - 2 if b.dim() >= 2 else rank - 1] = la[-2]
+    if b.dim() >= 2 and lb is not None:
+        dims[rank - 1] = lb[-1]
+    batch_rank = rank - (a.dim() >= 2) - (b.dim() >= 2)
+    for d in range(batch_rank):
+        for t, lay in ((a, la), (b, lb)):
+            k = d - (batch_rank - (t.dim() - 2))
+            if lay is not None and t.dim() > 2 and k >= 0 and t.shape[k] == out.shape[d] and lay[k]:
+                dims[d] = lay[k]
+                break
+    result = tuple(dims)
+    return result if matches(result, out.shape) else None
+
+
+def _default(func, args, kwargs, out):
+    inputs = _tensors(list(args) + list(kwargs.values()))
+    return _each(out, lambda t: elementwise_layout(inputs, t.shape))
+
+
+@_rule(torch.einsum)
+def _einsum(func, args, kwargs, out):
+    if not isinstance(out, torch.Tensor):
+        return None
+    equation = args[0].replace(" ", "")
+    operands = args[1:]
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = operands[0]
+    lhs, _, rhs = equation.partition("->")
+    if "..." in equation or not rhs:
+        return _default(func, operands, {}, out)
+    letters: dict[str, Dim] = {}
+    for spec, t in zip(lhs.split(","), operands):
+        lay = get(t) if isinstance(t, torch.Tensor) else None
+        if lay is None:
+            continue
+        for letter, dim in zip(spec, lay):
+            if dim and letter not in letters:
+                letters[letter] = dim
+    result = tuple(letters.get(letter, _plain(size)) for letter, size in zip(rhs, out.shape))
+    return result if matches(result, out.shape) else _default(func, operands, {}, out)
+
+
+def propagate(func: Any, args: Sequence[Any], kwargs: dict, out: Any) -> Any:
+    """Layout of ``out`` (a tensor, or a tuple of layouts for a tuple of tensors)."""
+    rule = _RULES.get(func)
+    if rule is None:
+        return _default(func, args, kwargs, out)
+    return rule(func, args, kwargs, out)
+
+
+def contracted_dims(func: Any, args: Sequence[Any], kwargs: dict) -> list[tuple[torch.Tensor, tuple[int, ...]]]:
+    """For matrix products: (operand, dims it is summed over). Empty for anything else."""
+    if func is torch.einsum:
+        equation = args[0].replace(" ", "")
+        operands = args[1:]
+        if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+            operands = operands[0]
+        lhs, arrow, rhs = equation.partition("->")
+        specs = lhs.split(",")
+        if "..." in equation:
+            return []
+        if not arrow:
+            joined = "".join(specs)
+            rhs = "".join(sorted(c for c in set(joined) if joined.count(c) == 1))
+        return [
+            (t, tuple(i for i, letter in enumerate(spec) if letter not in rhs))
+            for spec, t in zip(specs, operands)
+            if isinstance(t, torch.Tensor)
+        ]
+    name = getattr(func, "__name__", "")
+    if name in ("matmul", "bmm", "mm", "__matmul__", "__rmatmul__"):
+        a, b = args[0], args[1]
+        if name == "__rmatmul__":
+            a, b = b, a
+        pairs = []
+        if isinstance(a, torch.Tensor):
+            pairs.append((a, (a.dim() - 1,)))
+        if isinstance(b, torch.Tensor):
+            pairs.append((b, (0,) if b.dim() == 1 else (b.dim() - 2,)))
+        return pairs
+    if name == "linear":
+        return [(args[0], (args[0].dim() - 1,))]
+    return []
+

@@ -1,0 +1,305 @@
+"""One measurement: a forward pass at one input size, one seed per probed unit, one backward.
+
+Every probed unit gets its own batch element (batch elements are independent in eval mode), so
+the centre unit, its neighbours and any number of feature maps are measured by a single
+backward pass. The input is all ones (positive). What comes back per unit is the projection
+of its support on each axis and, when asked, its gradient map.
+
+When a measurement cannot run the fast way it runs again a slower way, and the session
+remembers: channels uncollapsed after an in-place op on a collapsed tensor; one unit per pass
+when the model mixes batch elements or fails on a larger batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rfarith.errors import ProbeError, RFError, ShapeError
+from rfarith.field import axis_names
+
+from . import layout as lay
+from .capture import EagerRun, GraphRun, Locator, Resolver, select_output
+from .copying import probe_copy
+from .fitting import Span, projections
+from .mode import Naming, ProbeMode, Retry, depends, expanded
+from .surrogates import TABLE
+
+
+def check_input_shape(input_shape: Any) -> tuple[int, ...]:
+    """``(batch, channels, *spatial)`` with 1 to 3 spatial axes, as a tuple of positive ints."""
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise ShapeError(
+            f"input_shape {input_shape!r} must be a sequence of ints (batch, channels, *spatial), e.g. (1, 3, 224, 224)"
+        ) from None
+    if not 3 <= len(shape) <= 5:
+        raise ShapeError(
+            f"input_shape {shape} has rank {len(shape)}; give (batch, channels, *spatial) with 1 to 3 "
+            "spatial axes, e.g. (1, 3, 224, 224) or (1, 1, 128) for 1-D"
+        )
+    if any(s <= 0 for s in shape):
+        raise ShapeError(f"input_shape {shape} has a size <= 0; every size must be positive")
+    return shape
+
+
+@dataclass(frozen=True)
+class Target:
+    """A feature map to probe: a located node and, for nodes returning several tensors, which."""
+
+    locator: Locator
+    output: int | str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.locator.name
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """Which unit of a map to probe, once the map's size is known: the centre ('centre'), the
+    centre moved by ``offset`` along ``axis`` ('step'; 'side' steps go right, or left near the
+    end), or a fixed ``unit`` ('fixed'; negative indices count from the end)."""
+
+    kind: str
+    axis: int = 0
+    offset: int = 0
+    unit: tuple[int, ...] = ()
+
+    def resolve(self, n: Sequence[int]) -> tuple[int, ...] | None:
+        centre = [size // 2 for size in n]
+        if self.kind == "centre":
+            return tuple(centre)
+        if self.kind == "fixed":
+            unit = tuple(u + size if u < 0 else u for u, size in zip(self.unit, n))
+            return unit if all(0 <= u < size for u, size in zip(unit, n)) else None
+        step = self.offset
+        if self.kind == "side" and centre[self.axis] + 2 >= n[self.axis]:
+            step = -step  # too close to the end: the neighbours on the other side
+        centre[self.axis] += step
+        return tuple(centre) if 0 <= centre[self.axis] < n[self.axis] else None
+
+
+@dataclass(frozen=True)
+class Request:
+    target: Target
+    spec: UnitSpec
+    keep_heatmap: bool = False
+
+
+@dataclass(frozen=True)
+class Element:
+    """What one probed unit sees. ``unit`` is None when the map has no such unit."""
+
+    request: Request
+    unit: tuple[int, ...] | None
+    n: tuple[int, ...]
+    shape: tuple[int, ...]
+    spans: tuple[Span | None, ...]
+    reached: tuple[str, ...]
+    heatmap: np.ndarray | None
+    connected: bool  # whether the feature map depends on the input at all
+
+    @property
+    def empty(self) -> bool:
+        """The unit exists but no input pixel receives gradient from it."""
+        return self.unit is not None and any(s is None for s in self.spans)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    sizes: tuple[int, ...]
+    input_shape: tuple[int, ...]
+    elements: list[Element]
+    compressed: bool
+    elements_per_probe: int  # tensor elements the forward produced per batch element
+
+
+class Session:
+    """A prepared copy of the model and everything needed to measure it repeatedly."""
+
+    def __init__(self, model: nn.Module, input_shape: Any, weights: str = "structural") -> None:
+        self.shape = check_input_shape(input_shape)
+        self.axes = axis_names(len(self.shape) - 2)
+        self.weights = weights
+        self.model = probe_copy(model, weights)
+        self.naming = Naming(self.model)
+        self.naming.install(self.model)
+        self.resolver = Resolver(self.model)
+        self.collapse = weights == "structural"
+        self.batched = True
+
+    @property
+    def channels(self) -> int:
+        return self.shape[1]
+
+    def target(self, node: str | None, output: int | str | None = None) -> Target:
+        return Target(self.resolver.resolve(node), output)
+
+    # -- measuring ---------------------------------------------------------------------------
+    def measure(self, sizes: Sequence[int], requests: Sequence[Request], local: bool) -> Measurement:
+        """Measure every request at input size ``sizes``, retrying slower ways if needed."""
+        sizes = tuple(int(s) for s in sizes)
+        while True:
+            try:
+                if self.batched or len(requests) == 1:
+                    return self._measure(sizes, list(requests), local)
+                parts = [self._measure(sizes, [r], local) for r in requests]
+                return Measurement(
+                    sizes,
+                    parts[0].input_shape,
+                    [e for p in parts for e in p.elements],
+                    any(p.compressed for p in parts),
+                    max(p.elements_per_probe for p in parts),
+                )
+            except Retry as retry:
+                if retry.reason == "collapse" and self.collapse:
+                    self.collapse = False
+                elif retry.reason == "batch" and self.batched:
+                    self.batched = False
+                else:
+                    raise ProbeError(f"the probe cannot run this model at '{retry.where}' ({retry.reason})") from None
+            except RFError:
+                raise
+            except Exception as e:
+                if self.batched and len(requests) > 1:
+                    self.batched = False  # e.g. a reshape that hard-codes the batch size
+                    continue
+                if self.collapse:
+                    self.collapse = False
+                    continue
+                raise self._forward_error(e, sizes) from e
+
+    def _forward_error(self, error: Exception, sizes: tuple[int, ...]) -> RFError:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        where = ""
+        if self.naming.stack:
+            path, module = self.naming.stack[-1]
+            where = f" in module '{path}' ({type(module).__name__})"
+        elif self.naming.node:
+            where = f" at node '{self.naming.node}'"
+        shape = (1, self.channels, *sizes)
+        message = f"the probe's forward pass failed{where} for input shape {shape}: {reason}."
+        lowered = reason.lower()
+        if "channel" in lowered or "size" in lowered or "shape" in lowered or "kernel" in lowered:
+            return ShapeError(message + " Way out: check input_shape (batch, channels, *spatial); the "
+                              "probe may also have grown the input past what the model accepts "
+                              "(pass size_hint or a larger input_shape).")
+        return ProbeError(message)
+
+    def _executor(self, locators: Sequence[Locator]):
+        if any(loc.kind == "graph" for loc in locators):
+            if any(loc.kind != "graph" for loc in locators):
+                raise ValueError("cannot mix graph nodes with module paths or the output in one measurement")
+            traced = self.resolver.traced
+            assert traced is not None
+            return GraphRun(self.model, traced, self.naming)
+        return EagerRun(self.model, self.naming)
+
+    def _input(self, batch: int, sizes: tuple[int, ...], collapse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (batch, self.channels, *sizes)
+        leaf = torch.ones((batch, 1 if collapse else self.channels, *sizes), dtype=torch.float64, requires_grad=True)
+        x = expanded(leaf, shape) if collapse and self.channels > 1 else leaf * 1.0
+        lay.attach(x, lay.input_layout(shape))
+        return leaf, x
+
+    def forward(self, sizes: tuple[int, ...], targets: Sequence[Target], batch: int, local: bool, x: torch.Tensor | None = None) -> tuple[dict[str, Any], ProbeMode, torch.Tensor]:
+        """Run the copy under the probe's mode; returns the captured values by target name."""
+        collapse = self.collapse and x is None
+        if x is None:
+            leaf, x_in = self._input(batch, sizes, collapse)
+        else:
+            leaf, x_in = x, x * 1.0
+            lay.attach(x_in, lay.input_layout(x_in.shape))
+        locators = list({t.locator: None for t in targets})
+        mode = ProbeMode(
+            naming=self.naming,
+            structural=self.weights == "structural",
+            local=local,
+            collapse=collapse,
+            batch=batch,
+            input_rank=len(self.shape),
+            table=TABLE,
+        )
+        self.naming.reset()
+        with torch.inference_mode(False), torch.enable_grad(), mode:
+            captured = self._executor(locators).run(x_in, locators)
+        return captured, mode, leaf
+
+    def _measure(self, sizes: tuple[int, ...], requests: list[Request], local: bool) -> Measurement:
+        batch = len(requests)
+        targets = list({r.target: None for r in requests})
+        captured, mode, leaf = self.forward(sizes, targets, batch, local)
+        outputs, seeds, units, maps = [], [], {}, {}
+        for target in targets:
+            tensor = self._captured(captured, target)
+            layout = lay.get(tensor) or lay.assumed(tensor.shape, len(self.shape))
+            if layout is None:
+                raise ProbeError(
+                    f"cannot tell which dims of '{target.name}' (shape {tuple(tensor.shape)}) carry the "
+                    "spatial axes; probe a node with a (batch, channels, *spatial) output"
+                )
+            if batch > 1 and not any(label == lay.BATCH for dim in layout for label, _, _ in dim):
+                raise Retry("batch", target.name)
+            n = lay.map_sizes(layout, len(self.axes))
+            maps[target] = (n, tuple(tensor.shape), depends(tensor))
+            seed = torch.zeros(tensor.shape, dtype=tensor.dtype)
+            factor_shape, _ = lay.factor_index(layout, (0,) * len(self.axes), None)
+            view = seed.view(factor_shape)
+            for e, request in enumerate(requests):
+                if request.target != target:
+                    continue
+                unit = request.spec.resolve(n)
+                units[e] = unit
+                if unit is not None:
+                    view[tuple(lay.factor_index(layout, unit, e if batch > 1 else None)[1])] = 1.0
+            if depends(tensor):
+                outputs.append(tensor)
+                seeds.append(seed)
+        scales = [s for _, s in mode.records.cuts]
+        grads = torch.autograd.grad(outputs, [leaf, *scales], grad_outputs=seeds, allow_unused=True) if outputs else [None] * (1 + len(scales))
+        gradient = grads[0] if grads[0] is not None else torch.zeros_like(leaf)
+        self._check_finite(gradient, mode)
+        heat = gradient.detach().abs().sum(1).numpy()
+        elements = []
+        for e, request in enumerate(requests):
+            n, shape, connected = maps[request.target]
+            seen = heat[e] != 0
+            reached = tuple(dict.fromkeys(
+                name for (name, _), g in zip(mode.records.cuts, grads[1:])
+                if g is not None and bool((g.reshape(-1)[e] if g.numel() == batch else g.reshape(-1)[0]) != 0)
+            ))
+            elements.append(Element(
+                request, units.get(e), n, shape, tuple(Span.of(p) for p in projections(seen)), reached,
+                heat[e].copy() if request.keep_heatmap else None, connected,
+            ))
+        return Measurement(sizes, (batch, self.channels, *sizes), elements, bool(mode.records.compressed), mode.records.elements // max(batch, 1))
+
+    def _captured(self, captured: dict[str, Any], target: Target) -> torch.Tensor:
+        if target.name not in captured:
+            raise ProbeError(
+                f"'{target.name}' never ran during the forward pass (a module defined but not called, "
+                "or a call count beyond its calls); pick a node that the forward uses"
+            )
+        where = "the model" if target.locator.kind == "output" else f"node '{target.name}'"
+        tensor = select_output(captured[target.name], target.output, where)
+        return tensor
+
+    def _check_finite(self, gradient: torch.Tensor, mode: ProbeMode) -> None:
+        first = mode.records.first_nonfinite
+        if first is None and bool(torch.isfinite(gradient).all()):
+            return
+        if first is not None:
+            name, consumers = first
+            after = f" (it comes from the backward of {', '.join(consumers)})" if consumers else ""
+            raise ProbeError(
+                f"NaN or Inf appears in the gradient of '{name}'{after}. The backward of that op "
+                "produces non-finite values for this input; check the op, or probe an earlier node."
+            )
+        raise ProbeError("NaN or Inf appears in the gradient of the input itself (the first op's backward)")

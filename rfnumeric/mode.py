@@ -1,0 +1,403 @@
+"""The probe's view of every op the model runs: a ``TorchFunctionMode``.
+
+Every torch function, tensor method and ``torch.nn.functional`` call made while the probe's
+forward runs comes through :class:`ProbeMode`. It
+
+1. replaces the op by its structural surrogate when there is one (``surrogates.py``: positive
+   weights, identities for nonlinearities, average for max pooling, sign-free arithmetic), and
+   cuts global spatial reductions in ``local`` mode;
+2. attaches a layout (``layout.py``) to the result, so the probe knows where units live;
+3. checks the result for NaN / Inf and registers a gradient hook that names the op where a
+   non-finite gradient first appears and keeps gradients out of underflow.
+
+Modules and functional calls are treated alike because ``nn.ReLU`` is ``F.relu`` by the time it
+reaches this mode. Channels are *collapsed* where that is exact: a convolution whose weights
+are all equal produces equal output channels, so its output is kept as one channel expanded
+(stride 0) to the full shape, and the ops after it work on that one channel.
+"""
+
+from __future__ import annotations
+
+import dis
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from rfarith.errors import ProbeError
+
+from . import layout as lay
+
+_BASE = "_rfnumeric_base"
+_NAME = "_rfnumeric_name"
+_CONSUMERS = "_rfnumeric_consumers"
+_HOOKED = "_rfnumeric_hooked"
+
+# Gradient magnitudes float64 handles safely; beyond these the hooks rescale or compress.
+_TINY = 2.0**-900
+_RANGE = 2.0**-600
+_HUGE = 2.0**600
+
+
+class Retry(BaseException):  # noqa: N818  (a control-flow signal, not an error users see)
+    """The measurement must run again another way: ``reason`` is 'collapse' (an in-place op hit
+    a collapsed tensor) or 'batch' (the model mixes batch elements, so probes cannot share a
+    batch). A BaseException so that a model's own ``except Exception`` does not swallow it."""
+
+    def __init__(self, reason: str, where: str) -> None:
+        super().__init__(reason, where)
+        self.reason = reason
+        self.where = where
+
+
+class Stop(BaseException):  # noqa: N818
+    """Every requested feature map has been captured: the rest of the forward is not needed."""
+
+
+# ---- naming ---------------------------------------------------------------------------------
+def op_name(func: Any) -> str:
+    """'add' for Tensor.add, 'getitem' for Tensor.__getitem__, 'max_pool2d' for F.max_pool2d."""
+    name = getattr(func, "__name__", None) or type(func).__name__
+    if name == "__get__":
+        name = "getattr"
+    return name.strip("_") or name
+
+
+class Naming:
+    """Names the op running now, as torchvision's node names would: the fx node's name when the
+    graph executor runs a node, else the module path (a leaf module's own op) or the module path
+    plus the op name, with ``_1``, ``_2`` for repeats."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.node: str | None = None
+        self.stack: list[tuple[str, nn.Module]] = []
+        self.counts: dict[str, int] = {}
+        self.paths = {id(m): path for path, m in model.named_modules()}
+        self.leaves = {id(m) for m in model.modules() if next(m.children(), None) is None}
+
+    def reset(self) -> None:
+        self.node = None
+        self.stack.clear()
+        self.counts.clear()
+
+    def unique(self, base: str) -> str:
+        count = self.counts.get(base, 0)
+        self.counts[base] = count + 1
+        return base if count == 0 else f"{base}_{count}"
+
+    def enter(self, module: nn.Module) -> None:
+        path = self.paths.get(id(module), type(module).__name__)
+        self.stack.append((self.unique(path) if path else path, module))
+
+    def leave(self) -> None:
+        if self.stack:
+            self.stack.pop()
+
+    def current(self, func: Any) -> str:
+        if self.node is not None:
+            return self.node
+        if self.stack:
+            path, module = self.stack[-1]
+            if id(module) in self.leaves:
+                return path or type(module).__name__
+            return self.unique(f"{path}.{op_name(func)}" if path else op_name(func))
+        return self.unique(op_name(func))
+
+    def module(self) -> nn.Module | None:
+        return self.stack[-1][1] if self.stack and self.node is None else None
+
+    def install(self, model: nn.Module) -> list[Any]:
+        """Hooks on the probe's own copy that keep the module stack."""
+        handles = []
+        for m in model.modules():
+            handles.append(m.register_forward_pre_hook(lambda mod, _args: self.enter(mod)))
+            handles.append(m.register_forward_hook(lambda *_: self.leave(), always_call=True))
+        return handles
+
+
+# ---- what the hooks and cuts record ---------------------------------------------------------
+@dataclass
+class Records:
+    """What one forward/backward learned besides the gradient itself."""
+
+    cuts: list[tuple[str, torch.Tensor]] = field(default_factory=list)
+    first_nonfinite: tuple[str, tuple[str, ...]] | None = None
+    compressed: list[str] = field(default_factory=list)
+    elements: int = 0
+
+
+# ---- collapsed tensors ----------------------------------------------------------------------
+def base_of(t: Any) -> torch.Tensor | None:
+    """The smaller tensor ``t`` is an expanded (stride-0) view of, when the probe made it so."""
+    return getattr(t, _BASE, None) if isinstance(t, torch.Tensor) else None
+
+
+def value_of(t: torch.Tensor) -> torch.Tensor:
+    """``t``'s base if it has one (same values, broadcastable), else ``t``."""
+    base = base_of(t)
+    return t if base is None else base
+
+
+def expanded(base: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """``base`` broadcast to ``shape`` without copying, remembering its base (of the same rank)."""
+    shape = tuple(shape)
+    if tuple(base.shape) == shape:
+        return base
+    if base.dim() < len(shape):
+        base = base.reshape((1,) * (len(shape) - base.dim()) + tuple(base.shape))
+    out = base.expand(shape)
+    setattr(out, _BASE, base)
+    return out
+
+
+def overlapping(t: Any) -> bool:
+    """Whether writing into ``t`` in place would write one element twice (a stride-0 view)."""
+    return isinstance(t, torch.Tensor) and any(s == 0 and n > 1 for s, n in zip(t.stride(), t.shape))
+
+
+def depends(t: Any) -> bool:
+    """Whether ``t`` depends on the probe's input (its gradient is what the probe reads)."""
+    return isinstance(t, torch.Tensor) and t.requires_grad
+
+
+_AUGMENTED: dict[tuple[Any, int], bool] = {}
+
+
+def augmented_assignment(frame: Any) -> bool:
+    """Whether ``frame`` is executing ``x += y`` (or ``-=``, ``*=``, ``/=``) right now. Python
+    rebinds ``x`` to the result of such an op, so it may return a new tensor."""
+    if frame is None:
+        return False
+    key = (frame.f_code, frame.f_lasti)
+    if key not in _AUGMENTED:
+        found = False
+        for ins in dis.get_instructions(frame.f_code):
+            if ins.offset == frame.f_lasti:
+                found = ins.opname.startswith("INPLACE_") or (
+                    ins.opname == "BINARY_OP" and str(ins.argrepr).endswith("=")
+                )
+                break
+        _AUGMENTED[key] = found
+    return _AUGMENTED[key]
+
+
+# ---- the mode -------------------------------------------------------------------------------
+Handler = Callable[["ProbeMode", Any, tuple, dict], Any]
+
+
+class ProbeMode(TorchFunctionMode):
+    """Runs a forward pass the probe's way (see the module docstring).
+
+    ``structural``: surrogates on (positive weights, identities, average pooling). ``local``:
+    cut global spatial reductions. ``collapse``: keep equal channels as one. ``batch``: the
+    number of probes sharing the batch (ops that mix batch elements then signal a retry).
+    """
+
+    def __init__(
+        self,
+        *,
+        naming: Naming,
+        structural: bool,
+        local: bool,
+        collapse: bool,
+        batch: int,
+        input_rank: int,
+        table: dict[Any, Handler],
+    ) -> None:
+        super().__init__()
+        self.naming = naming
+        self.structural = structural
+        self.local = local
+        self.collapse = collapse
+        self.batch = batch
+        self.input_rank = input_rank
+        self.table = table
+        self.records = Records()
+        self.name = ""
+        self.frame: Any = None
+
+    # -- dispatch --------------------------------------------------------------------------
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        self.frame = sys._getframe(1)
+        handler = self.table.get(func)
+        if handler is None:
+            out = self._passthrough(func, args, kwargs)
+            if not _holds_tensor(out):
+                return out  # metadata: .shape, .dim(), .size(), comparisons to Python values
+            self.name = self.naming.current(func)
+        else:
+            self.name = self.naming.current(func)
+            out = handler(self, func, args, kwargs)
+        self._note_consumers(args)
+        return self._finish(func, args, kwargs, out)
+
+    def _passthrough(self, func, args, kwargs):
+        """Run the op as it is, except what a collapsed (stride-0) tensor cannot take."""
+        if self.collapse:
+            target = args[0] if args else None
+            if overlapping(target):
+                if func is torch.Tensor.view:
+                    return target.reshape(*args[1:], **kwargs)
+                if _is_inplace(func):
+                    raise Retry("collapse", self.naming.current(func))
+            if overlapping(kwargs.get("out")):
+                raise Retry("collapse", self.naming.current(func))
+        return func(*args, **kwargs)
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def _note_consumers(self, args: tuple) -> None:
+        for a in _flat_tensors(args):
+            if depends(a):
+                consumers = getattr(a, _CONSUMERS, None)
+                if consumers is None:
+                    consumers = []
+                    setattr(a, _CONSUMERS, consumers)
+                if len(consumers) < 4:
+                    consumers.append(self.name)
+
+    def _finish(self, func, args, kwargs, out):
+        if isinstance(out, torch.Tensor):
+            items = [out]
+        elif isinstance(out, (tuple, list)):
+            items = list(out)
+        else:
+            return out
+        if not any(depends(t) for t in items):
+            return out
+        try:
+            layouts = lay.propagate(func, args, kwargs, out)
+        except Exception:  # a layout rule that does not understand a call leaves it unknown
+            layouts = None
+        if isinstance(out, torch.Tensor):
+            layouts = [layouts]
+        elif not isinstance(layouts, (tuple, list)) or len(layouts) != len(items):
+            layouts = [None] * len(items)
+        for item, layout in zip(items, layouts):
+            if depends(item):
+                if lay.get(item) is None:
+                    lay.attach(item, layout)
+                self._check_and_hook(item)
+        return out
+
+    def _check_and_hook(self, t: torch.Tensor) -> None:
+        target = value_of(t)
+        if getattr(target, _HOOKED, False) or not target.is_floating_point():
+            return
+        setattr(target, _HOOKED, True)
+        setattr(target, _NAME, self.name)
+        self.records.elements += target.numel()
+        if not bool(torch.isfinite(target).all()):
+            kind = "NaN" if bool(torch.isnan(target).any()) else "Inf"
+            module = self.naming.module()
+            raise ProbeError(
+                f"the probe's forward pass produces {kind} first at '{self.name}'"
+                + (f" ({type(module).__name__})" if module is not None else "")
+                + f", output shape {tuple(t.shape)}. "
+                + (
+                    "In structural mode weights are positive and nonlinearities are identities, so this op "
+                    "is one rfnumeric does not replace; probe an earlier node, or report the op."
+                    if self.structural
+                    else "The model itself produces it for this input; check that layer."
+                )
+            )
+        if target.requires_grad and target.grad_fn is not None:
+            target.register_hook(self._gradient_hook(target))
+
+    def _gradient_hook(self, t: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor | None]:
+        name = getattr(t, _NAME, "?")
+        records = self.records
+        structural = self.structural
+
+        def hook(grad: torch.Tensor) -> torch.Tensor | None:
+            size = grad.abs()
+            peak = size.max() if size.numel() else torch.zeros(())
+            if not bool(torch.isfinite(peak)):
+                if records.first_nonfinite is None:
+                    consumers = tuple(getattr(t, _CONSUMERS, ()) or ())
+                    records.first_nonfinite = (name, consumers)
+                return None
+            if not structural or float(peak) == 0.0:
+                return None
+            peak_value = float(peak)
+            smallest = float(torch.where(size > 0, size, math.inf).min())
+            if smallest < _TINY or smallest < peak_value * _RANGE:
+                records.compressed.append(name)
+                return torch.sign(grad) * (size / peak_value) ** 0.25
+            if peak_value > _HUGE or peak_value < _RANGE:
+                return grad / peak_value
+            return None
+
+        return hook
+
+    # -- helpers handlers use ----------------------------------------------------------------
+    def layout_of(self, t: torch.Tensor) -> lay.Layout | None:
+        found = lay.get(t)
+        return found if found is not None else lay.assumed(t.shape, self.input_rank)
+
+    def mixes(self, t: torch.Tensor, dims: tuple[int, ...], label: Any) -> bool:
+        return lay.carries(self.layout_of(t), dims, label)
+
+    def check_batch(self, t: torch.Tensor, dims: tuple[int, ...]) -> None:
+        """Signal a retry if an op mixes batch elements while several probes share the batch."""
+        if self.batch > 1 and self.mixes(t, dims, lay.BATCH):
+            raise Retry("batch", self.name)
+
+    def cut(self, value: Any) -> Any:
+        """``local`` mode: keep a global reduction's value but not its gradient path. The value
+        is multiplied by a scalar 1 that requires grad, so whether the path reaches a probed unit
+        is still recorded (the scalar then receives gradient). Tuples are cut element-wise."""
+        if isinstance(value, (tuple, list)):
+            return _rebuild(value, [self.cut(v) for v in value])
+        if not (isinstance(value, torch.Tensor) and depends(value) and value.is_floating_point()):
+            return value
+        base = value_of(value)
+        layout = self.layout_of(value)
+        per_element = (
+            layout is not None
+            and value.dim() >= 1
+            and len(layout[0]) == 1
+            and layout[0][0][0] == lay.BATCH
+            and base.shape[0] == self.batch
+        )
+        shape = (self.batch,) + (1,) * (base.dim() - 1) if per_element else ()
+        scale = torch.ones(shape, dtype=base.dtype, requires_grad=True)
+        self.records.cuts.append((self.name, scale))
+        out = expanded(base.detach() * scale, value.shape)
+        lay.attach(out, layout)
+        return out
+
+
+def _rebuild(template: Any, parts: list) -> Any:
+    """A tuple, list, named tuple or torch.return_types value with new elements."""
+    if type(template) in (tuple, list):
+        return type(template)(parts)
+    if hasattr(template, "_fields"):  # a named tuple
+        return type(template)(*parts)
+    return type(template)(parts)  # torch.return_types.* take one sequence
+
+
+def _holds_tensor(out: Any) -> bool:
+    if isinstance(out, torch.Tensor):
+        return True
+    return isinstance(out, (tuple, list)) and any(isinstance(t, torch.Tensor) for t in out)
+
+
+def _flat_tensors(values: Any) -> list[torch.Tensor]:
+    out = []
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            out.append(v)
+        elif isinstance(v, (list, tuple)):
+            out.extend(x for x in v if isinstance(x, torch.Tensor))
+    return out
+
+
+def _is_inplace(func: Any) -> bool:
+    name = getattr(func, "__name__", "")
+    return (name.endswith("_") and not name.endswith("__")) or name in ("__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__")

@@ -1,0 +1,133 @@
+"""``rfnumeric.probe``: the receptive field of one feature map, measured by gradients."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from rfarith.errors import ProbeError
+
+from .measure import Element, Session
+from .result import ProbeResult
+from .search import Outcome, Search, run_searches, start_sizes
+
+MODES = ("local", "full")
+
+
+def check_mode(mode: str) -> bool:
+    """``True`` for 'local', ``False`` for 'full'; anything else is an error."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'local' or 'full', got {mode!r}")
+    return mode == "local"
+
+
+def probe(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    node: str | None = None,
+    unit: Sequence[int] | None = None,
+    mode: str = "local",
+    weights: str = "structural",
+    size_hint: int | Sequence[int] | None = None,
+    output: int | str | None = None,
+    max_size: int = 4096,
+) -> ProbeResult:
+    """Measure which input pixels one unit of a feature map sees, by backpropagating from it.
+
+    ``model`` is any ``nn.Module`` (``torch.fx`` need not trace it); it is never modified: the
+    probe runs on a deep copy. ``input_shape`` is ``(batch, channels, *spatial)`` with 1 to 3
+    spatial axes; the probe grows the spatial sizes until the field fits (up to ``max_size``
+    per axis), starting from ``size_hint`` (the expected field size per axis) if given.
+
+    ``node`` is a node name as rfarith names them (``'features.3'``, ``'layer1.0.relu_1'``,
+    ``'add'``) or a module path; ``None`` probes the model output. ``output`` picks one tensor
+    when the node returns several (index or dict key). ``unit`` is the unit to report bounds,
+    support and heatmap for (default: the centre unit); r, j and start always come from the
+    centre unit and its neighbours.
+
+    ``weights='structural'`` (default) measures the field the architecture allows: positive
+    weights, nonlinearities as identities, max pooling as average pooling, no cancellation.
+    ``weights='real'`` keeps the model's parameters and ops (its support can be smaller).
+    ``mode='local'`` (default) does not follow global spatial reductions (squeeze-excite
+    pooling, normalisation statistics) and flags them ``global``; ``'full'`` follows them.
+
+    >>> import torch.nn as nn, rfnumeric
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3))
+    >>> p = rfnumeric.probe(net, (1, 3, 32, 32))
+    >>> p.r, p.j, p.start
+    ((8, 8), (2, 2), (3.0, 3.0))
+    """
+    local = check_mode(mode)
+    if not isinstance(max_size, int) or max_size < 1:
+        raise ValueError(f"max_size must be a positive int, got {max_size!r}")
+    session = Session(model, input_shape, weights)
+    target = session.target(node, output)
+    user = session.shape[2:]
+    requested = _check_unit(unit, len(user))
+    search = Search(target, user, start_sizes(user, size_hint, max_size), max_size, local=local, unit=requested)
+    run_searches(session, [search])
+    assert search.outcome is not None
+    return build_result(session, search.outcome, requested, weights)
+
+
+def _check_unit(unit: Any, n_axes: int) -> tuple[int, ...] | None:
+    if unit is None:
+        return None
+    unit = (unit,) if isinstance(unit, int) else tuple(int(u) for u in unit)
+    if len(unit) != n_axes:
+        raise ValueError(f"unit {unit} needs one index per spatial axis ({n_axes})")
+    return unit
+
+
+def build_result(session: Session, outcome: Outcome, requested: tuple[int, ...] | None, weights: str) -> ProbeResult:
+    """Assemble the public record from a search's outcome."""
+    elements = outcome.elements
+    centre = next(e for e in elements if e.request.spec.kind == "centre")
+    probed = centre if requested is None else next(e for e in elements if e.request.spec.kind == "fixed")
+    sizes = outcome.measurement.sizes
+    if probed.unit is None:
+        raise ValueError(
+            f"unit {requested} is outside the map of '{centre.request.target.name}' (n = {centre.n} at input "
+            f"size {sizes})"
+        )
+    if probed.empty:
+        raise ProbeError(
+            f"unit {probed.unit} of '{centre.request.target.name}' sees no input pixel (its window lies in the "
+            "padding); probe another unit"
+        )
+    fits = outcome.fits
+    flags = set()
+    if outcome.fallback or outcome.reached or outcome.global_axes:
+        flags.add("global")
+    if any(f.holes for f in fits):
+        flags.add("holes")
+    if any(f.nonuniform for f in fits):
+        flags.add("nonuniform")
+    if any(a not in outcome.global_axes and span.touches(size) for a, (span, size) in enumerate(zip(probed.spans, sizes))):
+        flags.add("clipped")
+    if outcome.measurement.compressed:
+        flags.add("underflow")
+    return ProbeResult(
+        node=centre.request.target.name,
+        axes=session.axes,
+        unit=probed.unit,
+        n=centre.n,
+        r=tuple(f.r for f in fits),
+        j=tuple(f.j for f in fits),
+        start=tuple(f.start for f in fits),
+        bounds=_bounds(probed),
+        flags=frozenset(flags),
+        global_via=outcome.reached,
+        heatmap=probed.heatmap,
+        support=tuple(span.pixels() for span in probed.spans),
+        input_shape=outcome.measurement.input_shape,
+        mode="local" if outcome.local else "full",
+        weights=weights,
+        measured={e.unit: _bounds(e) for e in elements if e.unit is not None and not e.empty},
+    )
+
+
+def _bounds(element: Element) -> tuple[tuple[int, int], ...]:
+    return tuple((span.lo, span.hi) for span in element.spans)

@@ -1,0 +1,229 @@
+"""Finding an input large enough, and the field of a feature map in it.
+
+For each probed map a :class:`Search` decides what to measure next:
+
+1. Measure the centre unit and its two neighbours on each axis at the current input size.
+2. ``local`` mode: if no pixel receives gradient, the map's main path itself went through a
+   global reduction: measure again in ``full`` mode; the field is global.
+3. Per axis: if some measured unit's support touches the input border, the field may be cut off:
+   double that axis (up to ``max_size``). A unit whose support is the whole axis at two sizes
+   is global along it.
+4. If three adjacent units do not settle the period (after upsampling), measure a window of
+   units around the centre, at the same size.
+
+:func:`run_searches` drives many searches at once (``sweep``): searches at the same input size
+and mode share one forward and one backward, in chunks that fit a memory budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rfarith.errors import ProbeError, ShapeError
+
+from .fitting import WINDOW, AxisFit, Span, fit_axis, global_axis
+from .measure import Element, Measurement, Request, Session, Target, UnitSpec
+
+MEMORY_BUDGET = 768 * 2**20  # bytes one measurement may use for the probe's tensors
+BYTES_PER_ELEMENT = 8 * 4  # float64 value, its gradient, and what autograd saves
+
+
+@dataclass
+class Outcome:
+    """The settled answer of one search."""
+
+    fits: tuple[AxisFit, ...]
+    global_axes: frozenset[int]
+    elements: list[Element]
+    measurement: Measurement
+    local: bool
+    reached: tuple[str, ...]
+    fallback: bool
+
+
+@dataclass
+class Search:
+    """The state of finding one map's field (see the module docstring)."""
+
+    target: Target
+    user_sizes: tuple[int, ...]
+    sizes: tuple[int, ...]
+    max_size: int
+    local: bool = True
+    unit: tuple[int, ...] | None = None
+    keep_heatmap: bool = True
+    fallback: bool = False
+    reached: tuple[str, ...] = ()
+    covered_before: tuple[bool, ...] = ()
+    window: frozenset[int] = frozenset()
+    outcome: Outcome | None = None
+    history: list[tuple[int, ...]] = field(default_factory=list)
+
+    @property
+    def n_axes(self) -> int:
+        return len(self.sizes)
+
+    def requests(self) -> list[Request]:
+        wants_centre_map = self.keep_heatmap and self.unit is None
+        requests = [Request(self.target, UnitSpec("centre"), wants_centre_map)]
+        if self.unit is not None:
+            requests.append(Request(self.target, UnitSpec("fixed", unit=self.unit), self.keep_heatmap))
+        for axis in range(self.n_axes):
+            if axis in self.window:
+                offsets = [o for o in range(-WINDOW, WINDOW + 1) if o != 0]
+                requests += [Request(self.target, UnitSpec("step", axis, o)) for o in offsets]
+            else:
+                requests += [Request(self.target, UnitSpec("side", axis, o)) for o in (1, 2)]
+        return requests
+
+    def update(self, measurement: Measurement) -> None:
+        """Read this search's elements of ``measurement`` and decide the next step."""
+        self.history.append(measurement.sizes)
+        elements = [e for e in measurement.elements if e.request.target == self.target]
+        centre = next(e for e in elements if e.request.spec.kind == "centre")
+        self._check_map(centre)
+        if centre.empty:
+            self._no_support(centre)
+            return
+        by_axis = self._spans_by_axis(elements, centre)
+        touching = {a for a, spans in enumerate(by_axis) if any(s is not None and s.touches(self.sizes[a]) for s in spans.values())}
+        covers = tuple(centre.spans[a].covers(self.sizes[a]) for a in range(self.n_axes))
+        before = self.covered_before or (False,) * self.n_axes
+        global_axes = frozenset(a for a in touching if covers[a] and (self.fallback or before[a]))
+        self.covered_before = covers
+        grow = touching - global_axes
+        if grow:
+            self._grow(grow, covers)
+            return
+        fits = []
+        for a in range(self.n_axes):
+            if a in global_axes:
+                fits.append(global_axis(self.user_sizes[a]))
+            else:
+                fits.append(fit_axis(by_axis[a], centre.unit[a], centre.n[a], a in self.window))
+        missing = frozenset(a for a, f in enumerate(fits) if f.needs_window)
+        if missing:
+            self.window = self.window | missing
+            return
+        self.outcome = Outcome(tuple(fits), global_axes, elements, measurement, self.local, self.reached or centre.reached, self.fallback)
+
+    # -- steps -------------------------------------------------------------------------------
+    def _check_map(self, centre: Element) -> None:
+        if not centre.connected:
+            raise ProbeError(
+                f"'{self.target.name}' does not depend on the model input (no gradient path from it to the "
+                "input): nothing to measure. Probe a node computed from the input."
+            )
+        if any(size == 0 for size in centre.n):
+            raise ShapeError(
+                f"'{self.target.name}' has no units (map size {centre.n}) for input size {self.sizes}: "
+                "the input is too small for this model. Use a larger input_shape.",
+                node=self.target.name,
+            )
+
+    def _no_support(self, centre: Element) -> None:
+        if self.local:
+            self.reached = centre.reached
+            self.local = False
+            self.fallback = True
+            self.window = frozenset()
+            return
+        raise ProbeError(
+            f"unit {centre.unit} of '{self.target.name}' receives no gradient from any input pixel "
+            f"(input size {self.sizes}). With weights='real' the model's own nonlinearities can block "
+            "every path; weights='structural' measures what the architecture allows."
+        )
+
+    def _spans_by_axis(self, elements: Sequence[Element], centre: Element) -> list[dict[int, Span | None]]:
+        by_axis: list[dict[int, Span | None]] = [{} for _ in range(self.n_axes)]
+        for e in elements:
+            if e.unit is None or e.request.spec.kind == "fixed":
+                continue
+            for a in range(self.n_axes):
+                if all(u == c for b, (u, c) in enumerate(zip(e.unit, centre.unit)) if b != a):
+                    by_axis[a][e.unit[a]] = e.spans[a]
+        return by_axis
+
+    def _grow(self, axes: frozenset[int] | set[int], covers: tuple[bool, ...]) -> None:
+        sizes = list(self.sizes)
+        for a in sorted(axes):
+            if sizes[a] >= self.max_size:
+                what = "covers the whole input" if covers[a] else "touches the input border"
+                raise ProbeError(
+                    f"the field of '{self.target.name}' is wider than max_size={self.max_size} along axis "
+                    f"{a}: its support still {what} at input size {tuple(sizes)}. Raise max_size "
+                    f"(e.g. max_size={2 * self.max_size}; memory grows with it) or pass size_hint if the "
+                    "field size is known."
+                )
+            sizes[a] = min(2 * sizes[a], self.max_size)
+        self.sizes = tuple(sizes)
+        self.window = frozenset()
+
+
+def start_sizes(user: Sequence[int], size_hint: int | Sequence[int] | None, max_size: int) -> tuple[int, ...]:
+    """Where the search starts: the user's input, or enough for a field of ``size_hint`` pixels
+    with room around it."""
+    if size_hint is None:
+        return tuple(user)
+    hints = (size_hint,) * len(user) if isinstance(size_hint, int) else tuple(int(h) for h in size_hint)
+    if len(hints) != len(user):
+        raise ValueError(f"size_hint {size_hint!r} needs one size per spatial axis ({len(user)})")
+    return tuple(min(max(u, h + max(8, h // 4)), max(max_size, u)) for u, h in zip(user, hints))
+
+
+def run_searches(session: Session, searches: Sequence[Search], budget: int = MEMORY_BUDGET) -> None:
+    """Advance every search until it has an outcome, sharing measurements between searches at
+    the same input size and mode."""
+    per_probe: dict[tuple[int, ...], int] = {}
+    while True:
+        pending = [s for s in searches if s.outcome is None]
+        if not pending:
+            return
+        groups: dict[tuple[tuple[int, ...], bool], list[Search]] = {}
+        for s in pending:
+            groups.setdefault((s.sizes, s.local), []).append(s)
+        for (sizes, local), group in sorted(groups.items(), key=lambda kv: kv[0][0]):
+            limit = _batch_limit(per_probe, sizes, budget)
+            for chunk in _chunks(group, limit):
+                requests = [r for s in chunk for r in s.requests()]
+                measurement = session.measure(sizes, requests, local)
+                per_probe[sizes] = max(per_probe.get(sizes, 0), measurement.elements_per_probe)
+                for s in chunk:
+                    s.update(measurement)
+
+
+def _batch_limit(per_probe: dict[tuple[int, ...], int], sizes: tuple[int, ...], budget: int) -> int:
+    """Probes one measurement may hold, from what a probe cost at this or another size."""
+    if sizes in per_probe:
+        cost = per_probe[sizes]
+    elif per_probe:
+        known, elements = max(per_probe.items(), key=lambda kv: kv[1])
+        scale = max(1.0, _area(sizes) / _area(known))
+        cost = int(elements * scale)
+    else:
+        return 16
+    return max(1, budget // max(1, cost * BYTES_PER_ELEMENT))
+
+
+def _area(sizes: Sequence[int]) -> int:
+    area = 1
+    for s in sizes:
+        area *= s
+    return area
+
+
+def _chunks(group: list[Search], limit: int) -> list[list[Search]]:
+    chunks: list[list[Search]] = []
+    current: list[Search] = []
+    count = 0
+    for s in group:
+        size = len(s.requests())
+        if current and count + size > limit:
+            chunks.append(current)
+            current, count = [], 0
+        current.append(s)
+        count += size
+    if current:
+        chunks.append(current)
+    return chunks

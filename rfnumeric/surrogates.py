@@ -1,0 +1,810 @@
+"""What each op becomes inside the probe: one table from torch function to handler.
+
+A handler is ``handler(mode, func, args, kwargs) -> output`` (see :class:`~rfnumeric.mode.ProbeMode`).
+Handlers for the *structural* probe replace an op by a surrogate whose Jacobian is non-negative
+and has the same non-zero pattern as the op's (or the union over inputs), so nothing cancels
+and nothing saturates:
+
+- nonlinearities, dropout, eval-mode BatchNorm, casts and ``detach``: identity;
+- ``add``, ``sub``, ``mul``, ``div``, ``where``, ``maximum``, ...: the mean of the operands that
+  depend on the input (a ``sub`` acts as an ``add``; constants drop out);
+- convolution and linear layers: every weight ``1/fan_in``, no bias (computed on the channel sum,
+  which is exact for equal weights and keeps the output one channel wide);
+- max pooling: average pooling of the same geometry (a depthwise box filter when dilated);
+- softmax over channels: identity; over a spatial axis, and normalisation statistics over
+  spatial axes: ``(x + mean) / 2`` (positive everywhere, every unit sees the whole input).
+
+Handlers for *global spatial reductions* run in both weight modes: in ``local`` mode their
+output is cut from the gradient (``ProbeMode.cut``) so the probe measures the local field;
+``full`` mode follows them. With ``weights="real"`` every other op runs as it is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from rfarith.errors import ProbeError, ShapeError
+
+from . import layout as lay
+from .mode import Handler, ProbeMode, Retry, augmented_assignment, depends, expanded, overlapping, value_of
+
+TABLE: dict[Any, Handler] = {}
+
+
+def handles(*targets: Any) -> Callable[[Handler], Handler]:
+    """Register ``fn`` for every target; a target registered twice is a bug."""
+
+    def register(fn: Handler) -> Handler:
+        for target in dict.fromkeys(t for t in targets if t is not None):
+            if target in TABLE:
+                raise ValueError(f"a handler for {target!r} is already registered")
+            TABLE[target] = fn
+        return fn
+
+    return register
+
+
+def ops(*names: str, owners: Sequence[Any] = (torch, torch.Tensor, F)) -> list[Any]:
+    """Every ``torch.<name>``, ``Tensor.<name>`` and ``F.<name>`` that exists, each once."""
+    found: list[Any] = []
+    for name in names:
+        for owner in owners:
+            fn = getattr(owner, name, None)
+            if fn is not None and callable(fn) and fn not in found:
+                found.append(fn)
+    return found
+
+
+def arg(args: tuple, kwargs: dict, index: int, name: str, default: Any = None) -> Any:
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name, default)
+
+
+def real(mode: ProbeMode, func: Any, args: tuple, kwargs: dict) -> Any:
+    """The op itself (with the in-place and view guards of collapsed tensors)."""
+    return mode._passthrough(func, args, kwargs)
+
+
+def _tensors(values: Any) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            found.append(v)
+        elif isinstance(v, (list, tuple)):
+            found.extend(x for x in v if isinstance(x, torch.Tensor))
+    return found
+
+
+def broadcast(mode: ProbeMode, value: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """``value`` at ``shape``: a stride-0 view when collapsing, a real tensor otherwise."""
+    if tuple(value.shape) == tuple(shape):
+        return value
+    if mode.collapse:
+        return expanded(value, tuple(shape))
+    return value.expand(tuple(shape)).contiguous()
+
+
+def per_channel(mode: ProbeMode, x: torch.Tensor, nd: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Apply ``fn``, an op acting on each channel's trailing ``nd`` axes alike, to ``x``'s base
+    when ``x`` is one channel expanded (exact: equal channels stay equal)."""
+    base = value_of(x)
+    if base is not x and base.dim() == x.dim() and base.shape[-nd:] == x.shape[-nd:]:
+        y = fn(base)
+        return broadcast(mode, y, tuple(x.shape[:-nd]) + tuple(y.shape[-nd:]))
+    return fn(x)
+
+
+# ---- identities -----------------------------------------------------------------------------
+_ACTIVATIONS = (
+    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "selu_", "celu",
+    "celu_", "gelu", "silu", "mish", "hardswish", "hardsigmoid", "hardtanh", "hardtanh_",
+    "softplus", "softsign", "softshrink", "hardshrink", "tanhshrink", "threshold", "threshold_",
+    "logsigmoid", "rrelu", "rrelu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "prelu",
+)
+_MATH = (
+    "exp", "exp_", "exp2", "exp2_", "expm1", "expm1_", "log", "log_", "log2", "log2_", "log10",
+    "log10_", "log1p", "log1p_", "sqrt", "sqrt_", "rsqrt", "rsqrt_", "reciprocal", "reciprocal_",
+    "abs", "abs_", "absolute", "absolute_", "neg", "neg_", "negative", "negative_", "positive",
+    "square", "square_", "sign", "sign_", "sgn", "sgn_", "floor", "floor_", "ceil", "ceil_",
+    "round", "round_", "trunc", "trunc_", "frac", "frac_", "fix", "fix_", "erf", "erf_", "erfc",
+    "erfc_", "sin", "sin_", "cos", "cos_", "tan", "tan_", "atan", "atan_", "asinh", "asinh_",
+    "sinh", "sinh_", "cosh", "cosh_", "nan_to_num", "nan_to_num_", "clamp", "clamp_", "clip",
+    "clip_", "clamp_min", "clamp_min_", "clamp_max", "clamp_max_", "logit", "logit_",
+    "__neg__", "__abs__", "__pos__",
+)
+_DROPOUT = (
+    "dropout", "dropout_", "alpha_dropout", "alpha_dropout_", "feature_alpha_dropout",
+    "feature_alpha_dropout_", "dropout1d", "dropout2d", "dropout3d", "feature_dropout",
+    "feature_dropout_",
+)
+
+
+@handles(*ops(*_ACTIVATIONS, *_MATH, *_DROPOUT, "local_response_norm", "detach", "detach_"))
+def identity(mode: ProbeMode, func, args, kwargs):
+    """Nonlinearities pass the gradient through unchanged (ReLU6, sigmoid, clamp would zero it)."""
+    if not mode.structural or not depends(args[0]):
+        return real(mode, func, args, kwargs)
+    return args[0]
+
+
+@handles(*ops("batch_norm"))
+def batch_norm(mode: ProbeMode, func, args, kwargs):
+    """Eval-mode BatchNorm is a per-channel affine map: identity in structural mode. With real
+    weights and ``training=True`` it mixes batch elements, so probes cannot share a batch."""
+    x = args[0]
+    if mode.structural and depends(x):
+        return x
+    if arg(args, kwargs, 5, "training", False) and depends(x):
+        mode.check_batch(x, (0,))
+    return real(mode, func, args, kwargs)
+
+
+@handles(*ops("glu"))
+def glu(mode: ProbeMode, func, args, kwargs):
+    x = args[0]
+    if not mode.structural or not depends(x):
+        return real(mode, func, args, kwargs)
+    a, b = x.chunk(2, dim=arg(args, kwargs, 1, "dim", -1))
+    return (a + b) / 2
+
+
+@handles(torch.Tensor.float, torch.Tensor.half, torch.Tensor.bfloat16, torch.Tensor.double, torch.Tensor.to, torch.Tensor.type)
+def cast(mode: ProbeMode, func, args, kwargs):
+    """The probe computes in float64; a cast to another float type would lose range and
+    precision in the backward pass. Casts to integer types cut the gradient: an error."""
+    x = args[0]
+    if not depends(x):
+        return real(mode, func, args, kwargs)
+    if func in (torch.Tensor.float, torch.Tensor.half, torch.Tensor.bfloat16, torch.Tensor.double):
+        return x
+    dtypes = [a for a in list(args[1:]) + list(kwargs.values()) if isinstance(a, torch.dtype)]
+    if any(not d.is_floating_point for d in dtypes):
+        raise ProbeError(
+            f"the model converts input-dependent values to {dtypes[0]} at '{mode.name}': no gradient "
+            "flows through an integer cast, so the probe cannot tell which pixels matter there. "
+            "rfnumeric probes models whose input is a float tensor; probe a node before the cast."
+        )
+    args = tuple(torch.float64 if isinstance(a, torch.dtype) else a for a in args)
+    kwargs = {k: torch.float64 if isinstance(v, torch.dtype) else v for k, v in kwargs.items()}
+    return real(mode, func, args, kwargs)
+
+
+@handles(torch.Tensor.contiguous)
+def contiguous(mode: ProbeMode, func, args, kwargs):
+    """A collapsed tensor stays collapsed (``view`` on it is answered by ``reshape``)."""
+    if mode.collapse and value_of(args[0]) is not args[0]:
+        return args[0]
+    return real(mode, func, args, kwargs)
+
+
+@handles(*ops("embedding", "embedding_bag", "one_hot"))
+def integer_input(mode: ProbeMode, func, args, kwargs):
+    x = args[0]
+    if depends(x) or (isinstance(x, torch.Tensor) and x.is_floating_point()):
+        raise ProbeError(
+            f"the model reads its input as integer indices ({getattr(func, '__name__', func)} at "
+            f"'{mode.name}', input of shape {tuple(x.shape)}). rfnumeric probes models whose input is a "
+            "float tensor (an image, a signal, a volume): wrap the part of the network after the "
+            "embedding in a module and probe that with the embedded tensor's shape."
+        )
+    return real(mode, func, args, kwargs)
+
+
+# ---- sign-free arithmetic -------------------------------------------------------------------
+_MIXES = (
+    "add", "add_", "sub", "sub_", "subtract", "subtract_", "rsub", "mul", "mul_", "multiply",
+    "multiply_", "div", "div_", "divide", "divide_", "true_divide", "true_divide_",
+    "floor_divide", "floor_divide_", "remainder", "remainder_", "fmod", "fmod_", "maximum",
+    "minimum", "fmax", "fmin", "atan2", "atan2_", "arctan2", "hypot", "hypot_", "copysign",
+    "copysign_", "xlogy", "logaddexp", "logaddexp2", "lerp", "lerp_", "addcmul", "addcmul_",
+    "addcdiv", "addcdiv_", "where", "masked_fill", "masked_fill_", "pow", "pow_", "float_power",
+    "float_power_", "__rsub__", "__rdiv__", "__rtruediv__", "__rmul__", "__radd__",
+    "__rfloordiv__", "__rmod__", "__rpow__", "__iadd__", "__isub__", "__imul__", "__itruediv__",
+)
+
+
+@handles(*ops(*_MIXES))
+def mix(mode: ProbeMode, func, args, kwargs):
+    """The mean of the input-dependent operands, broadcast like the op's output: a positive
+    combination, so ``x - conv(x)`` adds and ``x * gate`` reaches both ``x`` and the gate."""
+    if not mode.structural or "out" in kwargs:
+        return real(mode, func, args, kwargs)
+    tensors = _tensors(list(args) + list(kwargs.values()))
+    operands = [t for t in tensors if depends(t)]
+    if not operands:
+        return real(mode, func, args, kwargs)
+    shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+    values = [value_of(t) for t in operands]
+    combined = values[0] * 1.0 if len(values) == 1 else sum(values[1:], values[0]) / len(values)
+    name = getattr(func, "__name__", "")
+    inplace = (name.endswith("_") and not name.endswith("__")) or name.startswith("__i")
+    if not inplace:
+        return broadcast(mode, combined, shape)
+    target = args[0]
+    if overlapping(target) or value_of(target) is not target:
+        if augmented_assignment(mode.frame) or name.startswith("__i"):
+            return broadcast(mode, combined, shape)  # Python rebinds the name to this result
+        raise Retry("collapse", mode.name)
+    return target.copy_(combined.expand(target.shape))
+
+
+# ---- convolution and linear layers ----------------------------------------------------------
+_CONV = {torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3}
+_CONV_TRANSPOSE = {torch.conv_transpose1d: 1, torch.conv_transpose2d: 2, torch.conv_transpose3d: 3}
+
+
+def _conv_geometry(func, args, kwargs) -> dict[str, Any]:
+    if func in _CONV:
+        return {
+            "stride": arg(args, kwargs, 3, "stride", 1),
+            "padding": arg(args, kwargs, 4, "padding", 0),
+            "dilation": arg(args, kwargs, 5, "dilation", 1),
+            "groups": arg(args, kwargs, 6, "groups", 1),
+        }
+    return {
+        "stride": arg(args, kwargs, 3, "stride", 1),
+        "padding": arg(args, kwargs, 4, "padding", 0),
+        "output_padding": arg(args, kwargs, 5, "output_padding", 0),
+        "groups": arg(args, kwargs, 6, "groups", 1),
+        "dilation": arg(args, kwargs, 7, "dilation", 1),
+    }
+
+
+@handles(*_CONV, *_CONV_TRANSPOSE)
+def conv(mode: ProbeMode, func, args, kwargs):
+    """Every weight ``1/fan_in`` and no bias. All output channels of a group are then equal, so
+    the op is computed once on the channel sum with an all-ones kernel (exact) and expanded."""
+    x, weight = arg(args, kwargs, 0, "input"), arg(args, kwargs, 1, "weight")
+    if not mode.structural or not depends(x):
+        return real(mode, func, args, kwargs)
+    geometry = _conv_geometry(func, args, kwargs)
+    if depends(weight):  # a weight computed from the input (dynamic convolution): positive already
+        return func(x, weight, None, **geometry)
+    transposed = func in _CONV_TRANSPOSE
+    nd = (_CONV_TRANSPOSE if transposed else _CONV)[func]
+    unbatched = x.dim() == nd + 1
+    if unbatched:
+        x = x.unsqueeze(0)
+    groups = int(geometry["groups"])
+    c_in = x.shape[1]
+    expected = weight.shape[0] if transposed else weight.shape[1] * groups
+    c_out = weight.shape[1] * groups if transposed else weight.shape[0]
+    if c_in != expected:
+        raise ShapeError(
+            f"layer '{mode.name}' ({getattr(func, '__name__', 'conv')}) expects {expected} input channels "
+            f"but gets {c_in} (input shape {tuple(x.shape)}). Way out: check the channel count of "
+            "input_shape (batch, channels, *spatial).",
+            node=mode.name,
+        )
+    kernel = tuple(weight.shape[2:])
+    fan_in = (c_in // groups) * math.prod(kernel)
+    if not mode.collapse:
+        out = func(x, torch.full(weight.shape, 1.0 / fan_in, dtype=x.dtype), None, **geometry)
+        return out.squeeze(0) if unbatched else out
+    base = value_of(x)
+    one_channel = base.dim() == x.dim() and base.shape[1] == 1 and base.shape[2:] == x.shape[2:]
+    if one_channel or groups == 1:
+        summed = base * (c_in // groups) if one_channel else x.sum(1, keepdim=True)
+        kernel_groups = 1
+    else:
+        summed = x.reshape(x.shape[0], groups, c_in // groups, *x.shape[2:]).sum(2)
+        kernel_groups = groups
+    ones = torch.full((kernel_groups, 1, *kernel), 1.0 / fan_in, dtype=x.dtype)
+    y = func(summed, ones, None, **{**geometry, "groups": kernel_groups})
+    if kernel_groups == 1:
+        shape = (x.shape[0], c_out, *y.shape[2:])
+        return broadcast(mode, y[0], shape[1:]) if unbatched else broadcast(mode, y, shape)
+    per_group = c_out // groups
+    out = y.unsqueeze(2).expand(y.shape[0], groups, per_group, *y.shape[2:]).reshape(y.shape[0], c_out, *y.shape[2:])
+    return out.squeeze(0) if unbatched else out
+
+
+@handles(*ops("linear"))
+def linear(mode: ProbeMode, func, args, kwargs):
+    """Every weight ``1/in_features``: the mean over the last dim, broadcast to the outputs. A
+    linear map over a dim that carries a spatial axis (flatten, then fc) is a global reduction."""
+    x, weight = arg(args, kwargs, 0, "input"), arg(args, kwargs, 1, "weight")
+    if not depends(x):
+        return real(mode, func, args, kwargs)
+    last = (x.dim() - 1,)
+    mode.check_batch(x, last)
+    if mode.structural and not depends(weight):
+        if x.shape[-1] != weight.shape[-1]:
+            raise ShapeError(
+                f"layer '{mode.name}' (linear) expects {weight.shape[-1]} input features but gets "
+                f"{x.shape[-1]} (input shape {tuple(x.shape)}). Way out: the model needs a different "
+                "input size; check input_shape.",
+                node=mode.name,
+            )
+        mean = value_of(x).mean(-1, keepdim=True)
+        if weight.dim() == 1:
+            value = broadcast(mode, mean.squeeze(-1), x.shape[:-1])
+        else:
+            value = broadcast(mode, mean, (*x.shape[:-1], weight.shape[0]))
+    elif mode.structural:
+        value = func(x, weight, None)
+    else:
+        value = real(mode, func, args, kwargs)
+    return mode.cut(value) if mode.local and mode.mixes(x, last, "spatial") else value
+
+
+@handles(*ops("bilinear"))
+def bilinear(mode: ProbeMode, func, args, kwargs):
+    x1, x2, weight = args[0], args[1], arg(args, kwargs, 2, "weight")
+    if not mode.structural or not (depends(x1) or depends(x2)):
+        return real(mode, func, args, kwargs)
+    parts = [value_of(t).mean(-1, keepdim=True) for t in (x1, x2) if depends(t)]
+    mean = sum(parts[1:], parts[0]) / len(parts)
+    return broadcast(mode, mean, (*torch.broadcast_shapes(x1.shape[:-1], x2.shape[:-1]), weight.shape[0]))
+
+
+_MATMULS = ops("matmul", "mm", "bmm", "addmm", "baddbmm", "addbmm", "__matmul__", "__rmatmul__") + [torch.einsum]
+
+
+@handles(*_MATMULS)
+def matmul(mode: ProbeMode, func, args, kwargs):
+    """Constant operands become all-ones (every connection present, positive); a product that
+    sums over a spatial dim (attention: weights @ values) is a global reduction."""
+    tensors = _tensors(list(args))
+    if not any(depends(t) for t in tensors):
+        return real(mode, func, args, kwargs)
+    pairs = lay.contracted_dims(func, args, kwargs)
+    for t, dims in pairs:
+        if depends(t):
+            mode.check_batch(t, dims)
+    spatial = any(depends(t) and mode.mixes(t, dims, "spatial") for t, dims in pairs)
+    if mode.structural:
+        args = _positive_operands(args)
+    value = real(mode, func, args, kwargs)
+    return mode.cut(value) if mode.local and spatial else value
+
+
+def _positive_operands(args: tuple) -> tuple:
+    def positive(a: Any) -> Any:
+        if isinstance(a, torch.Tensor) and not depends(a) and a.is_floating_point():
+            return torch.ones_like(a, dtype=torch.float64)
+        if isinstance(a, (list, tuple)):
+            return type(a)(positive(x) for x in a)
+        return a
+
+    return tuple(positive(a) for a in args)
+
+
+# ---- pooling ----------------------------------------------------------------------------------
+def pool_output_size(n: int, kernel: int, stride: int, pad: int, dilation: int, ceil: bool) -> int:
+    """PyTorch's pooling output size (ceil mode: the last window must start inside the input)."""
+    span = n + 2 * pad - dilation * (kernel - 1) - 1
+    if ceil:
+        out = -(-span // stride) + 1
+        if (out - 1) * stride >= n + pad:
+            out -= 1
+        return out
+    return span // stride + 1
+
+
+def _per_axis(value: Any, nd: int) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * nd
+    values = tuple(int(v) for v in value)
+    return values * nd if len(values) == 1 else values
+
+
+def window_average(x: torch.Tensor, kernel, stride, padding, dilation, ceil: bool) -> torch.Tensor:
+    """Average pooling of max pooling's geometry (kernel, stride, padding, dilation, ceil_mode)."""
+    nd = len(kernel)
+    if all(d == 1 for d in dilation):
+        avg = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[nd - 1]
+        return avg(x, kernel, stride, padding, ceil, True)
+    unbatched = x.dim() == nd + 1
+    if unbatched:
+        x = x.unsqueeze(0)
+    sizes = x.shape[2:]
+    out = [pool_output_size(n, k, s, p, d, ceil) for n, k, s, p, d in zip(sizes, kernel, stride, padding, dilation)]
+    extra = [max(0, (o - 1) * s + d * (k - 1) + 1 - (n + 2 * p)) for o, n, k, s, p, d in zip(out, sizes, kernel, stride, padding, dilation)]
+    pads: list[int] = []
+    for p, e in reversed(list(zip(padding, extra))):
+        pads += [p, p + e]
+    channels = x.shape[1]
+    box = torch.full((channels, 1, *kernel), 1.0 / math.prod(kernel), dtype=x.dtype)
+    conv_fn = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
+    y = conv_fn(F.pad(x, pads), box, None, stride, 0, dilation, channels)
+    for axis, o in enumerate(out):
+        y = y.narrow(2 + axis, 0, o)
+    return y.squeeze(0) if unbatched else y
+
+
+_MAX_POOL = {
+    F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3,
+    torch.max_pool1d: 1, torch.max_pool2d: 2, torch.max_pool3d: 3,
+}
+_MAX_POOL_INDICES = {F.max_pool1d_with_indices: 1, F.max_pool2d_with_indices: 2, F.max_pool3d_with_indices: 3}
+_MAX_POOL_WITH_INDICES = {1: F.max_pool1d_with_indices, 2: F.max_pool2d_with_indices, 3: F.max_pool3d_with_indices}
+
+
+@handles(*_MAX_POOL, *_MAX_POOL_INDICES)
+def max_pool(mode: ProbeMode, func, args, kwargs):
+    """Max pooling sends the gradient to one pixel per window; its average of the same
+    geometry sends it to all of them."""
+    x = args[0]
+    if not mode.structural or not depends(x):
+        return real(mode, func, args, kwargs)
+    nd = {**_MAX_POOL, **_MAX_POOL_INDICES}[func]
+    kernel = _per_axis(arg(args, kwargs, 1, "kernel_size"), nd)
+    stride_arg = arg(args, kwargs, 2, "stride", None)
+    stride = kernel if stride_arg is None or (not isinstance(stride_arg, int) and len(stride_arg) == 0) else _per_axis(stride_arg, nd)
+    padding = _per_axis(arg(args, kwargs, 3, "padding", 0), nd)
+    dilation = _per_axis(arg(args, kwargs, 4, "dilation", 1), nd)
+    ceil = bool(arg(args, kwargs, 5, "ceil_mode", False))
+    value = per_channel(mode, x, nd, lambda t: window_average(t, kernel, stride, padding, dilation, ceil))
+    if func in _MAX_POOL_INDICES or arg(args, kwargs, 6, "return_indices", False):
+        indices = _MAX_POOL_WITH_INDICES[nd](x.detach(), kernel, stride, padding, dilation, ceil)[1]
+        return value, indices
+    return value
+
+
+_AVG_POOL = {F.avg_pool1d: 1, F.avg_pool2d: 2, F.avg_pool3d: 3, torch.avg_pool1d: 1}
+_LP_POOL = {F.lp_pool1d: 1, F.lp_pool2d: 2}
+if hasattr(F, "lp_pool3d"):
+    _LP_POOL[F.lp_pool3d] = 3
+
+
+@handles(*_AVG_POOL)
+def avg_pool(mode: ProbeMode, func, args, kwargs):
+    x = args[0]
+    if not depends(x):
+        return real(mode, func, args, kwargs)
+    return per_channel(mode, x, _AVG_POOL[func], lambda t: func(t, *args[1:], **kwargs))
+
+
+@handles(*_LP_POOL)
+def lp_pool(mode: ProbeMode, func, args, kwargs):
+    x = args[0]
+    if not mode.structural or not depends(x):
+        return real(mode, func, args, kwargs)
+    nd = _LP_POOL[func]
+    kernel = _per_axis(arg(args, kwargs, 2, "kernel_size"), nd)
+    stride_arg = arg(args, kwargs, 3, "stride", None)
+    stride = kernel if stride_arg is None else _per_axis(stride_arg, nd)
+    ceil = bool(arg(args, kwargs, 4, "ceil_mode", False))
+    return per_channel(mode, x, nd, lambda t: window_average(t, kernel, stride, (0,) * nd, (1,) * nd, ceil))
+
+
+_UNPOOL = {F.max_unpool1d: 1, F.max_unpool2d: 2, F.max_unpool3d: 3}
+
+
+@handles(*_UNPOOL)
+def max_unpool(mode: ProbeMode, func, args, kwargs):
+    """Unpooling puts each value at its max's position; structurally it may land anywhere in
+    its window: a transposed box filter of the same geometry."""
+    x = args[0]
+    if not mode.structural or not depends(x):
+        return real(mode, func, args, kwargs)
+    nd = _UNPOOL[func]
+    kernel = _per_axis(arg(args, kwargs, 2, "kernel_size"), nd)
+    stride_arg = arg(args, kwargs, 3, "stride", None)
+    stride = kernel if stride_arg is None else _per_axis(stride_arg, nd)
+    padding = _per_axis(arg(args, kwargs, 4, "padding", 0), nd)
+    output_size = arg(args, kwargs, 5, "output_size", None)
+    default = [(n - 1) * s - 2 * p + k for n, s, p, k in zip(x.shape[-nd:], stride, padding, kernel)]
+    target = list(output_size)[-nd:] if output_size is not None else default
+
+    def spread(t: torch.Tensor) -> torch.Tensor:
+        unbatched = t.dim() == nd + 1
+        t = t.unsqueeze(0) if unbatched else t
+        channels = t.shape[1]
+        ones = torch.ones((channels, 1, *kernel), dtype=t.dtype)
+        extra = [max(0, min(want - have, s - 1)) for want, have, s in zip(target, default, stride)]
+        y = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[nd - 1](t, ones, None, stride, padding, extra, channels)
+        for axis, size in enumerate(target):
+            if y.shape[2 + axis] < size:
+                pad = [0, 0] * (nd - 1 - axis) + [0, size - y.shape[2 + axis]]
+                y = F.pad(y, pad)
+            y = y.narrow(2 + axis, 0, size)
+        return y.squeeze(0) if unbatched else y
+
+    return per_channel(mode, x, nd, spread)
+
+
+@handles(*ops("pad", "constant_pad_nd"), *ops("interpolate", "upsample", "upsample_nearest", "upsample_bilinear", owners=(F,)))
+def resize(mode: ProbeMode, func, args, kwargs):
+    """Padding and interpolation act on each channel alike (kept as they are)."""
+    x = args[0]
+    if not depends(x):
+        return real(mode, func, args, kwargs)
+    nd = x.dim() - 2
+    if func in (F.pad, torch.constant_pad_nd):
+        nd = max(1, len(arg(args, kwargs, 1, "pad")) // 2)
+    if nd < 1 or nd > x.dim() - 1:
+        return real(mode, func, args, kwargs)
+    return per_channel(mode, x, nd, lambda t: real(mode, func, (t, *args[1:]), kwargs))
+
+
+# ---- global spatial reductions --------------------------------------------------------------
+_ADAPTIVE = {
+    F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2, F.adaptive_avg_pool3d: 3,
+    F.adaptive_max_pool1d: 1, F.adaptive_max_pool2d: 2, F.adaptive_max_pool3d: 3,
+    F.adaptive_max_pool1d_with_indices: 1, F.adaptive_max_pool2d_with_indices: 2,
+    F.adaptive_max_pool3d_with_indices: 3, torch.adaptive_avg_pool1d: 1, torch.adaptive_max_pool1d: 1,
+}
+_ADAPTIVE_AVG = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
+_ADAPTIVE_MAX_INDICES = {1: F.adaptive_max_pool1d_with_indices, 2: F.adaptive_max_pool2d_with_indices, 3: F.adaptive_max_pool3d_with_indices}
+
+
+@handles(*_ADAPTIVE)
+def adaptive_pool(mode: ProbeMode, func, args, kwargs):
+    """Adaptive max pooling becomes adaptive average pooling; pooling an axis to one unit is a
+    global reduction (squeeze-excite, global average pooling)."""
+    x = args[0]
+    if not depends(x):
+        return real(mode, func, args, kwargs)
+    nd = _ADAPTIVE[func]
+    size = arg(args, kwargs, 1, "output_size")
+    sizes = (size,) * nd if isinstance(size, int) or size is None else tuple(size)
+    sizes = tuple(x.shape[-nd + i] if s is None else int(s) for i, s in enumerate(sizes))
+    pooled_dims = tuple(x.dim() - nd + i for i, s in enumerate(sizes) if s == 1 and x.shape[-nd + i] > 1)
+    is_max = func not in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, torch.adaptive_avg_pool1d)
+    with_indices = func in (F.adaptive_max_pool1d_with_indices, F.adaptive_max_pool2d_with_indices, F.adaptive_max_pool3d_with_indices, torch.adaptive_max_pool1d) or bool(arg(args, kwargs, 2, "return_indices", False) and is_max)
+    if mode.structural:
+        value = per_channel(mode, x, nd, lambda t: _ADAPTIVE_AVG[nd](t, sizes))
+        if with_indices:
+            value = (value, _ADAPTIVE_MAX_INDICES[nd](x.detach(), sizes)[1])
+    else:
+        value = real(mode, func, args, kwargs)
+    if mode.local and pooled_dims and mode.mixes(x, pooled_dims, "spatial"):
+        return mode.cut(value)
+    return value
+
+
+_REDUCTIONS = (
+    "mean", "sum", "amax", "amin", "std", "var", "logsumexp", "prod", "nansum", "nanmean",
+    "median", "nanmedian", "max", "min", "std_mean", "var_mean", "aminmax", "mode", "kthvalue", "norm",
+)
+_TUPLE_REDUCTIONS = ("max", "min", "median", "nanmedian", "mode", "kthvalue", "aminmax", "std_mean", "var_mean")
+
+
+@handles(*ops(*_REDUCTIONS), torch.linalg.vector_norm)
+def reduction(mode: ProbeMode, func, args, kwargs):
+    """Structurally every reduction is a mean (max and min would pick one pixel). Reducing a
+    spatial axis is a global reduction."""
+    found = lay.reduction_dims(func, args, kwargs)
+    if found is None:  # torch.max(a, b) and friends: elementwise
+        return mix(mode, func, args, kwargs)
+    x = args[0]
+    if not depends(x) or not x.is_floating_point():
+        return real(mode, func, args, kwargs)
+    dims, keepdim = found
+    mode.check_batch(x, dims)
+    value = _mean_reduction(mode, func, args, kwargs, dims, keepdim) if mode.structural else real(mode, func, args, kwargs)
+    if mode.local and mode.mixes(x, dims, "spatial"):
+        return mode.cut(value)
+    return value
+
+
+def _mean_reduction(mode: ProbeMode, func, args, kwargs, dims: tuple[int, ...], keepdim: bool):
+    x = args[0]
+    base = value_of(x)
+    mean = base.mean(dims, keepdim=True) if dims else base * 1.0
+    kept = tuple(1 if d in dims else s for d, s in enumerate(x.shape))
+    mean = broadcast(mode, mean, kept)
+    if not keepdim and dims:
+        mean = broadcast(mode, value_of(mean).squeeze(dims), tuple(s for d, s in enumerate(x.shape) if d not in dims))
+    if getattr(func, "__name__", "") not in _TUPLE_REDUCTIONS:
+        return mean
+    structure = func(x.detach(), *args[1:], **kwargs)
+    if not isinstance(structure, tuple):
+        return mean
+    from .mode import _rebuild
+
+    return _rebuild(structure, [mean if isinstance(v, torch.Tensor) and v.is_floating_point() else v for v in structure])
+
+
+_SOFTMAX = ops("softmax", "log_softmax", "softmin", "_softmax", "_log_softmax")
+
+
+def _softmax_dim(func, args, kwargs, x: torch.Tensor) -> int:
+    dim = arg(args, kwargs, 1, "dim")
+    if dim is None:
+        dim = 0 if x.dim() in (0, 1, 3) else 1  # PyTorch's legacy implicit choice
+    return int(dim) % max(x.dim(), 1)
+
+
+@handles(*_SOFTMAX)
+def softmax(mode: ProbeMode, func, args, kwargs):
+    """Softmax's gradient sums to zero: over channels it becomes identity; over a spatial axis
+    it is a global mixing, made positive as ``(x + mean) / 2``."""
+    x = args[0]
+    if not depends(x):
+        return real(mode, func, args, kwargs)
+    dim = _softmax_dim(func, args, kwargs, x)
+    mode.check_batch(x, (dim,))
+    spatial = mode.mixes(x, (dim,), "spatial")
+    if mode.structural:
+        if not spatial:
+            return x
+        base = value_of(x)
+        value = broadcast(mode, (base + base.mean(dim, keepdim=True)) / 2, x.shape)
+    else:
+        value = real(mode, func, args, kwargs)
+    return mode.cut(value) if mode.local and spatial else value
+
+
+@handles(*ops("cumsum", "cumsum_", "cumprod", "cumprod_", "logcumsumexp", "cummax", "cummin"))
+def cumulative(mode: ProbeMode, func, args, kwargs):
+    x = args[0]
+    if not depends(x):
+        return real(mode, func, args, kwargs)
+    dim = int(arg(args, kwargs, 1, "dim")) % x.dim()
+    mode.check_batch(x, (dim,))
+    if mode.structural:
+        total = x.cumsum(dim)
+        name = getattr(func, "__name__", "")
+        value = (total, func(x.detach(), dim)[1]) if name in ("cummax", "cummin") else total
+    else:
+        value = real(mode, func, args, kwargs)
+    return mode.cut(value) if mode.local and mode.mixes(x, (dim,), "spatial") else value
+
+
+# ---- normalisation --------------------------------------------------------------------------
+def _affine(y: torch.Tensor, weight: Any, bias: Any, channel_dim: int | None) -> torch.Tensor:
+    shape = [1] * y.dim()
+    if channel_dim is None:
+        if isinstance(weight, torch.Tensor):
+            y = y * weight
+        if isinstance(bias, torch.Tensor):
+            y = y + bias
+        return y
+    shape[channel_dim] = y.shape[channel_dim]
+    if isinstance(weight, torch.Tensor):
+        y = y * weight.reshape(shape)
+    if isinstance(bias, torch.Tensor):
+        y = y + bias.reshape(shape)
+    return y
+
+
+def _normalised(mode: ProbeMode, x: torch.Tensor, dims: tuple[int, ...], eps: float, rms: bool = False) -> torch.Tensor:
+    """``x`` normalised over ``dims`` with statistics cut from the gradient (real weights, local)."""
+    if rms:
+        scale = mode.cut(x.pow(2).mean(dims, keepdim=True))
+        return x / torch.sqrt(scale + eps)
+    mean = mode.cut(x.mean(dims, keepdim=True))
+    var = mode.cut(x.var(dims, keepdim=True, unbiased=False))
+    return (x - mean) / torch.sqrt(var + eps)
+
+
+def _norm_surrogate(mode: ProbeMode, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """``(x + mean over dims) / 2``: every unit sees the statistic's whole extent, positively."""
+    base = value_of(x)
+    stat = base.mean(dims, keepdim=True)
+    if mode.local:
+        stat = mode.cut(stat)
+    return broadcast(mode, (base + stat) / 2, x.shape)
+
+
+@handles(*ops("group_norm"))
+def group_norm(mode: ProbeMode, func, args, kwargs):
+    x = args[0]
+    if not depends(x) or x.dim() < 3:
+        return real(mode, func, args, kwargs)
+    stat_dims = tuple(range(1, x.dim()))
+    if mode.structural:
+        return _norm_surrogate(mode, x, stat_dims)
+    if not mode.local:
+        return real(mode, func, args, kwargs)
+    groups = int(arg(args, kwargs, 1, "num_groups"))
+    grouped = x.reshape(x.shape[0], groups, -1)
+    y = _normalised(mode, grouped, (2,), float(arg(args, kwargs, 4, "eps", 1e-5))).reshape(x.shape)
+    return _affine(y, arg(args, kwargs, 2, "weight"), arg(args, kwargs, 3, "bias"), 1)
+
+
+@handles(*ops("instance_norm"))
+def instance_norm(mode: ProbeMode, func, args, kwargs):
+    x = args[0]
+    uses_stats = arg(args, kwargs, 5, "use_input_stats", True)
+    if not depends(x) or x.dim() < 3:
+        return real(mode, func, args, kwargs)
+    if not uses_stats:
+        return x if mode.structural else real(mode, func, args, kwargs)
+    spatial = tuple(range(2, x.dim()))
+    if mode.structural:
+        return _norm_surrogate(mode, x, spatial)
+    if not mode.local:
+        return real(mode, func, args, kwargs)
+    y = _normalised(mode, x, spatial, float(arg(args, kwargs, 7, "eps", 1e-5)))
+    return _affine(y, arg(args, kwargs, 3, "weight"), arg(args, kwargs, 4, "bias"), 1)
+
+
+@handles(*ops("layer_norm", "rms_norm"))
+def layer_norm(mode: ProbeMode, func, args, kwargs):
+    """Statistics over the last dims: a global side path only if those dims are spatial (a
+    LayerNorm over channels, as in channels-last ConvNeXt blocks, is local)."""
+    x = args[0]
+    if not depends(x):
+        return real(mode, func, args, kwargs)
+    shape = arg(args, kwargs, 1, "normalized_shape")
+    count = 1 if isinstance(shape, int) else len(shape)
+    dims = tuple(range(x.dim() - count, x.dim()))
+    spatial = mode.mixes(x, dims, "spatial")
+    if mode.structural:
+        return _norm_surrogate(mode, x, dims) if spatial else x
+    if not (mode.local and spatial):
+        return real(mode, func, args, kwargs)
+    rms = getattr(func, "__name__", "") == "rms_norm"
+    eps = arg(args, kwargs, 3 if rms else 4, "eps", None) or 1e-5
+    y = _normalised(mode, x, dims, float(eps), rms=rms)
+    weight = arg(args, kwargs, 2, "weight")
+    bias = None if rms else arg(args, kwargs, 3, "bias")
+    return _affine(y, weight, bias, None)
+
+
+@handles(*ops("normalize", owners=(F,)))
+def normalize(mode: ProbeMode, func, args, kwargs):
+    x = args[0]
+    if not depends(x):
+        return real(mode, func, args, kwargs)
+    dim = int(arg(args, kwargs, 2, "dim", 1)) % x.dim()
+    mode.check_batch(x, (dim,))
+    spatial = mode.mixes(x, (dim,), "spatial")
+    if mode.structural:
+        return _norm_surrogate(mode, x, (dim,)) if spatial else x
+    if not (mode.local and spatial):
+        return real(mode, func, args, kwargs)
+    p = float(arg(args, kwargs, 1, "p", 2.0))
+    eps = float(arg(args, kwargs, 3, "eps", 1e-12))
+    return x / mode.cut(x.norm(p, dim, keepdim=True).clamp_min(eps))
+
+
+# ---- attention ------------------------------------------------------------------------------
+@handles(F.scaled_dot_product_attention)
+def attention(mode: ProbeMode, func, args, kwargs):
+    """Every query sees every key: a global mixing of the token axis (cut in local mode).
+    Structurally: ``mean(v) + mean(k) + mean(q)``, positive and fully connected."""
+    q, k, v = (arg(args, kwargs, i, n) for i, n in enumerate(("query", "key", "value")))
+    if not any(depends(t) for t in (q, k, v)):
+        return real(mode, func, args, kwargs)
+    spatial = any(depends(t) and mode.mixes(t, (t.dim() - 2,), "spatial") for t in (k, v))
+    for t in (k, v):
+        if depends(t):
+            mode.check_batch(t, (t.dim() - 2,))
+    shape = (*q.shape[:-1], v.shape[-1])
+    if mode.structural:
+        try:
+            parts = [t.mean(-1, keepdim=True) for t in (q,) if depends(t)]
+            parts += [t.mean((-2, -1), keepdim=True) for t in (k, v) if depends(t)]
+            torch.broadcast_shapes(*(p.shape for p in parts), shape)
+            value = broadcast(mode, sum(parts[1:], parts[0]) / len(parts), shape)
+        except RuntimeError:  # grouped-query heads that do not broadcast: keep the real op
+            value = real(mode, func, _positive_operands(tuple(args)), kwargs)
+    else:
+        value = real(mode, func, args, kwargs)
+    return mode.cut(value) if mode.local and spatial else value
+
+
+@handles(F.multi_head_attention_forward)
+def multi_head_attention(mode: ProbeMode, func, args, kwargs):
+    q, k, v = args[0], args[1], args[2]
+    if not any(depends(t) for t in (q, k, v)):
+        return real(mode, func, args, kwargs)
+    spatial = any(depends(t) and mode.mixes(t, (0,), "spatial") for t in (k, v))
+    for t in (k, v):
+        if depends(t):
+            mode.check_batch(t, (0,))
+    if not mode.structural:
+        value = real(mode, func, args, kwargs)
+        return (mode.cut(value[0]), value[1]) if mode.local and spatial else value
+    parts = [t.mean(-1, keepdim=True) for t in (q,) if depends(t)]
+    parts += [t.mean((0, -1), keepdim=True) for t in (k, v) if depends(t)]
+    out = broadcast(mode, sum(parts[1:], parts[0]) / len(parts), q.shape)
+    weights = None
+    if arg(args, kwargs, 15, "need_weights", True):
+        batched = q.dim() == 3
+        heads = int(arg(args, kwargs, 4, "num_heads"))
+        average = arg(args, kwargs, 23, "average_attn_weights", True)
+        shape = ((q.shape[1],) if batched else ()) + (() if average else (heads,)) + (q.shape[0], k.shape[0])
+        weights = torch.full(shape, 1.0 / k.shape[0], dtype=torch.float64)
+    return (mode.cut(out) if mode.local and spatial else out), weights
