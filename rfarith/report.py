@@ -128,25 +128,28 @@ class Report:
     # ---- text --------------------------------------------------------------------------------
     def render(self) -> str:
         """A torchinfo-like text table (what ``rfcheck report`` prints)."""
-        return render_table(
-            title=self.title,
-            input_shape=self.input_shape,
-            axes=self.axes,
-            rows=[
-                [
-                    row.name,
-                    row.op,
-                    "×".join(str(s) for s in row.shape),
-                    per_axis_text(row.field.n),
-                    per_axis_text(row.field.j),
-                    per_axis_text(row.field.r),
-                    per_axis_text(row.field.start),
-                    row.field.describe_flags() or "--",
-                ]
-                for row in self.rows
-            ],
-            footer=self._footer(),
-        )
+        periodic = any(p > 1 for row in self.rows for p in row.field.phases)
+        measured = any(row.source != "rule" for row in self.rows)
+        headers = ["Node", "Op", "Output shape", "n", "j", "r", "start"]
+        headers += ["phases"] if periodic else []
+        headers += ["from"] if measured else []
+        headers += ["Flags"]
+        rows = []
+        for row in self.rows:
+            cells = [
+                row.name,
+                row.op,
+                "×".join(str(s) for s in row.shape),
+                per_axis_text(row.field.n),
+                per_axis_text(row.field.j),
+                per_axis_text(row.field.r),
+                per_axis_text(row.field.start),
+            ]
+            cells += [per_axis_text(row.field.phases)] if periodic else []
+            cells += [row.source] if measured else []
+            cells += [row.field.describe_flags() or "--"]
+            rows.append(cells)
+        return render_table(self.title, self.input_shape, self.axes, headers, rows, self._footer())
 
     def _footer(self) -> list[str]:
         lines = []
@@ -171,20 +174,27 @@ class Report:
         return self.table._repr_html_()
 
 
-HEADERS = ["Node", "Op", "Output shape", "n", "j", "r", "start", "Flags"]
+LEFT_ALIGNED = {"Node", "Op", "Output shape", "from", "Flags"}
 
 
-def render_table(title: str, input_shape: tuple[int, ...], axes: tuple[str, ...], rows: list[list[str]], footer: list[str]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
+def render_table(
+    title: str,
+    input_shape: tuple[int, ...],
+    axes: tuple[str, ...],
+    headers: list[str],
+    rows: list[list[str]],
+    footer: list[str],
+) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     line_width = sum(widths) + 2 * (len(widths) - 1)
 
     def fmt(cells: list[str]) -> str:
-        parts = [c.ljust(w) if i < 3 or i == 7 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        parts = [c.ljust(w) if h in LEFT_ALIGNED else c.rjust(w) for h, c, w in zip(headers, cells, widths)]
         return "  ".join(parts).rstrip()
 
     head = f"Receptive fields{': ' + title if title else ''}  (input {'×'.join(map(str, input_shape))}, axes {', '.join(axes)})"
     note = "n, j, r, start per axis (one number when all axes agree); pixel i spans [i, i+1)"
-    out = [head, note, "=" * line_width, fmt(HEADERS), "-" * line_width]
+    out = [head, note, "=" * line_width, fmt(headers), "-" * line_width]
     out += [fmt(r) for r in rows]
     out += ["=" * line_width, *footer]
     return "\n".join(out) + "\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from collections.abc import Callable
 from typing import Any
 
@@ -116,6 +116,12 @@ class _Walk:
                 self.values[node] = None
             elif node.op == "output":
                 outputs = self._outputs(node.args[0])
+                if len(outputs) > 1:  # every output gets a row of its own, named by key or index
+                    by_name = {row.name: row for row in rows}
+                    for key, source in outputs.items():
+                        row = by_name[source]
+                        alias = f"output[{key}]"
+                        rows.append(replace(row, name=alias, op="output", field=replace(row.field, node=alias)))
             else:
                 module = self.traced.root.get_submodule(node.target) if node.op == "call_module" else None
                 self._call(node, name, module, mode)
@@ -213,18 +219,18 @@ class _Walk:
     def _outputs(self, result: Any) -> dict[str, str]:
         outputs: dict[str, str] = {}
 
-        def visit(obj: Any, key: str) -> None:
+        def visit(obj: Any, path: tuple[str, ...]) -> None:
             if isinstance(obj, fx.Node):
                 if isinstance(self.values.get(obj), Value):
-                    outputs[key] = self.traced.names[obj]
+                    outputs[".".join(path) or "output"] = self.traced.names[obj]
             elif isinstance(obj, dict):
                 for k, v in obj.items():
-                    visit(v, str(k))
+                    visit(v, (*path, str(k)))
             elif isinstance(obj, (tuple, list)):
                 for i, v in enumerate(obj):
-                    visit(v, str(i))
+                    visit(v, (*path, str(i)))
 
-        visit(result, "output")
+        visit(result, ())
         return outputs
 
     # ---- checks and rows -------------------------------------------------------------------
