@@ -75,7 +75,6 @@ def test_data_dependent_control_flow_is_a_trace_error_naming_the_module():
     assert "leaf_modules" in message  # the way out
 
 
-@pytest.mark.xfail(strict=True, reason="rfarith bug: a leaf with data-dependent control flow fails on fake tensors even with a rule, though TraceError suggests exactly that way out")
 def test_the_trace_error_way_out_works():
     """TraceError says: mark the module a leaf and give it a rule. Gate is elementwise:
     stem 3x3 (r 3, start 1.5), body.0 3x3 (r 5, start 2.5), the gate keeps it."""

@@ -162,7 +162,6 @@ def test_expand_of_a_pooled_gate_is_global():
     assert o.global_via == ("mean",)
 
 
-@pytest.mark.xfail(strict=True, reason="rfarith bug: a tiled axis has jump 0, which AxisField.is_global reads as a global field")
 def test_repeat_tiles_units_without_making_them_global():
     """x.repeat(1, 1, 2, 1) on 3x4 pixels: h has 6 units, unit m sees pixel m mod 3; each unit
     sees one pixel (r = 1): nothing is global."""

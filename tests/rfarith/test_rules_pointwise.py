@@ -133,7 +133,6 @@ def test_torch_where_with_a_torch_comparison():
     assert_field(rep.output, **CONV)
 
 
-@pytest.mark.xfail(strict=True, reason="rfarith bug: operator.gt/lt/ge/le/eq/ne (`y > 0`) have no rule, only torch.gt etc.")
 def test_comparison_operators_are_elementwise():
     """y * (y > 0): a mask computed unit by unit: unchanged field."""
     rep = rfarith.analyze(After(lambda self, y: y * (y > 0)), SHAPE)

@@ -211,13 +211,6 @@ def test_leaf_modules_without_a_rule_raise_unsupported_op():
 
 
 # ---- bare layers and the model's mode ---------------------------------------------------------
-_ROOT_BUG = "rfarith bug: a bare layer with a rule is traced into (the root is never an fx leaf) and its forward has control flow"
-
-
-def _bare_bug(*values):
-    return pytest.param(*values, marks=pytest.mark.xfail(strict=True, reason=_ROOT_BUG))
-
-
 # (layer, n, r, start) on 8x8, derived as everywhere: k3 p1 keeps n 8, r 3, start 0.5;
 # a pad of 1: n 10, r 1, start 0.5-1 = -0.5; a transposed k3 s1 p1 reads units o-1 .. o+1.
 BARE = [
@@ -225,15 +218,15 @@ BARE = [
     (nn.MaxPool2d(3, 1, 1), 8, 3, 0.5),
     (nn.ReflectionPad2d(1), 10, 1, -0.5),
     (nn.ReLU(), 8, 1, 0.5),
-    _bare_bug(nn.ConvTranspose2d(3, 3, 3, padding=1), 8, 3, 0.5),
-    _bare_bug(nn.BatchNorm2d(3), 8, 1, 0.5),
-    _bare_bug(nn.InstanceNorm2d(3), 8, 1, 0.5),
+    (nn.ConvTranspose2d(3, 3, 3, padding=1), 8, 3, 0.5),
+    (nn.BatchNorm2d(3), 8, 1, 0.5),
+    (nn.InstanceNorm2d(3), 8, 1, 0.5),
 ]
 if hasattr(nn, "CircularPad2d"):
-    BARE.append(_bare_bug(nn.CircularPad2d(1), 10, 1, -0.5))
+    BARE.append((nn.CircularPad2d(1), 10, 1, -0.5))
 
 
-@pytest.mark.parametrize("layer, n, r, start", BARE, ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else "")
+@pytest.mark.parametrize("layer, n, r, start", BARE, ids=[type(b[0]).__name__ for b in BARE])
 def test_a_bare_layer_is_a_model(layer, n, r, start):
     """analyze(layer, ...) works for any single layer with a rule, as for nn.Conv2d in the
     package docstring."""
@@ -261,7 +254,6 @@ def test_model_in_eval_mode_is_read_in_eval_mode():
     assert_field(rfarith.analyze(model, (1, 3, 8, 8)).output, n=square(8), j=square(1), r=square(3), start=square(0.5))
 
 
-@pytest.mark.xfail(strict=True, reason="rfarith bug: the model is traced before eval_mode, so `if self.training:` code of a training-mode model is followed")
 def test_model_in_training_mode_is_read_in_eval_mode():
     """The analysis reads the model as it runs in eval mode (guard.eval_mode): conv only,
     r = 3, not r = 5 through the training-only conv; the model stays in training mode."""
