@@ -1,3 +1,3 @@
 """Importing this module registers every zoo model."""
 
-from . import classic, keras  # noqa: F401
+from . import classic, dense, densenet, inception, keras, mobile, resnet, transformer  # noqa: F401
