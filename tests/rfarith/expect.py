@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from fractions import Fraction
 
+from torch import nn
+
 import rfarith
 
 
@@ -69,3 +71,20 @@ def assert_field(
 def square(value, axes: int = 2) -> tuple:
     """The same value on every axis."""
     return (value,) * axes
+
+
+class Lambda(nn.Module):
+    """A model whose forward is ``fn(self, stem(x))``, or ``self.op(stem(x))`` without ``fn``;
+    without ``stem`` the input goes straight in. ``modules`` become named submodules."""
+
+    def __init__(self, fn=None, stem: nn.Module | None = None, **modules: nn.Module) -> None:
+        super().__init__()
+        self.fn = fn
+        self.stem = stem
+        for name, m in modules.items():
+            self.add_module(name, m)
+
+    def forward(self, x):
+        if self.stem is not None:
+            x = self.stem(x)
+        return self.fn(self, x) if self.fn is not None else self.op(x)

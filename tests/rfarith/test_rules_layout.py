@@ -16,26 +16,19 @@ from torch import nn
 
 import rfarith
 
-from .expect import assert_field, square
+from .expect import Lambda, assert_field, square
 
 CONV = {"n": square(8), "j": square(2), "r": square(3), "start": square(1.5)}
 SHAPE = (1, 3, 17, 17)
 
 
-class After(nn.Module):
-    def __init__(self, fn, channels=4, **modules):
-        super().__init__()
-        self.conv = nn.Conv2d(3, channels, 3, stride=2)
-        self.fn = fn
-        for name, m in modules.items():
-            self.add_module(name, m)
-
-    def forward(self, x):
-        return self.fn(self, self.conv(x))
+def after(fn, channels=4, **modules):
+    """conv 3x3 stride 2 (node `stem`), then ``fn(self, y)``."""
+    return Lambda(fn, nn.Conv2d(3, channels, 3, stride=2), **modules)
 
 
 def out(fn, channels=4, shape=SHAPE, **modules):
-    return rfarith.analyze(After(fn, channels, **modules), shape).output
+    return rfarith.analyze(after(fn, channels, **modules), shape).output
 
 
 def channel_shuffle(self, y):
@@ -149,7 +142,7 @@ def test_spatial_chunks_are_crops():
         left, right = y.chunk(2, dim=3)
         return left + right
 
-    rep = rfarith.analyze(After(fn), SHAPE)
+    rep = rfarith.analyze(after(fn), SHAPE)
     assert_field(rep["getitem_1"], n=(8, 4), j=(2, 2), r=(3, 3), start=(1.5, 9.5))
     assert_field(rep.output, n=(8, 4), j=(2, 2), r=(3, 11), start=(1.5, 5.5), flags={"holes", "misaligned"})
 

@@ -15,7 +15,7 @@ from torch import nn
 
 import rfarith
 
-from .expect import assert_field, square
+from .expect import Lambda, assert_field, square
 
 # conv 3x3 p1 on 8x8: n = 8, j = 1, r = 3, start = 0.5; units 0..7 see -1 .. 8 together,
 # clipped to the input: 0 .. 7, so a global field has r = 8, start = 4.0, j = 0.
@@ -23,27 +23,19 @@ CONV = {"n": square(8), "j": square(1), "r": square(3), "start": square(0.5)}
 SHAPE = (1, 3, 8, 8)
 
 
-class After(nn.Module):
-    def __init__(self, fn=None, **modules):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.fn = fn
-        for name, m in modules.items():
-            self.add_module(name, m)
-
-    def forward(self, x):
-        y = self.conv(x)
-        return self.fn(self, y) if self.fn is not None else self.op(y)
+def after(fn=None, **modules):
+    """conv 3x3 padding 1 (node `stem`), then ``fn(self, y)`` or the module ``op``."""
+    return Lambda(fn, nn.Conv2d(3, 4, 3, padding=1), **modules)
 
 
 # ---- normalisation ----------------------------------------------------------------------------
 SPATIAL_NORMS = {
-    "GroupNorm": lambda: After(op=nn.GroupNorm(2, 4)),
-    "InstanceNorm2d": lambda: After(op=nn.InstanceNorm2d(4)),
-    "LayerNorm(C, H, W)": lambda: After(op=nn.LayerNorm([4, 8, 8])),
-    "LayerNorm(W)": lambda: After(op=nn.LayerNorm(8)),
-    "F.group_norm": lambda: After(lambda self, y: F.group_norm(y, 2)),
-    "F.instance_norm": lambda: After(lambda self, y: F.instance_norm(y)),
+    "GroupNorm": lambda: after(op=nn.GroupNorm(2, 4)),
+    "InstanceNorm2d": lambda: after(op=nn.InstanceNorm2d(4)),
+    "LayerNorm(C, H, W)": lambda: after(op=nn.LayerNorm([4, 8, 8])),
+    "LayerNorm(W)": lambda: after(op=nn.LayerNorm(8)),
+    "F.group_norm": lambda: after(lambda self, y: F.group_norm(y, 2)),
+    "F.instance_norm": lambda: after(lambda self, y: F.instance_norm(y)),
 }
 
 
@@ -63,7 +55,7 @@ def test_layernorm_over_channels_on_channels_last_is_neutral():
     def fn(self, y):
         return self.norm(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
-    rep = rfarith.analyze(After(fn, norm=nn.LayerNorm(4)), SHAPE)
+    rep = rfarith.analyze(after(fn, norm=nn.LayerNorm(4)), SHAPE)
     assert_field(rep["norm"], **CONV)
     assert_field(rep.output, **CONV)
 
@@ -112,35 +104,35 @@ REDUCTIONS = {
 @pytest.mark.parametrize("fn", list(REDUCTIONS.values()), ids=list(REDUCTIONS))
 def test_spatial_reductions_are_global(fn):
     """Reducing H and W: every unit sees pixels 0 .. 7: r = 8, start = 4.0, j = 0, n = 1."""
-    out = rfarith.analyze(After(fn), SHAPE).output
+    out = rfarith.analyze(after(fn), SHAPE).output
     assert_field(out, n=square(1), j=square(0), r=square(8), start=square(4.0), flags={"global"})
     assert out.global_via == (out.node,)
 
 
 def test_reduction_over_one_axis_is_global_along_it_only():
     """y.mean(3): w global (r 8, start 4.0, j 0, n 1); h unchanged (r 3, start 0.5)."""
-    out = rfarith.analyze(After(lambda self, y: y.mean(3)), SHAPE).output
+    out = rfarith.analyze(after(lambda self, y: y.mean(3)), SHAPE).output
     assert_field(out, n=(8, 1), j=(1, 0), r=(3, 8), start=(0.5, 4.0), flags={"global"})
 
 
 def test_reduction_over_channels_is_neutral():
     """y.mean(1, keepdim=True) and y.amax(1) (a CBAM spatial gate's inputs): per unit."""
-    out = rfarith.analyze(After(lambda self, y: y.mean(1, keepdim=True) + y.amax(1, keepdim=True)), SHAPE).output
+    out = rfarith.analyze(after(lambda self, y: y.mean(1, keepdim=True) + y.amax(1, keepdim=True)), SHAPE).output
     assert_field(out, **CONV)
 
 
 def test_linear_on_the_last_spatial_axis_is_global_along_it():
     """nn.Linear(8, 8) on a (B, C, H, W) map mixes along W only: w global (every output sees
     the whole row: r 8, start 4.0, j 0); h unchanged (r 3, start 0.5, j 1)."""
-    out = rfarith.analyze(After(op=nn.Linear(8, 8)), SHAPE).output
+    out = rfarith.analyze(after(op=nn.Linear(8, 8)), SHAPE).output
     assert out.j == (1, 0) and out.r == (3, 8) and out.start == (0.5, 4.0)
     assert "global" in out.flags and out.global_via == ("op",)
 
 
 def test_softmax_over_channels_is_neutral_over_space_is_global():
-    channels = rfarith.analyze(After(lambda self, y: y.softmax(dim=1)), SHAPE).output
+    channels = rfarith.analyze(after(lambda self, y: y.softmax(dim=1)), SHAPE).output
     assert_field(channels, **CONV)
-    space = rfarith.analyze(After(lambda self, y: F.softmax(y.flatten(2), dim=-1)), SHAPE).output
+    space = rfarith.analyze(after(lambda self, y: F.softmax(y.flatten(2), dim=-1)), SHAPE).output
     assert "global" in space.flags and space.global_via == ("softmax",)
     assert space.r == square(8) and space.j == square(0)
 

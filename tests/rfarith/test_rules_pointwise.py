@@ -13,25 +13,15 @@ from torch import nn
 
 import rfarith
 
-from .expect import assert_field, square
+from .expect import Lambda, assert_field, square
 
 CONV = {"n": square(4), "j": square(2), "r": square(3), "start": square(1.5)}
 SHAPE = (1, 3, 9, 9)
 
 
-class After(nn.Module):
-    """conv 3x3 s2, then ``fn(self, y)``."""
-
-    def __init__(self, fn=None, **modules):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, stride=2)
-        self.fn = fn
-        for name, m in modules.items():
-            self.add_module(name, m)
-
-    def forward(self, x):
-        y = self.conv(x)
-        return self.fn(self, y) if self.fn is not None else self.op(y)
+def after(fn=None, **modules):
+    """conv 3x3 stride 2 (node `stem`), then ``fn(self, y)`` or the module ``op``."""
+    return Lambda(fn, nn.Conv2d(3, 4, 3, stride=2), **modules)
 
 
 NEUTRAL_MODULES = [
@@ -43,7 +33,7 @@ NEUTRAL_MODULES = [
 
 @pytest.mark.parametrize("module", NEUTRAL_MODULES, ids=lambda m: type(m).__name__)
 def test_neutral_modules_pass_the_field_through(module):
-    rep = rfarith.analyze(After(op=module), SHAPE)
+    rep = rfarith.analyze(after(op=module), SHAPE)
     assert_field(rep["op"], **CONV)
     assert rep.table.loc["op", "op"] == type(module).__name__
 
@@ -67,14 +57,14 @@ NEUTRAL_CALLS = {
 
 @pytest.mark.parametrize("fn", list(NEUTRAL_CALLS.values()), ids=list(NEUTRAL_CALLS))
 def test_neutral_functions_and_methods(fn):
-    rep = rfarith.analyze(After(fn), SHAPE)
+    rep = rfarith.analyze(after(fn), SHAPE)
     assert_field(rep.output, **CONV)
 
 
 def test_batchnorm_is_neutral_and_left_in_training_mode():
     """BatchNorm in eval mode is a per-channel affine map: neutral. The model stays in
     training mode and its running statistics are not updated."""
-    model = After(op=nn.BatchNorm2d(4)).train()
+    model = after(op=nn.BatchNorm2d(4)).train()
     before = model.op.running_mean.clone(), int(model.op.num_batches_tracked)
     rep = rfarith.analyze(model, SHAPE)
     assert_field(rep["op"], **CONV)
@@ -86,7 +76,7 @@ def test_functional_batch_norm_is_neutral():
     def fn(self, y):
         return F.batch_norm(y, self.mean, self.var, training=False)
 
-    model = After(fn)
+    model = after(fn)
     model.register_buffer("mean", torch.zeros(4))
     model.register_buffer("var", torch.ones(4))
     assert_field(rfarith.analyze(model, SHAPE).output, **CONV)
@@ -99,7 +89,7 @@ def test_per_channel_parameter_broadcast_is_not_global():
     def fn(self, y):
         return y * self.scale + self.shift
 
-    model = After(fn)
+    model = after(fn)
     model.scale = nn.Parameter(torch.ones(1, 4, 1, 1))
     model.shift = nn.Parameter(torch.zeros(1, 4, 1, 1))
     assert_field(rfarith.analyze(model, SHAPE).output, **CONV)
@@ -107,7 +97,7 @@ def test_per_channel_parameter_broadcast_is_not_global():
 
 def test_merge_of_two_branches_of_one_tensor():
     """relu(y) + sigmoid(y) * y: every input has the conv's field: unchanged."""
-    rep = rfarith.analyze(After(lambda self, y: F.relu(y) + torch.sigmoid(y) * y), SHAPE)
+    rep = rfarith.analyze(after(lambda self, y: F.relu(y) + torch.sigmoid(y) * y), SHAPE)
     assert_field(rep.output, **CONV)
 
 
@@ -122,20 +112,20 @@ def test_torch_maximum_merges_shifted_maps():
     def fn(self, y):
         return torch.maximum(y, F.pad(y, (-1, 1, -1, 1)))
 
-    rep = rfarith.analyze(After(fn), SHAPE)
+    rep = rfarith.analyze(after(fn), SHAPE)
     assert_field(rep["pad"], n=square(4), j=square(2), r=square(3), start=square(3.5))
     assert_field(rep.output, n=square(4), j=square(2), r=square(5), start=square(2.5), flags={"misaligned", "holes"})
 
 
 def test_torch_where_with_a_torch_comparison():
     """torch.where(torch.gt(y, 0), y, -y): every input has y's field: unchanged."""
-    rep = rfarith.analyze(After(lambda self, y: torch.where(torch.gt(y, 0), y, -y)), SHAPE)
+    rep = rfarith.analyze(after(lambda self, y: torch.where(torch.gt(y, 0), y, -y)), SHAPE)
     assert_field(rep.output, **CONV)
 
 
 def test_comparison_operators_are_elementwise():
     """y * (y > 0): a mask computed unit by unit: unchanged field."""
-    rep = rfarith.analyze(After(lambda self, y: y * (y > 0)), SHAPE)
+    rep = rfarith.analyze(after(lambda self, y: y * (y > 0)), SHAPE)
     assert_field(rep.output, **CONV)
 
 

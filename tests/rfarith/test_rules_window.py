@@ -16,7 +16,7 @@ from torch import nn
 
 import rfarith
 
-from .expect import assert_field, square
+from .expect import Lambda, assert_field, square
 
 
 def analyze(module: nn.Module, shape):
@@ -28,17 +28,7 @@ def analyze(module: nn.Module, shape):
     return rfarith.analyze(module, shape)
 
 
-class Lambda(nn.Module):
-    """A model whose forward is a function of the input (and of its own submodules)."""
 
-    def __init__(self, fn, **modules):
-        super().__init__()
-        self.fn = fn
-        for name, m in modules.items():
-            self.add_module(name, m)
-
-    def forward(self, x):
-        return self.fn(self, x)
 
 
 # ---- convolution ------------------------------------------------------------------------------
