@@ -30,6 +30,7 @@ from torch import nn
 
 from .. import axisfield as af
 from ..errors import UnsupportedOp
+from . import resize
 from .common import AxisMap, map_trailing_axes, require_value, windowed
 from .params import conv_pad_left, pad_pairs, per_axis
 from .registry import Call, rule
@@ -250,46 +251,15 @@ def narrow(call: Call):
 
 
 # ---- resampling -----------------------------------------------------------------------------
-def interpolation_map(mode: str, align_corners: bool, ratio: Fraction) -> AxisMap:
-    """Index map of one axis for F.interpolate; ``ratio`` = input units per output unit."""
-
-    def to_field(f: af.AxisField, n_in: int, n_out: int, _extent: int) -> af.AxisField:
-        # PyTorch clamps source indices at the borders: the border units copy the edge unit
-        if align_corners and mode != "nearest" and not mode.startswith("nearest"):
-            scale = Fraction(n_in - 1, n_out - 1) if n_out > 1 else Fraction(0)
-            half = Fraction(0)
-        else:
-            scale = ratio
-            half = Fraction(1, 2)
-        a, b = scale.numerator, scale.denominator
-        sources = []
-        for p in range(b):
-            if mode == "nearest":
-                x = p * scale
-            elif mode == "nearest-exact":
-                x = (p + half) * scale
-            else:
-                x = (p + half) * scale - half
-            i0 = math.floor(x)
-            exact = x == i0
-            if mode.startswith("nearest") or exact:
-                sources.append((i0,))
-            elif mode in ("linear", "bilinear", "trilinear"):
-                sources.append((i0, i0 + 1))
-            else:  # bicubic
-                sources.append((i0 - 1, i0, i0 + 1, i0 + 2))
-        return af.resample(f, b, a, tuple(sources), n_out, border="replicate")
-
-    return to_field
-
-
-def _ratio(n_in: int, n_out: int, scale_factor, recompute: bool | None) -> Fraction:
-    if scale_factor is not None and not recompute:
-        return 1 / Fraction(scale_factor).limit_denominator(1 << 16)
-    return Fraction(n_in, n_out)
-
-
 _MODES = ("nearest", "nearest-exact", "linear", "bilinear", "trilinear", "bicubic", "area")
+
+
+def _scales(scale_factor, nd: int) -> tuple:
+    if scale_factor is None:
+        return (None,) * nd
+    if isinstance(scale_factor, (list, tuple)):
+        return tuple(scale_factor) * (nd if len(scale_factor) == 1 else 1)
+    return (scale_factor,) * nd
 
 
 def _interpolate(call: Call, size, scale_factor, mode, align_corners, recompute, antialias):
@@ -299,22 +269,16 @@ def _interpolate(call: Call, size, scale_factor, mode, align_corners, recompute,
         raise UnsupportedOp(call.node, call.op, f"interpolation mode {mode!r}")
     in_shape = tuple(call.input.shape[2:])
     out_shape = call.out_shape[2:]
-    if scale_factor is None:
-        scales = (None,) * nd
-    elif isinstance(scale_factor, (list, tuple)):
-        scales = tuple(scale_factor) * (nd if len(scale_factor) == 1 else 1)
-    else:
-        scales = (scale_factor,) * nd
+    scales = _scales(scale_factor, nd)
     maps = []
     for i in range(nd):
-        n_in, n_out = in_shape[i], out_shape[i]
         if mode == "area":
             maps.append(adaptive_map)
             continue
-        if antialias and n_out < n_in and mode in ("bilinear", "bicubic"):
+        if antialias and out_shape[i] < in_shape[i] and mode in ("bilinear", "bicubic"):
             raise UnsupportedOp(call.node, call.op, "antialiased downsampling (its taps widen with the scale)")
-        ratio = _ratio(n_in, n_out, scales[i], recompute)
-        maps.append(interpolation_map(mode, bool(align_corners), ratio))
+        axis = resize.AxisResize(mode, bool(align_corners), scales[i], bool(recompute), call.input.dtype, nd, i)
+        maps.append(axis.field_map)
     return _without_channel_mixing(call, x, nd, maps)
 
 
