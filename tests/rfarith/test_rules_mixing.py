@@ -121,6 +121,13 @@ def test_reduction_over_channels_is_neutral():
     assert_field(out, **CONV)
 
 
+@pytest.mark.xfail(strict=True, reason="rfarith bug: getattr on a reduction's named tuple (`.values`) has no rule, unlike `[0]`")
+def test_reduction_result_read_by_attribute():
+    """y.max(1).values (as y.max(1)[0]): a max over channels, per unit: unchanged field."""
+    out = rfarith.analyze(after(lambda self, y: y.max(1).values + y.max(1)[0]), SHAPE).output
+    assert_field(out, **CONV)
+
+
 def test_linear_on_the_last_spatial_axis_is_global_along_it():
     """nn.Linear(8, 8) on a (B, C, H, W) map mixes along W only: w global (every output sees
     the whole row: r 8, start 4.0, j 0); h unchanged (r 3, start 0.5, j 1)."""

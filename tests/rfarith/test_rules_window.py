@@ -148,6 +148,33 @@ def test_functional_conv2d_reads_stride_padding_dilation():
     assert_field(rep["conv2d_1"], n=square(1), j=square(2), r=square(11), start=square(4.5), flags={"holes"})
 
 
+# On 9x9, each (n, j, r, start) by hand:
+KEYWORD_FORMS = {
+    # k3 s2 p1: n = floor((9+2-3)/2)+1 = 5, r 3, start 0.5+(1-1) = 0.5
+    "F.conv2d(stride=, padding=)": (lambda self, x: F.conv2d(x, self.w, stride=2, padding=1), (5, 2, 3, 0.5)),
+    # k3 s2 p0: n = 4, start 0.5+1 = 1.5
+    "F.conv2d(input=, weight=, stride=)": (lambda self, x: F.conv2d(input=x, weight=self.w, stride=2), (4, 2, 3, 1.5)),
+    "F.max_pool2d(kernel_size=, stride=, padding=)": (
+        lambda self, x: F.max_pool2d(x, kernel_size=3, stride=2, padding=1), (5, 2, 3, 0.5)),
+    # stride defaults to the kernel: k3 s3: n = 3, start 1.5
+    "F.avg_pool2d(kernel_size=)": (lambda self, x: F.avg_pool2d(x, kernel_size=3), (3, 3, 3, 1.5)),
+    "F.lp_pool2d(norm_type, kernel_size=, stride=)": (
+        lambda self, x: F.lp_pool2d(x, 2, kernel_size=3, stride=2), (4, 2, 3, 1.5)),
+    # 2 on the left of both axes: n = 11, start 0.5-2 = -1.5
+    "F.pad(pad=)": (lambda self, x: F.pad(x, pad=(2, 0, 2, 0)), (11, 1, 1, -1.5)),
+    # nearest, scale 1/2: o reads unit floor(2o): n = 4, j = 2, r 1, start 0.5
+    "F.interpolate(scale_factor=0.5)": (lambda self, x: F.interpolate(x, scale_factor=0.5), (4, 2, 1, 0.5)),
+}
+
+
+@pytest.mark.parametrize("fn, expected", list(KEYWORD_FORMS.values()), ids=list(KEYWORD_FORMS))
+def test_functional_forms_read_keyword_arguments(fn, expected):
+    net = Lambda(fn)
+    net.w = nn.Parameter(torch.ones(4, 3, 3, 3))
+    n, j, r, start = expected
+    assert_field(analyze(net, (1, 3, 9, 9)).output, n=square(n), j=square(j), r=square(r), start=square(start))
+
+
 def test_conv1d_on_a_1d_input():
     """Conv1d k5 s2 p1 on 20: n = floor((20+2-5)/2)+1 = 9, j = 2, r = 5, start = 0.5+(2-1) = 1.5."""
     rep = analyze(nn.Conv1d(2, 4, 5, stride=2, padding=1), (1, 2, 20))
