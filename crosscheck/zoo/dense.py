@@ -65,7 +65,7 @@ class UNet(nn.Module):
         return self.head(d1)
 
 
-@register("unet", (1, 3, 128, 128), "small U-Net (16-32-64-128): transposed conv, bilinear and nearest upsampling, skips by cat; bottleneck: r 68, j 8")
+@register("unet", (1, 3, 128, 128), "small U-Net (16-32-64-128): transposed conv, bilinear and nearest upsampling, skips by cat; bottleneck: r 68, j 8; output: r 108, j 1, period 8")
 def unet() -> nn.Module:
     return UNet()
 

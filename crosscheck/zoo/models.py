@@ -1,3 +1,11 @@
-"""Importing this module registers every zoo model."""
+"""Importing this module registers every zoo model.
 
-from . import classic, dense, densenet, inception, keras, mobile, resnet, transformer  # noqa: F401
+The families are imported in this order, which is the order ``zoo.names()`` lists them in.
+"""
+
+from importlib import import_module
+
+FAMILIES = ("classic", "keras", "resnet", "inception", "densenet", "mobile", "transformer", "dense")
+
+for _family in FAMILIES:
+    import_module(f"{__package__}.{_family}")
