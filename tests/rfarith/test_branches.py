@@ -316,6 +316,37 @@ def test_parallel_1xn_and_nx1_branches_leave_the_corners_unseen():
     assert_field(rep.output, n=square(9), j=square(1), r=square(5), start=square(0.5), flags={"holes"})
 
 
+class UNetLike(nn.Module):
+    """Down (3x3 s2 p1), up (transposed 2x2 s2), concat with the skip, conv 3x3 p1."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(4, 4, 2, stride=2)
+        self.out = nn.Conv2d(7, 2, 3, padding=1)
+
+    def forward(self, x):
+        return self.out(torch.cat([x, self.up(self.down(x))], 1))
+
+
+def test_unet_style_skip_concat():
+    """8x8. down: n 4, unit i sees 2i-1 .. 2i+1. up: o = 2q+p reads q: units 0..3 see
+    (-1,1) (-1,1) (1,3) (1,3): j = 2/2 = 1 with period 2, r 3.
+    cat with the skip (pixel o): o = 1's skip pixel 1 lies inside (-1, 1): the same bounds, but
+    centres differ (odd units: 1.5 vs 0.5): misaligned.
+    out 3x3 p1: o reads cat units o-1 .. o+1: o = 0: units -1 (the up's (q=-1, p=1): -3 .. -1)
+    .. 1: -3 .. 1; o = 1: -1 .. 3; o = 2: -1 .. 3; o = 3: 1 .. 5. r = 5, j = 1, period 2,
+    start = (-3+1+1)/2 = -0.5."""
+    rep = rfarith.analyze(UNetLike(), (1, 3, 8, 8))
+    up = rep["up"]
+    assert [up.bounds((m, 0))[0] for m in range(4)] == [(-1, 1), (-1, 1), (1, 3), (1, 3)]
+    assert (up.j, up.r, up.phases) == (square(1), square(3), square(2))
+    assert "misaligned" in rep["cat"].flags
+    out = rep.output
+    assert [out.bounds((m, m))[0] for m in range(4)] == [(-3, 1), (-1, 3), (-1, 3), (1, 5)]
+    assert (out.n, out.j, out.r, out.start, out.phases) == (square(8), square(1), square(5), square(-0.5), square(2))
+
+
 class Sub(nn.Module):
     """x - conv(x): a subtraction merges like an addition."""
 

@@ -418,6 +418,19 @@ def test_conv_transpose_output_padding_and_functional_form():
     assert functional.n == out.n
 
 
+def test_dilated_transposed_conv_leaves_units_that_see_nothing():
+    """ConvTranspose1d k3 s2 d2 on 5: n = (5-1)*2 + 2*2 + 1 = 13; input i writes o = 2i + 2t,
+    so odd outputs get no input at all, and o = 2q reads q, q-1, q-2: pixels q-2 .. q.
+    Unit 0: (-2, 0), units 1, 3, 5: nothing; j = 1/2, r = 3, start = (-2+0+1)/2 = -0.5;
+    sizes 3 and 0: nonuniform."""
+    out = analyze(nn.ConvTranspose1d(1, 1, 3, stride=2, dilation=2), (1, 1, 5)).output
+    assert out.n == (13,) and out.j == (Fraction(1, 2),) and out.r == (3,) and out.start == (-0.5,)
+    assert [out.bounds(m)[0] for m in (0, 2, 4)] == [(-2, 0), (-1, 1), (0, 2)]
+    assert "nonuniform" in out.flags
+    with pytest.raises(ValueError, match="sees no input pixel"):
+        out.bounds(1)
+
+
 # ---- upsampling -------------------------------------------------------------------------------
 def upsampled(up: nn.Module, shape=(1, 3, 6, 6)):
     """Conv 3x3 p1 (unit i sees i-1 .. i+1), then the upsampling under test."""
@@ -442,6 +455,15 @@ def test_upsampling_is_flagged_nonuniform():
     assert "nonuniform" in upsampled(nn.Upsample(scale_factor=2, mode="nearest")).flags
     net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ConvTranspose2d(4, 4, 4, stride=2, padding=1))
     assert "nonuniform" in analyze(net, (1, 3, 8, 8)).output.flags
+
+
+def test_conv_after_an_upsampling():
+    """Nearest x2 on 4x4 pixels (unit u sees pixel floor(u/2)), then conv 3x3 p1: unit o reads
+    u = o-1 .. o+1, pixels floor((o-1)/2) .. floor((o+1)/2): o = 0: -1 .. 0, o = 1: 0 .. 1,
+    o = 2: 0 .. 1, o = 3: 1 .. 2. Period 2, j = 1/2, r = 2, start = (-1+0+1)/2 = 0.0."""
+    out = analyze(nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(3, 3, 3, padding=1)), (1, 3, 4, 4)).output
+    assert [out.bounds((m, 0))[0] for m in range(5)] == [(-1, 0), (0, 1), (0, 1), (1, 2), (1, 2)]
+    assert (out.j, out.r, out.start, out.phases) == (square(Fraction(1, 2)), square(2), square(0.0), square(2))
 
 
 def test_bilinear_upsample_by_two():
