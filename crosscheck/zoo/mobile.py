@@ -117,7 +117,7 @@ EFFICIENTNET_B0_SETTING = (
 class EfficientNet(nn.Module):
     """EfficientNet (Tan and Le, 2019) in torchvision's layout: stem, one Sequential per stage, 1x1 head."""
 
-    def __init__(self, setting=EFFICIENTNET_B0_SETTING, last_channel: int = 1280, num_classes: int = 1000, dropout: float = 0.2) -> None:
+    def __init__(self, setting: tuple[tuple[int, ...], ...] = EFFICIENTNET_B0_SETTING, last_channel: int = 1280, num_classes: int = 1000, dropout: float = 0.2) -> None:
         super().__init__()
         layers: list[nn.Module] = [ConvNormActivation(3, setting[0][3], stride=2, activation_layer=nn.SiLU)]
         for expand, kernel, stride, cin, cout, repeats in setting:
