@@ -5,8 +5,10 @@ in ``mode="local"`` it must also know whether a reduction mixes spatial position
 tensor the probe's forward produces carries a *layout*: per dimension, a row-major tuple of
 *factors* ``(label, size, stride)``:
 
-- ``label`` is :data:`BATCH`, an input axis index (0 for the first spatial axis), or ``None``
-  (channels, heads, features);
+- ``label`` is :data:`BATCH`, an input axis index (0 for the first spatial axis), ``None``
+  (channels, heads, features), or :data:`MIXED` (spatial positions in an arrangement the rules
+  cannot follow, such as patch tokens with a class token in front: reductions over it are
+  still global, but its units cannot be located);
 - ``size`` is the factor's extent (factors of size 1 are dropped, so a size-1 dimension has no
   factor);
 - ``stride`` is the factor's step inside its axis: a flattened ``(h, w)`` dim holds
@@ -30,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 BATCH = "batch"
+MIXED = "mixed"  # a dim that carries spatial positions in an arrangement the rules cannot follow
 
 Label = Any  # BATCH, an axis index, or None
 Factor = tuple[Label, int, int]
@@ -86,7 +89,11 @@ def assumed(shape: Sequence[int], input_rank: int) -> Layout | None:
 
 
 def spatial_labels(dim: Dim) -> set[int]:
-    return {label for label, _, _ in dim if isinstance(label, int)}
+    return {label for label, _, _ in dim if isinstance(label, int) and not isinstance(label, bool)}
+
+
+def is_spatial(label: Label) -> bool:
+    return label == MIXED or (isinstance(label, int) and not isinstance(label, bool))
 
 
 def carries(layout: Layout | None, dims: Sequence[int], label: Label) -> bool:
@@ -95,9 +102,28 @@ def carries(layout: Layout | None, dims: Sequence[int], label: Label) -> bool:
         return False
     for d in dims:
         for lab, _, _ in layout[d]:
-            if lab == label or (label == "spatial" and isinstance(lab, int)):
+            if lab == label or (label == "spatial" and is_spatial(lab)):
                 return True
     return False
+
+
+def axes_in(layout: Layout | None, dims: Sequence[int], n_axes: int) -> frozenset[int]:
+    """The input axes carried by ``dims`` (all of them if a dim mixes positions)."""
+    if layout is None:
+        return frozenset()
+    found: set[int] = set()
+    for d in dims:
+        for label, _, _ in layout[d]:
+            if label == MIXED:
+                return frozenset(range(n_axes))
+            if is_spatial(label):
+                found.add(label)
+    return frozenset(found)
+
+
+def locatable(layout: Layout) -> bool:
+    """Whether units can be located in a tensor of this layout (no mixed dims)."""
+    return not any(label == MIXED for dim in layout for label, _, _ in dim)
 
 
 def map_sizes(layout: Layout, n_axes: int) -> tuple[int, ...]:
@@ -105,7 +131,7 @@ def map_sizes(layout: Layout, n_axes: int) -> tuple[int, ...]:
     n = [1] * n_axes
     for dim in layout:
         for label, size, _ in dim:
-            if isinstance(label, int) and label < n_axes:
+            if isinstance(label, int) and not isinstance(label, bool) and label < n_axes:
                 n[label] *= size
     return tuple(n)
 
@@ -120,7 +146,7 @@ def factor_index(layout: Layout, unit: Sequence[int], batch_index: int | None) -
             shape.append(size)
             if label == BATCH:
                 index.append(slice(None) if batch_index is None else (batch_index // stride) % size)
-            elif isinstance(label, int):
+            elif isinstance(label, int) and not isinstance(label, bool):
                 index.append((unit[label] // stride) % size)
             else:
                 index.append(slice(None))
@@ -163,6 +189,10 @@ def elementwise_layout(inputs: Sequence[torch.Tensor], shape: Sequence[int]) -> 
                     label, _, stride = lay[d][0]
                     chosen = ((label, int(size), stride),)
                     break
+        if chosen is None and size != 1 and any(
+            t.dim() == rank and any(is_spatial(label) for label, _, _ in lay[d]) for t, lay in known
+        ):
+            chosen = ((MIXED, int(size), 1),)  # resized, and it held several axes
         out.append(chosen if chosen is not None else _plain(size))
     return tuple(out)
 
@@ -348,7 +378,22 @@ def _reshape(func, args, kwargs, out):
     first = _first_layout(args[:1])
     if first is None or not isinstance(out, torch.Tensor):
         return None
-    return reshape_layout(first[1], out.shape)
+    return reshape_layout(first[1], out.shape) or mixed_layout(first[1], out.shape)
+
+
+def mixed_layout(layout: Layout, shape: Sequence[int]) -> Layout:
+    """A layout for a reshape the factors cannot follow: the batch stays if it leads, every other
+    dim is MIXED if the input carried any spatial axis (else plain)."""
+    spatial = any(is_spatial(label) for dim in layout for label, _, _ in dim)
+    out: list[Dim] = []
+    for d, size in enumerate(shape):
+        if d == 0 and layout and len(layout[0]) == 1 and layout[0][0][0] == BATCH and layout[0][0][1] == size:
+            out.append(layout[0])
+        elif size == 1:
+            out.append(())
+        else:
+            out.append(((MIXED if spatial else None, int(size), 1),))
+    return tuple(out)
 
 
 @_rule(*_names("flatten", "ravel"))

@@ -103,6 +103,7 @@ class Element:
     shape: tuple[int, ...]
     spans: tuple[Span | None, ...]
     reached: tuple[str, ...]
+    reached_axes: frozenset[int]  # the axes those reductions are global along
     heatmap: np.ndarray | None
     connected: bool  # whether the feature map depends on the input at all
 
@@ -119,6 +120,14 @@ class Measurement:
     elements: list[Element]
     compressed: bool
     elements_per_probe: int  # tensor elements the forward produced per batch element
+
+
+class ForwardFailed(Exception):
+    """The model's forward (or its backward) raised; ``error`` is what it raised."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Session:
@@ -165,16 +174,14 @@ class Session:
                     self.batched = False
                 else:
                     raise ProbeError(f"the probe cannot run this model at '{retry.where}' ({retry.reason})") from None
-            except RFError:
-                raise
-            except Exception as e:
+            except ForwardFailed as failed:
                 if self.batched and len(requests) > 1:
                     self.batched = False  # e.g. a reshape that hard-codes the batch size
                     continue
                 if self.collapse:
                     self.collapse = False
                     continue
-                raise self._forward_error(e, sizes) from e
+                raise self._forward_error(failed.error, sizes) from failed.error
 
     def _forward_error(self, error: Exception, sizes: tuple[int, ...]) -> RFError:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -228,8 +235,13 @@ class Session:
             table=TABLE,
         )
         self.naming.reset()
-        with torch.inference_mode(False), torch.enable_grad(), mode:
-            captured = self._executor(locators).run(x_in, locators)
+        try:
+            with torch.inference_mode(False), torch.enable_grad(), mode:
+                captured = self._executor(locators).run(x_in, locators)
+        except (RFError, Retry):
+            raise
+        except Exception as e:
+            raise ForwardFailed(e) from e
         return captured, mode, leaf
 
     def _measure(self, sizes: tuple[int, ...], requests: list[Request], local: bool) -> Measurement:
@@ -240,10 +252,12 @@ class Session:
         for target in targets:
             tensor = self._captured(captured, target)
             layout = lay.get(tensor) or lay.assumed(tensor.shape, len(self.shape))
-            if layout is None:
+            if layout is None or not lay.locatable(layout):
                 raise ProbeError(
-                    f"cannot tell which dims of '{target.name}' (shape {tuple(tensor.shape)}) carry the "
-                    "spatial axes; probe a node with a (batch, channels, *spatial) output"
+                    f"cannot tell where the units of '{target.name}' (shape {tuple(tensor.shape)}) are: "
+                    "its dims do not carry the spatial axes in a way the probe can follow (e.g. patch "
+                    "tokens with a class token in front). Probe a node with a (batch, channels, *spatial) "
+                    "or token-grid output."
                 )
             if batch > 1 and not any(label == lay.BATCH for dim in layout for label, _, _ in dim):
                 raise Retry("batch", target.name)
@@ -263,7 +277,7 @@ class Session:
                 outputs.append(tensor)
                 seeds.append(seed)
         scales = [s for _, s in mode.records.cuts]
-        grads = torch.autograd.grad(outputs, [leaf, *scales], grad_outputs=seeds, allow_unused=True) if outputs else [None] * (1 + len(scales))
+        grads = self._backward(outputs, [leaf, *scales], seeds)
         gradient = grads[0] if grads[0] is not None else torch.zeros_like(leaf)
         self._check_finite(gradient, mode)
         heat = gradient.detach().abs().sum(1).numpy()
@@ -272,14 +286,26 @@ class Session:
             n, shape, connected = maps[request.target]
             seen = heat[e] != 0
             reached = tuple(dict.fromkeys(
-                name for (name, _), g in zip(mode.records.cuts, grads[1:])
+                name for (names, _), g in zip(mode.records.cuts, grads[1:])
                 if g is not None and bool((g.reshape(-1)[e] if g.numel() == batch else g.reshape(-1)[0]) != 0)
+                for name in names
             ))
+            reached_axes = frozenset().union(*(mode.records.cut_axes.get(name, frozenset()) for name in reached))
             elements.append(Element(
-                request, units.get(e), n, shape, tuple(Span.of(p) for p in projections(seen)), reached,
+                request, units.get(e), n, shape, tuple(Span.of(p) for p in projections(seen)), reached, reached_axes,
                 heat[e].copy() if request.keep_heatmap else None, connected,
             ))
         return Measurement(sizes, (batch, self.channels, *sizes), elements, bool(mode.records.compressed), mode.records.elements // max(batch, 1))
+
+    @staticmethod
+    def _backward(outputs: list[torch.Tensor], inputs: list[torch.Tensor], seeds: list[torch.Tensor]) -> Sequence[torch.Tensor | None]:
+        if not outputs:
+            return [None] * len(inputs)
+        try:
+            with torch.inference_mode(False), torch.enable_grad():
+                return torch.autograd.grad(outputs, inputs, grad_outputs=seeds, allow_unused=True)
+        except RuntimeError as e:  # e.g. a tensor saved for backward was modified in place
+            raise ForwardFailed(e) from e
 
     def _captured(self, captured: dict[str, Any], target: Target) -> torch.Tensor:
         if target.name not in captured:

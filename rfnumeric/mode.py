@@ -37,6 +37,8 @@ _BASE = "_rfnumeric_base"
 _NAME = "_rfnumeric_name"
 _CONSUMERS = "_rfnumeric_consumers"
 _HOOKED = "_rfnumeric_hooked"
+_ORIGINS = "_rfnumeric_origins"  # the global reductions a tensor's value passed through
+_GLOBAL = "_rfnumeric_global"  # set when a tensor depends on the input only through cuts
 
 # Gradient magnitudes float64 handles safely; beyond these the hooks rescale or compress.
 _TINY = 2.0**-900
@@ -60,6 +62,14 @@ class Stop(BaseException):  # noqa: N818
 
 
 # ---- naming ---------------------------------------------------------------------------------
+def _is_leaf(m: nn.Module) -> bool:
+    """A module whose ops are named after the module itself: torch.fx's default leaves (the
+    torch.nn library, except containers) and modules without children."""
+    builtin = type(m).__module__.startswith(("torch.nn", "torch.ao.nn"))
+    container = isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict))
+    return (builtin and not container) or next(m.children(), None) is None
+
+
 def op_name(func: Any) -> str:
     """'add' for Tensor.add, 'getitem' for Tensor.__getitem__, 'max_pool2d' for F.max_pool2d."""
     name = getattr(func, "__name__", None) or type(func).__name__
@@ -78,7 +88,7 @@ class Naming:
         self.stack: list[tuple[str, nn.Module]] = []
         self.counts: dict[str, int] = {}
         self.paths = {id(m): path for path, m in model.named_modules()}
-        self.leaves = {id(m) for m in model.modules() if next(m.children(), None) is None}
+        self.leaves = {id(m) for m in model.modules() if _is_leaf(m)}
 
     def reset(self) -> None:
         self.node = None
@@ -125,7 +135,8 @@ class Naming:
 class Records:
     """What one forward/backward learned besides the gradient itself."""
 
-    cuts: list[tuple[str, torch.Tensor]] = field(default_factory=list)
+    cuts: list[tuple[tuple[str, ...], torch.Tensor]] = field(default_factory=list)
+    cut_axes: dict[str, frozenset[int]] = field(default_factory=dict)
     first_nonfinite: tuple[str, tuple[str, ...]] | None = None
     compressed: list[str] = field(default_factory=list)
     elements: int = 0
@@ -138,9 +149,15 @@ def base_of(t: Any) -> torch.Tensor | None:
 
 
 def value_of(t: torch.Tensor) -> torch.Tensor:
-    """``t``'s base if it has one (same values, broadcastable), else ``t``."""
+    """The smallest tensor with ``t``'s values that broadcasts to ``t``: its recorded base, else
+    ``t`` narrowed to one element along every stride-0 dim (those elements are all equal)."""
     base = base_of(t)
-    return t if base is None else base
+    if base is not None:
+        return base
+    for d, (stride, size) in enumerate(zip(t.stride(), t.shape)):
+        if stride == 0 and size > 1:
+            t = t.narrow(d, 0, 1)
+    return t
 
 
 def expanded(base: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
@@ -220,6 +237,8 @@ class ProbeMode(TorchFunctionMode):
         self.records = Records()
         self.name = ""
         self.frame: Any = None
+        self.origins: tuple[str, ...] = ()
+        self.only_global = False
 
     # -- dispatch --------------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -231,11 +250,15 @@ class ProbeMode(TorchFunctionMode):
             if not _holds_tensor(out):
                 return out  # metadata: .shape, .dim(), .size(), comparisons to Python values
             self.name = self.naming.current(func)
+            inputs = [a for a in _flat_tensors(list(args) + list(kwargs.values())) if depends(a)]
         else:
             self.name = self.naming.current(func)
+            inputs = [a for a in _flat_tensors(list(args) + list(kwargs.values())) if depends(a)]
+            self.origins = tuple(dict.fromkeys(o for a in inputs for o in getattr(a, _ORIGINS, ())))
+            self.only_global = bool(inputs) and all(getattr(a, _GLOBAL, False) for a in inputs)
             out = handler(self, func, args, kwargs)
-        self._note_consumers(args)
-        return self._finish(func, args, kwargs, out)
+        self._note_consumers(inputs)
+        return self._finish(func, args, kwargs, out, inputs)
 
     def _passthrough(self, func, args, kwargs):
         """Run the op as it is, except what a collapsed (stride-0) tensor cannot take."""
@@ -251,17 +274,16 @@ class ProbeMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
     # -- bookkeeping -----------------------------------------------------------------------
-    def _note_consumers(self, args: tuple) -> None:
-        for a in _flat_tensors(args):
-            if depends(a):
-                consumers = getattr(a, _CONSUMERS, None)
-                if consumers is None:
-                    consumers = []
-                    setattr(a, _CONSUMERS, consumers)
-                if len(consumers) < 4:
-                    consumers.append(self.name)
+    def _note_consumers(self, inputs: list[torch.Tensor]) -> None:
+        for a in inputs:
+            consumers = getattr(a, _CONSUMERS, None)
+            if consumers is None:
+                consumers = []
+                setattr(a, _CONSUMERS, consumers)
+            if len(consumers) < 4:
+                consumers.append(self.name)
 
-    def _finish(self, func, args, kwargs, out):
+    def _finish(self, func, args, kwargs, out, inputs: list[torch.Tensor]):
         if isinstance(out, torch.Tensor):
             items = [out]
         elif isinstance(out, (tuple, list)):
@@ -278,10 +300,16 @@ class ProbeMode(TorchFunctionMode):
             layouts = [layouts]
         elif not isinstance(layouts, (tuple, list)) or len(layouts) != len(items):
             layouts = [None] * len(items)
+        origins = tuple(dict.fromkeys(o for a in inputs for o in getattr(a, _ORIGINS, ())))
+        only_global = bool(inputs) and all(getattr(a, _GLOBAL, False) for a in inputs)
         for item, layout in zip(items, layouts):
             if depends(item):
                 if lay.get(item) is None:
                     lay.attach(item, layout)
+                if origins and not getattr(item, _ORIGINS, None):
+                    setattr(item, _ORIGINS, origins)
+                if only_global and not hasattr(item, _GLOBAL):
+                    setattr(item, _GLOBAL, True)
                 self._check_and_hook(item)
         return out
 
@@ -292,7 +320,7 @@ class ProbeMode(TorchFunctionMode):
         setattr(target, _HOOKED, True)
         setattr(target, _NAME, self.name)
         self.records.elements += target.numel()
-        if not bool(torch.isfinite(target).all()):
+        if not math.isfinite(float(target.detach().sum())) and not bool(torch.isfinite(target).all()):
             kind = "NaN" if bool(torch.isnan(target).any()) else "Inf"
             module = self.naming.module()
             raise ProbeError(
@@ -343,18 +371,27 @@ class ProbeMode(TorchFunctionMode):
     def mixes(self, t: torch.Tensor, dims: tuple[int, ...], label: Any) -> bool:
         return lay.carries(self.layout_of(t), dims, label)
 
+    def axes_of(self, t: torch.Tensor, dims: tuple[int, ...]) -> frozenset[int]:
+        """The input axes that ``t``'s ``dims`` carry (an op mixing them is global along them)."""
+        return lay.axes_in(self.layout_of(t), dims, self.input_rank - 2)
+
     def check_batch(self, t: torch.Tensor, dims: tuple[int, ...]) -> None:
         """Signal a retry if an op mixes batch elements while several probes share the batch."""
         if self.batch > 1 and self.mixes(t, dims, lay.BATCH):
             raise Retry("batch", self.name)
 
-    def cut(self, value: Any) -> Any:
-        """``local`` mode: keep a global reduction's value but not its gradient path. The value
-        is multiplied by a scalar 1 that requires grad, so whether the path reaches a probed unit
-        is still recorded (the scalar then receives gradient). Tuples are cut element-wise."""
+    def cut(self, value: Any, axes: frozenset[int]) -> Any:
+        """``local`` mode: keep the value of a reduction that is global along ``axes`` but not its
+        gradient path. The value is multiplied by a scalar 1 that requires grad, so whether the
+        path reaches a probed unit is still recorded (the scalar then receives gradient). Tuples
+        are cut element-wise. Outside local mode, or with no axes, the value is kept as is."""
+        if not self.local or not axes:
+            return value
         if isinstance(value, (tuple, list)):
-            return _rebuild(value, [self.cut(v) for v in value])
+            return _rebuild(value, [self.cut(v, axes) for v in value])
         if not (isinstance(value, torch.Tensor) and depends(value) and value.is_floating_point()):
+            return value
+        if self.only_global:  # already cut upstream: a side path of a side path adds nothing
             return value
         base = value_of(value)
         layout = self.layout_of(value)
@@ -367,9 +404,15 @@ class ProbeMode(TorchFunctionMode):
         )
         shape = (self.batch,) + (1,) * (base.dim() - 1) if per_element else ()
         scale = torch.ones(shape, dtype=base.dtype, requires_grad=True)
-        self.records.cuts.append((self.name, scale))
-        out = expanded(base.detach() * scale, value.shape)
+        origins = tuple(dict.fromkeys((*self.origins, self.name)))
+        self.records.cuts.append((origins, scale))
+        self.records.cut_axes[self.name] = self.records.cut_axes.get(self.name, frozenset()) | axes
+        detached = base.detach() * scale
+        out = expanded(detached, value.shape) if self.collapse else detached.expand(value.shape).contiguous()
         lay.attach(out, layout)
+        for t in (out, detached):
+            setattr(t, _ORIGINS, origins)
+            setattr(t, _GLOBAL, True)
         return out
 
 

@@ -66,7 +66,7 @@ def probe(
     target = session.target(node, output)
     user = session.shape[2:]
     requested = _check_unit(unit, len(user))
-    search = Search(target, user, start_sizes(user, size_hint, max_size), max_size, local=local, unit=requested)
+    search = Search(target, user, start_sizes(user, size_hint, max_size), max_size, want_full=not local, unit=requested)
     run_searches(session, [search])
     assert search.outcome is not None
     return build_result(session, search.outcome, requested, weights)

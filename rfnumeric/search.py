@@ -2,14 +2,17 @@
 
 For each probed map a :class:`Search` decides what to measure next:
 
-1. Measure the centre unit and its two neighbours on each axis at the current input size.
-2. ``local`` mode: if no pixel receives gradient, the map's main path itself went through a
-   global reduction: measure again in ``full`` mode; the field is global.
-3. Per axis: if some measured unit's support touches the input border, the field may be cut off:
-   double that axis (up to ``max_size``). A unit whose support is the whole axis at two sizes
-   is global along it.
+1. Measure the centre unit and its two neighbours on each axis at the current input size, in
+   ``local`` mode (global spatial reductions cut, and recorded when they reach the unit).
+2. If no pixel receives gradient, the map's main path itself went through a global reduction:
+   the field is global along the axes those reductions mix; measure the rest in ``full`` mode.
+3. Per axis: if some measured unit's support touches the input border, the field may be cut
+   off: double that axis, up to ``max_size``. (At ``max_size``, an axis whose support was the
+   whole input at every size is global through an op the probe does not know as a reduction.)
 4. If three adjacent units do not settle the period (after upsampling), measure a window of
    units around the centre, at the same size.
+5. ``mode="full"``: once the local field is known, if global reductions reach the unit, the
+   field is global along their axes; the other axes are measured again following them.
 
 :func:`run_searches` drives many searches at once (``sweep``): searches at the same input size
 and mode share one forward and one backward, in chunks that fit a memory budget.
@@ -50,15 +53,17 @@ class Search:
     user_sizes: tuple[int, ...]
     sizes: tuple[int, ...]
     max_size: int
-    local: bool = True
+    want_full: bool = False
     unit: tuple[int, ...] | None = None
     keep_heatmap: bool = True
+    local: bool = True
     fallback: bool = False
+    global_axes: frozenset[int] = frozenset()
     reached: tuple[str, ...] = ()
-    covered_before: tuple[bool, ...] = ()
+    covered_always: tuple[bool, ...] = ()
     window: frozenset[int] = frozenset()
     outcome: Outcome | None = None
-    history: list[tuple[int, ...]] = field(default_factory=list)
+    history: list[tuple[tuple[int, ...], bool]] = field(default_factory=list)
 
     @property
     def n_axes(self) -> int:
@@ -79,7 +84,7 @@ class Search:
 
     def update(self, measurement: Measurement) -> None:
         """Read this search's elements of ``measurement`` and decide the next step."""
-        self.history.append(measurement.sizes)
+        self.history.append((measurement.sizes, self.local))
         elements = [e for e in measurement.elements if e.request.target == self.target]
         centre = next(e for e in elements if e.request.spec.kind == "centre")
         self._check_map(centre)
@@ -87,26 +92,28 @@ class Search:
             self._no_support(centre)
             return
         by_axis = self._spans_by_axis(elements, centre)
-        touching = {a for a, spans in enumerate(by_axis) if any(s is not None and s.touches(self.sizes[a]) for s in spans.values())}
+        free = [a for a in range(self.n_axes) if a not in self.global_axes]
+        touching = {a for a in free if any(s is not None and s.touches(self.sizes[a]) for s in by_axis[a].values())}
         covers = tuple(centre.spans[a].covers(self.sizes[a]) for a in range(self.n_axes))
-        before = self.covered_before or (False,) * self.n_axes
-        global_axes = frozenset(a for a in touching if covers[a] and (self.fallback or before[a]))
-        self.covered_before = covers
-        grow = touching - global_axes
-        if grow:
-            self._grow(grow, covers)
-            return
-        fits = []
-        for a in range(self.n_axes):
-            if a in global_axes:
-                fits.append(global_axis(self.user_sizes[a]))
-            else:
-                fits.append(fit_axis(by_axis[a], centre.unit[a], centre.n[a], a in self.window))
+        self.covered_always = tuple(c and b for c, b in zip(covers, self.covered_always or covers))
+        if touching:
+            self._grow(touching)
+            if touching - self.global_axes:  # some axis grew: measure again
+                return
+        fits = [
+            global_axis(self.user_sizes[a]) if a in self.global_axes
+            else fit_axis(by_axis[a], centre.unit[a], centre.n[a], a in self.window)
+            for a in range(self.n_axes)
+        ]
         missing = frozenset(a for a, f in enumerate(fits) if f.needs_window)
         if missing:
             self.window = self.window | missing
             return
-        self.outcome = Outcome(tuple(fits), global_axes, elements, measurement, self.local, self.reached or centre.reached, self.fallback)
+        if self.local and self.want_full and centre.reached:
+            self._follow_global(centre)
+            return
+        reached = self.reached or centre.reached
+        self.outcome = Outcome(tuple(fits), self.global_axes, elements, measurement, self.local, reached, self.fallback)
 
     # -- steps -------------------------------------------------------------------------------
     def _check_map(self, centre: Element) -> None:
@@ -123,17 +130,22 @@ class Search:
             )
 
     def _no_support(self, centre: Element) -> None:
-        if self.local:
-            self.reached = centre.reached
-            self.local = False
+        if self.local:  # every path to the input passes a global reduction
             self.fallback = True
-            self.window = frozenset()
+            self._follow_global(centre)
             return
         raise ProbeError(
             f"unit {centre.unit} of '{self.target.name}' receives no gradient from any input pixel "
             f"(input size {self.sizes}). With weights='real' the model's own nonlinearities can block "
             "every path; weights='structural' measures what the architecture allows."
         )
+
+    def _follow_global(self, centre: Element) -> None:
+        """Measure again in full mode: global along the axes the reached reductions mix."""
+        self.reached = centre.reached
+        self.global_axes = self.global_axes | (centre.reached_axes or frozenset(range(self.n_axes)))
+        self.local = False
+        self.window = frozenset()
 
     def _spans_by_axis(self, elements: Sequence[Element], centre: Element) -> list[dict[int, Span | None]]:
         by_axis: list[dict[int, Span | None]] = [{} for _ in range(self.n_axes)]
@@ -145,20 +157,24 @@ class Search:
                     by_axis[a][e.unit[a]] = e.spans[a]
         return by_axis
 
-    def _grow(self, axes: frozenset[int] | set[int], covers: tuple[bool, ...]) -> None:
+    def _grow(self, axes: set[int]) -> None:
+        """Double the touching axes; at max_size an axis seen whole at every size is global."""
         sizes = list(self.sizes)
         for a in sorted(axes):
-            if sizes[a] >= self.max_size:
-                what = "covers the whole input" if covers[a] else "touches the input border"
+            if sizes[a] < self.max_size:
+                sizes[a] = min(2 * sizes[a], self.max_size)
+            elif self.covered_always[a]:
+                self.global_axes = self.global_axes | {a}
+            else:
                 raise ProbeError(
                     f"the field of '{self.target.name}' is wider than max_size={self.max_size} along axis "
-                    f"{a}: its support still {what} at input size {tuple(sizes)}. Raise max_size "
-                    f"(e.g. max_size={2 * self.max_size}; memory grows with it) or pass size_hint if the "
-                    "field size is known."
+                    f"{a}: its support still touches the input border at input size {tuple(sizes)}. Raise "
+                    f"max_size (e.g. max_size={2 * self.max_size}; memory grows with it) or pass "
+                    "size_hint if the field size is known."
                 )
-            sizes[a] = min(2 * sizes[a], self.max_size)
-        self.sizes = tuple(sizes)
-        self.window = frozenset()
+        if tuple(sizes) != self.sizes:
+            self.sizes = tuple(sizes)
+            self.window = frozenset()
 
 
 def start_sizes(user: Sequence[int], size_hint: int | Sequence[int] | None, max_size: int) -> tuple[int, ...]:

@@ -81,6 +81,19 @@ def _tensors(values: Any) -> list[torch.Tensor]:
     return found
 
 
+def broadcast_shape(*shapes: Sequence[int]) -> tuple[int, ...]:
+    """NumPy broadcasting of shapes (torch.broadcast_shapes, without its import cost)."""
+    rank = max((len(s) for s in shapes), default=0)
+    out = [1] * rank
+    for shape in shapes:
+        for i, size in enumerate(shape, start=rank - len(shape)):
+            if size != 1:
+                if out[i] not in (1, size):
+                    raise RuntimeError(f"shapes {[tuple(s) for s in shapes]} do not broadcast")
+                out[i] = int(size)
+    return tuple(out)
+
+
 def broadcast(mode: ProbeMode, value: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """``value`` at ``shape``: a stride-0 view when collapsing, a real tensor otherwise."""
     if tuple(value.shape) == tuple(shape):
@@ -175,6 +188,22 @@ def cast(mode: ProbeMode, func, args, kwargs):
     return real(mode, func, args, kwargs)
 
 
+_PERMUTATIONS = ops("permute", "transpose", "swapaxes", "swapdims", "movedim", "moveaxis", "t") + [
+    torch.Tensor.T.__get__, torch.Tensor.mT.__get__,
+]
+
+
+@handles(*_PERMUTATIONS)
+def permutation(mode: ProbeMode, func, args, kwargs):
+    """Reordering dims keeps a collapsed tensor collapsed: reorder its base the same way."""
+    x = args[0]
+    out = real(mode, func, args, kwargs)
+    base = value_of(x) if mode.collapse and isinstance(x, torch.Tensor) else x
+    if base is x or not isinstance(out, torch.Tensor):
+        return out
+    return expanded(func(base, *args[1:], **kwargs), out.shape)
+
+
 @handles(torch.Tensor.contiguous)
 def contiguous(mode: ProbeMode, func, args, kwargs):
     """A collapsed tensor stays collapsed (``view`` on it is answered by ``reshape``)."""
@@ -219,7 +248,7 @@ def mix(mode: ProbeMode, func, args, kwargs):
     operands = [t for t in tensors if depends(t)]
     if not operands:
         return real(mode, func, args, kwargs)
-    shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+    shape = broadcast_shape(*(t.shape for t in tensors))
     values = [value_of(t) for t in operands]
     combined = values[0] * 1.0 if len(values) == 1 else sum(values[1:], values[0]) / len(values)
     name = getattr(func, "__name__", "")
@@ -331,7 +360,7 @@ def linear(mode: ProbeMode, func, args, kwargs):
         value = func(x, weight, None)
     else:
         value = real(mode, func, args, kwargs)
-    return mode.cut(value) if mode.local and mode.mixes(x, last, "spatial") else value
+    return mode.cut(value, mode.axes_of(x, last))
 
 
 @handles(*ops("bilinear"))
@@ -341,7 +370,7 @@ def bilinear(mode: ProbeMode, func, args, kwargs):
         return real(mode, func, args, kwargs)
     parts = [value_of(t).mean(-1, keepdim=True) for t in (x1, x2) if depends(t)]
     mean = sum(parts[1:], parts[0]) / len(parts)
-    return broadcast(mode, mean, (*torch.broadcast_shapes(x1.shape[:-1], x2.shape[:-1]), weight.shape[0]))
+    return broadcast(mode, mean, (*broadcast_shape(x1.shape[:-1], x2.shape[:-1]), weight.shape[0]))
 
 
 _MATMULS = ops("matmul", "mm", "bmm", "addmm", "baddbmm", "addbmm", "__matmul__", "__rmatmul__") + [torch.einsum]
@@ -358,11 +387,34 @@ def matmul(mode: ProbeMode, func, args, kwargs):
     for t, dims in pairs:
         if depends(t):
             mode.check_batch(t, dims)
-    spatial = any(depends(t) and mode.mixes(t, dims, "spatial") for t, dims in pairs)
+    axes = frozenset().union(*(mode.axes_of(t, dims) for t, dims in pairs if depends(t)))
     if mode.structural:
         args = _positive_operands(args)
     value = real(mode, func, args, kwargs)
-    return mode.cut(value) if mode.local and spatial else value
+    if isinstance(value, torch.Tensor):
+        axes |= _axes_twice(_product_layout(func, args, kwargs, value))  # queries x keys
+    return mode.cut(value, axes)
+
+
+def _product_layout(func, args, kwargs, value: torch.Tensor) -> lay.Layout | None:
+    try:
+        return lay.propagate(func, args, kwargs, value)
+    except Exception:  # an unusual call the layout rules do not read: no evidence either way
+        return None
+
+
+def _axes_twice(layout: lay.Layout | None) -> frozenset[int]:
+    """Spatial axes carried by two different dims (an all-pairs product: every query meets
+    every key)."""
+    if layout is None:
+        return frozenset()
+    seen: dict[int, int] = {}
+    twice: set[int] = set()
+    for d, dim in enumerate(layout):
+        for label in lay.spatial_labels(dim):
+            if seen.setdefault(label, d) != d:
+                twice.add(label)
+    return frozenset(twice)
 
 
 def _positive_operands(args: tuple) -> tuple:
@@ -556,9 +608,7 @@ def adaptive_pool(mode: ProbeMode, func, args, kwargs):
             value = (value, _ADAPTIVE_MAX_INDICES[nd](x.detach(), sizes)[1])
     else:
         value = real(mode, func, args, kwargs)
-    if mode.local and pooled_dims and mode.mixes(x, pooled_dims, "spatial"):
-        return mode.cut(value)
-    return value
+    return mode.cut(value, mode.axes_of(x, pooled_dims))
 
 
 _REDUCTIONS = (
@@ -581,9 +631,7 @@ def reduction(mode: ProbeMode, func, args, kwargs):
     dims, keepdim = found
     mode.check_batch(x, dims)
     value = _mean_reduction(mode, func, args, kwargs, dims, keepdim) if mode.structural else real(mode, func, args, kwargs)
-    if mode.local and mode.mixes(x, dims, "spatial"):
-        return mode.cut(value)
-    return value
+    return mode.cut(value, mode.axes_of(x, dims))
 
 
 def _mean_reduction(mode: ProbeMode, func, args, kwargs, dims: tuple[int, ...], keepdim: bool):
@@ -623,15 +671,15 @@ def softmax(mode: ProbeMode, func, args, kwargs):
         return real(mode, func, args, kwargs)
     dim = _softmax_dim(func, args, kwargs, x)
     mode.check_batch(x, (dim,))
-    spatial = mode.mixes(x, (dim,), "spatial")
+    axes = mode.axes_of(x, (dim,))
     if mode.structural:
-        if not spatial:
+        if not axes:
             return x
         base = value_of(x)
         value = broadcast(mode, (base + base.mean(dim, keepdim=True)) / 2, x.shape)
     else:
         value = real(mode, func, args, kwargs)
-    return mode.cut(value) if mode.local and spatial else value
+    return mode.cut(value, axes)
 
 
 @handles(*ops("cumsum", "cumsum_", "cumprod", "cumprod_", "logcumsumexp", "cummax", "cummin"))
@@ -647,7 +695,7 @@ def cumulative(mode: ProbeMode, func, args, kwargs):
         value = (total, func(x.detach(), dim)[1]) if name in ("cummax", "cummin") else total
     else:
         value = real(mode, func, args, kwargs)
-    return mode.cut(value) if mode.local and mode.mixes(x, (dim,), "spatial") else value
+    return mode.cut(value, mode.axes_of(x, (dim,)))
 
 
 # ---- normalisation --------------------------------------------------------------------------
@@ -667,55 +715,55 @@ def _affine(y: torch.Tensor, weight: Any, bias: Any, channel_dim: int | None) ->
     return y
 
 
-def _normalised(mode: ProbeMode, x: torch.Tensor, dims: tuple[int, ...], eps: float, rms: bool = False) -> torch.Tensor:
+def _normalised(mode: ProbeMode, x: torch.Tensor, dims: tuple[int, ...], eps: float, axes: frozenset[int], rms: bool = False) -> torch.Tensor:
     """``x`` normalised over ``dims`` with statistics cut from the gradient (real weights, local)."""
     if rms:
-        scale = mode.cut(x.pow(2).mean(dims, keepdim=True))
-        return x / torch.sqrt(scale + eps)
-    mean = mode.cut(x.mean(dims, keepdim=True))
-    var = mode.cut(x.var(dims, keepdim=True, unbiased=False))
+        return x / torch.sqrt(mode.cut(x.pow(2).mean(dims, keepdim=True), axes) + eps)
+    mean = mode.cut(x.mean(dims, keepdim=True), axes)
+    var = mode.cut(x.var(dims, keepdim=True, unbiased=False), axes)
     return (x - mean) / torch.sqrt(var + eps)
 
 
-def _norm_surrogate(mode: ProbeMode, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+def _norm_surrogate(mode: ProbeMode, x: torch.Tensor, dims: tuple[int, ...], axes: frozenset[int]) -> torch.Tensor:
     """``(x + mean over dims) / 2``: every unit sees the statistic's whole extent, positively."""
     base = value_of(x)
-    stat = base.mean(dims, keepdim=True)
-    if mode.local:
-        stat = mode.cut(stat)
+    stat = mode.cut(base.mean(dims, keepdim=True), axes)
     return broadcast(mode, (base + stat) / 2, x.shape)
 
 
 @handles(*ops("group_norm"))
 def group_norm(mode: ProbeMode, func, args, kwargs):
+    """Statistics over each sample's channels and positions: a global side path."""
     x = args[0]
     if not depends(x) or x.dim() < 3:
         return real(mode, func, args, kwargs)
     stat_dims = tuple(range(1, x.dim()))
+    axes = mode.axes_of(x, stat_dims)
     if mode.structural:
-        return _norm_surrogate(mode, x, stat_dims)
-    if not mode.local:
+        return _norm_surrogate(mode, x, stat_dims, axes)
+    if not (mode.local and axes):
         return real(mode, func, args, kwargs)
     groups = int(arg(args, kwargs, 1, "num_groups"))
     grouped = x.reshape(x.shape[0], groups, -1)
-    y = _normalised(mode, grouped, (2,), float(arg(args, kwargs, 4, "eps", 1e-5))).reshape(x.shape)
+    y = _normalised(mode, grouped, (2,), float(arg(args, kwargs, 4, "eps", 1e-5)), axes).reshape(x.shape)
     return _affine(y, arg(args, kwargs, 2, "weight"), arg(args, kwargs, 3, "bias"), 1)
 
 
 @handles(*ops("instance_norm"))
 def instance_norm(mode: ProbeMode, func, args, kwargs):
+    """Statistics over each channel's positions (unless running statistics are used)."""
     x = args[0]
-    uses_stats = arg(args, kwargs, 5, "use_input_stats", True)
     if not depends(x) or x.dim() < 3:
         return real(mode, func, args, kwargs)
-    if not uses_stats:
+    if not arg(args, kwargs, 5, "use_input_stats", True):
         return x if mode.structural else real(mode, func, args, kwargs)
     spatial = tuple(range(2, x.dim()))
+    axes = mode.axes_of(x, spatial)
     if mode.structural:
-        return _norm_surrogate(mode, x, spatial)
-    if not mode.local:
+        return _norm_surrogate(mode, x, spatial, axes)
+    if not (mode.local and axes):
         return real(mode, func, args, kwargs)
-    y = _normalised(mode, x, spatial, float(arg(args, kwargs, 7, "eps", 1e-5)))
+    y = _normalised(mode, x, spatial, float(arg(args, kwargs, 7, "eps", 1e-5)), axes)
     return _affine(y, arg(args, kwargs, 3, "weight"), arg(args, kwargs, 4, "bias"), 1)
 
 
@@ -729,14 +777,14 @@ def layer_norm(mode: ProbeMode, func, args, kwargs):
     shape = arg(args, kwargs, 1, "normalized_shape")
     count = 1 if isinstance(shape, int) else len(shape)
     dims = tuple(range(x.dim() - count, x.dim()))
-    spatial = mode.mixes(x, dims, "spatial")
+    axes = mode.axes_of(x, dims)
     if mode.structural:
-        return _norm_surrogate(mode, x, dims) if spatial else x
-    if not (mode.local and spatial):
+        return _norm_surrogate(mode, x, dims, axes) if axes else x
+    if not (mode.local and axes):
         return real(mode, func, args, kwargs)
     rms = getattr(func, "__name__", "") == "rms_norm"
     eps = arg(args, kwargs, 3 if rms else 4, "eps", None) or 1e-5
-    y = _normalised(mode, x, dims, float(eps), rms=rms)
+    y = _normalised(mode, x, dims, float(eps), axes, rms=rms)
     weight = arg(args, kwargs, 2, "weight")
     bias = None if rms else arg(args, kwargs, 3, "bias")
     return _affine(y, weight, bias, None)
@@ -749,54 +797,55 @@ def normalize(mode: ProbeMode, func, args, kwargs):
         return real(mode, func, args, kwargs)
     dim = int(arg(args, kwargs, 2, "dim", 1)) % x.dim()
     mode.check_batch(x, (dim,))
-    spatial = mode.mixes(x, (dim,), "spatial")
+    axes = mode.axes_of(x, (dim,))
     if mode.structural:
-        return _norm_surrogate(mode, x, (dim,)) if spatial else x
-    if not (mode.local and spatial):
+        return _norm_surrogate(mode, x, (dim,), axes) if axes else x
+    if not (mode.local and axes):
         return real(mode, func, args, kwargs)
     p = float(arg(args, kwargs, 1, "p", 2.0))
     eps = float(arg(args, kwargs, 3, "eps", 1e-12))
-    return x / mode.cut(x.norm(p, dim, keepdim=True).clamp_min(eps))
+    return x / mode.cut(x.norm(p, dim, keepdim=True).clamp_min(eps), axes)
 
 
 # ---- attention ------------------------------------------------------------------------------
 @handles(F.scaled_dot_product_attention)
 def attention(mode: ProbeMode, func, args, kwargs):
     """Every query sees every key: a global mixing of the token axis (cut in local mode).
-    Structurally: ``mean(v) + mean(k) + mean(q)``, positive and fully connected."""
+    Structurally: ``mean(q) + mean(k) + mean(v)``, positive and fully connected."""
     q, k, v = (arg(args, kwargs, i, n) for i, n in enumerate(("query", "key", "value")))
     if not any(depends(t) for t in (q, k, v)):
         return real(mode, func, args, kwargs)
-    spatial = any(depends(t) and mode.mixes(t, (t.dim() - 2,), "spatial") for t in (k, v))
     for t in (k, v):
         if depends(t):
             mode.check_batch(t, (t.dim() - 2,))
+    axes = frozenset().union(*(mode.axes_of(t, (t.dim() - 2,)) for t in (q, k, v) if depends(t)))
     shape = (*q.shape[:-1], v.shape[-1])
     if mode.structural:
+        parts = [t.mean(-1, keepdim=True) for t in (q,) if depends(t)]
+        parts += [t.mean((-2, -1), keepdim=True) for t in (k, v) if depends(t)]
         try:
-            parts = [t.mean(-1, keepdim=True) for t in (q,) if depends(t)]
-            parts += [t.mean((-2, -1), keepdim=True) for t in (k, v) if depends(t)]
-            torch.broadcast_shapes(*(p.shape for p in parts), shape)
+            broadcast_shape(*(p.shape for p in parts), shape)
             value = broadcast(mode, sum(parts[1:], parts[0]) / len(parts), shape)
-        except RuntimeError:  # grouped-query heads that do not broadcast: keep the real op
+        except RuntimeError:  # grouped-query heads that do not broadcast: the op on positive operands
             value = real(mode, func, _positive_operands(tuple(args)), kwargs)
     else:
         value = real(mode, func, args, kwargs)
-    return mode.cut(value) if mode.local and spatial else value
+    return mode.cut(value, axes)
 
 
 @handles(F.multi_head_attention_forward)
 def multi_head_attention(mode: ProbeMode, func, args, kwargs):
+    """``nn.MultiheadAttention``: like :func:`attention`, on (sequence, batch, features) inputs."""
     q, k, v = args[0], args[1], args[2]
     if not any(depends(t) for t in (q, k, v)):
         return real(mode, func, args, kwargs)
-    spatial = any(depends(t) and mode.mixes(t, (0,), "spatial") for t in (k, v))
     for t in (k, v):
         if depends(t):
             mode.check_batch(t, (0,))
+    axes = frozenset().union(*(mode.axes_of(t, (0,)) for t in (q, k, v) if depends(t)))
     if not mode.structural:
-        value = real(mode, func, args, kwargs)
-        return (mode.cut(value[0]), value[1]) if mode.local and spatial else value
+        out, weights = real(mode, func, args, kwargs)
+        return mode.cut(out, axes), weights
     parts = [t.mean(-1, keepdim=True) for t in (q,) if depends(t)]
     parts += [t.mean((0, -1), keepdim=True) for t in (k, v) if depends(t)]
     out = broadcast(mode, sum(parts[1:], parts[0]) / len(parts), q.shape)
@@ -807,4 +856,4 @@ def multi_head_attention(mode: ProbeMode, func, args, kwargs):
         average = arg(args, kwargs, 23, "average_attn_weights", True)
         shape = ((q.shape[1],) if batched else ()) + (() if average else (heads,)) + (q.shape[0], k.shape[0])
         weights = torch.full(shape, 1.0 / k.shape[0], dtype=torch.float64)
-    return (mode.cut(out) if mode.local and spatial else out), weights
+    return mode.cut(out, axes), weights
