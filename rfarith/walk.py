@@ -59,18 +59,23 @@ def op_label(node: fx.Node, module: nn.Module | None) -> str:
 def check_input_shape(input_shape: Any) -> tuple[int, ...]:
     try:
         shape = tuple(int(s) for s in input_shape)
+        exact = all(s == int(s) for s in input_shape)
     except (TypeError, ValueError):
+        exact = False
+    if not exact:
         raise ShapeError(
             f"input_shape {input_shape!r} must be a sequence of ints (batch, channels, *spatial), "
-            "e.g. (1, 3, 224, 224)"
-        ) from None
-    if len(shape) < 3:
+            "e.g. (1, 3, 224, 224)",
+            kind="rank",
+        )
+    if not 3 <= len(shape) <= 5:
         raise ShapeError(
             f"input_shape {shape} has rank {len(shape)}; give (batch, channels, *spatial) with 1 to 3 "
-            "spatial axes, e.g. (1, 3, 224, 224) or (1, 1, 128) for 1-D"
+            "spatial axes, e.g. (1, 3, 224, 224), (1, 1, 128) for 1-D or (1, 1, 16, 64, 64) for 3-D",
+            kind="rank",
         )
     if any(s <= 0 for s in shape):
-        raise ShapeError(f"input_shape {shape} has a size <= 0; every size must be positive")
+        raise ShapeError(f"input_shape {shape} has a size <= 0; every size must be positive", kind="rank")
     return shape
 
 
@@ -162,10 +167,12 @@ class _Walk:
             if out is None:
                 raise self._shape_error(name, op, args, e) from e
         self.fake[node] = out
-        parent = node.args[0] if node.target is operator.getitem else None
-        if isinstance(self.values.get(parent), (tuple, list)):  # picking from split / chunk
-            self.values[node] = self.values[parent][node.args[1]]
-            return
+        parent = node.args[0] if node.target in (operator.getitem, getattr) else None
+        if isinstance(self.values.get(parent), (tuple, list)):  # picking from split / chunk / max
+            picked = _pick(self.values[parent], node.args[1])
+            if picked is not _NOT_PICKED:
+                self.values[node] = picked
+                return
         values = self._input_values(node)
         if not values:
             self.values[node] = None
@@ -286,6 +293,19 @@ def _execute(node: fx.Node, module: nn.Module | None, args: tuple, kwargs: dict)
     if node.op == "call_method":
         return getattr(args[0], node.target)(*args[1:], **kwargs)
     return node.target(*args, **kwargs)
+
+
+_NOT_PICKED = object()
+_NAMED_FIELDS = {"values": 0, "indices": 1, "mean": 1, "std": 0, "min": 0, "max": 1}
+
+
+def _pick(values: tuple | list, key: Any) -> Any:
+    """``values[key]``, or a named-tuple field of a reduction's result (``.values``, ``.indices``)."""
+    if isinstance(key, int):
+        return values[key]
+    if isinstance(key, str) and key in _NAMED_FIELDS and _NAMED_FIELDS[key] < len(values):
+        return values[_NAMED_FIELDS[key]]
+    return _NOT_PICKED
 
 
 def _keeps_shape(node: fx.Node, module: nn.Module | None) -> bool:

@@ -76,7 +76,7 @@ def reduction(call: Call):
 # ---- softmax-like ops over one dim --------------------------------------------------------
 @rule(
     nn.Softmax, nn.LogSoftmax, nn.Softmin, F.softmax, F.log_softmax, F.softmin, torch.softmax,
-    torch.log_softmax, "softmax", "log_softmax", torch.cumsum, "cumsum",
+    torch.log_softmax, "softmax", "log_softmax",
 )
 def softmax(call: Call):
     x = require_value(call)
@@ -85,6 +85,18 @@ def softmax(call: Call):
         dim = 0 if x.rank in (0, 1, 3) else 1  # PyTorch's legacy implicit choice
     axes = x.axes_of(dim % x.rank)
     return x.globalised(axes, call.node) if axes else x
+
+
+@rule(torch.cumsum, torch.cumprod, torch.cummax, torch.cummin, torch.logcumsumexp, "cumsum", "cumprod")
+def cumulative(call: Call):
+    """Along a channel dim: unit by unit. Along a spatial axis unit m sees units 0..m: a field
+    that grows with m, which no periodic field describes."""
+    x = require_value(call)
+    dim = call.arg(1, "dim") % x.rank
+    if x.axes_of(dim):
+        raise UnsupportedOp(call.node, call.op, "a cumulative op along a spatial axis (unit m sees units 0..m)")
+    out = x.relaid(call.out_shape)
+    return (out, out) if isinstance(call.out, tuple) else out
 
 
 # ---- normalisation --------------------------------------------------------------------------

@@ -54,11 +54,14 @@ def rule(*targets: Any, replace: bool = False) -> Callable[[RuleFn], RuleFn]:
 
 
 def find_rule(kind: str, target: Any, module: nn.Module | None) -> RuleFn | None:
-    """The rule for one graph node, or None. Module rules match subclasses too."""
+    """The rule for one graph node, or None. Module rules match subclasses that keep forward."""
     if kind == "call_module" and module is not None:
         for cls in type(module).__mro__:
             if cls in _MODULE_RULES:
-                return _MODULE_RULES[cls]
+                # a subclass that rewrites forward (LayerNorm2d permuting to channels-last) is
+                # not the op the rule describes: it is traced into instead
+                overridden = getattr(type(module), "forward", None) is not getattr(cls, "forward", None)
+                return None if overridden else _MODULE_RULES[cls]
         return None
     if kind == "call_method":
         return _METHOD_RULES.get(target)

@@ -121,7 +121,6 @@ def test_reduction_over_channels_is_neutral():
     assert_field(out, **CONV)
 
 
-@pytest.mark.xfail(strict=True, reason="rfarith bug: getattr on a reduction's named tuple (`.values`) has no rule, unlike `[0]`")
 def test_reduction_result_read_by_attribute():
     """y.max(1).values (as y.max(1)[0]): a max over channels, per unit: unchanged field."""
     out = rfarith.analyze(after(lambda self, y: y.max(1).values + y.max(1)[0]), SHAPE).output

@@ -446,15 +446,16 @@ def test_nearest_upsample_by_two():
     assert (out.j, out.r, out.start, out.phases) == (square(Fraction(1, 2)), square(3), square(0.5), square(2))
 
 
-@pytest.mark.xfail(strict=True, reason="rfarith bug: `nonuniform` is set only when sizes vary; DESIGN.md also flags varying spacing (upsampling, transposed conv)")
-def test_upsampling_is_flagged_nonuniform():
-    """DESIGN.md: nonuniform = "RF size or spacing varies with the unit: upsampling, transposed
-    conv, ...". After nearest x2 units 0 and 1 see the same pixels and unit 2 two pixels
-    further: spacing 0, 2, 0, 2 (sizes equal): nonuniform. Likewise the k4 s2 p1 transposed
-    conv of the decoder test (lo: -3, -1, -1, 1)."""
-    assert "nonuniform" in upsampled(nn.Upsample(scale_factor=2, mode="nearest")).flags
+def test_spacing_that_varies_shows_as_phases_and_only_sizes_flag_nonuniform():
+    """The decoder issue: "flag nonuniform only where the sizes really differ"; a varying spacing
+    shows as phases > 1. After nearest x2 units 0 and 1 see the same pixels and unit 2 two
+    pixels further: spacing 0, 2, 0, 2, sizes equal: phases 2, no flag. The k4 s2 p1 transposed
+    conv of the decoder test (lo: -3, -1, -1, 1) also has equal sizes: phases 2, no flag."""
+    up = upsampled(nn.Upsample(scale_factor=2, mode="nearest"))
+    assert up.phases == (2, 2) and "nonuniform" not in up.flags
     net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ConvTranspose2d(4, 4, 4, stride=2, padding=1))
-    assert "nonuniform" in analyze(net, (1, 3, 8, 8)).output.flags
+    out = analyze(net, (1, 3, 8, 8)).output
+    assert out.phases == (2, 2) and "nonuniform" not in out.flags
 
 
 def test_conv_after_an_upsampling():
