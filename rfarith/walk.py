@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import operator
 import re
-from dataclasses import dataclass, replace
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch

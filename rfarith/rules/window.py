@@ -22,7 +22,6 @@ Derivations (one axis, unit m of the output, units of the input map):
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
