@@ -15,5 +15,6 @@ from __future__ import annotations
 
 from .probe import probe
 from .result import EffectiveField, ProbeResult
+from .sweep import sweep
 
-__all__ = ["EffectiveField", "ProbeResult", "probe"]
+__all__ = ["EffectiveField", "ProbeResult", "probe", "sweep"]

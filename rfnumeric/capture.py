@@ -35,8 +35,9 @@ _REPEAT = re.compile(r"^(.*)_(\d+)$")
 
 @dataclass(frozen=True)
 class Locator:
-    """Where a feature map comes from. ``kind`` is 'output', 'module' (``path`` and ``call``,
-    0 for the first call) or 'graph' (``node`` of the traced graph)."""
+    """Where a feature map comes from. ``kind`` is 'output', 'input' (the model input itself),
+    'module' (``path`` and ``call``, 0 for the first call) or 'graph' (``node`` of the traced
+    graph)."""
 
     name: str
     kind: str
@@ -120,8 +121,10 @@ class EagerRun:
         self.naming = naming
 
     def run(self, x: torch.Tensor, locators: Sequence[Locator]) -> dict[str, Any]:
-        captured: dict[str, Any] = {}
+        captured: dict[str, Any] = {loc.name: x for loc in locators if loc.kind == "input"}
         wanted = [loc for loc in locators if loc.kind == "module"]
+        if not wanted and not any(loc.kind == "output" for loc in locators):
+            return captured
         needs_output = any(loc.kind == "output" for loc in locators)
         calls: dict[str, int] = {}
         handles = []
@@ -133,7 +136,7 @@ class EagerRun:
                 for loc in wanted:
                     if loc.path == path and loc.call == count:
                         captured[loc.name] = output
-                if not needs_output and len(captured) == len(wanted):
+                if not needs_output and all(loc.name in captured for loc in wanted):
                     raise Stop
 
             return hook
@@ -151,6 +154,28 @@ class EagerRun:
             for h in handles:
                 h.remove()
         return captured
+
+    def calls(self, x: torch.Tensor, paths: Sequence[str]) -> list[tuple[str, str, Any]]:
+        """Every call of the modules at ``paths``, in call order: (name, path, output), the name
+        being the path with ``_1``, ``_2`` for repeated calls."""
+        found: list[tuple[str, str, Any]] = []
+        counts: dict[str, int] = {}
+
+        def record(path: str):
+            def hook(_module, _args, output):
+                count = counts.get(path, 0)
+                counts[path] = count + 1
+                found.append((path if count == 0 else f"{path}_{count}", path, output))
+
+            return hook
+
+        handles = [self.model.get_submodule(p).register_forward_hook(record(p)) for p in paths]
+        try:
+            self.model(x)
+        finally:
+            for h in handles:
+                h.remove()
+        return found
 
 
 class _CapturingInterpreter(fx.Interpreter):

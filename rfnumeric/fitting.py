@@ -14,7 +14,7 @@ AxisFit(j=2, r=3, start=0.5, holes=False, nonuniform=False, needs_window=False)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import numpy as np
@@ -26,20 +26,26 @@ MAX_PERIOD = 4
 
 @dataclass(frozen=True)
 class Span:
-    """First and last pixel one unit sees along an axis, and which pixels in between."""
+    """First and last pixel one unit sees along an axis, which pixels in between, and whether
+    the field may continue past the input border on either side (``cut_low``, ``cut_high``):
+    a seen pixel could lie one gap beyond the first or last one and fall outside the input."""
 
     lo: int
     hi: int
     pattern: bytes  # one byte per pixel lo..hi: 1 seen, 0 a hole
+    cut_low: bool = False
+    cut_high: bool = False
 
     @classmethod
     def of(cls, seen: np.ndarray) -> Span | None:
-        """The span of a boolean projection (None when nothing is seen)."""
+        """The span of a boolean projection over the whole input axis (None: nothing seen)."""
         idx = np.flatnonzero(seen)
         if idx.size == 0:
             return None
         lo, hi = int(idx[0]), int(idx[-1])
-        return cls(lo, hi, np.asarray(seen[lo : hi + 1], dtype=np.uint8).tobytes())
+        pattern = np.asarray(seen[lo : hi + 1], dtype=np.uint8).tobytes()
+        gap = _longest_gap(pattern)
+        return cls(lo, hi, pattern, lo <= gap, len(seen) - 1 - hi <= gap)
 
     @property
     def size(self) -> int:
@@ -50,25 +56,56 @@ class Span:
         return 0 in self.pattern
 
     @property
-    def gap(self) -> int:
-        """Longest run of unseen pixels inside the span."""
-        longest = run = 0
-        for b in self.pattern:
-            run = run + 1 if b == 0 else 0
-            longest = max(longest, run)
-        return longest
+    def whole(self) -> bool:
+        """Nothing of the field can lie outside the input."""
+        return not (self.cut_low or self.cut_high)
+
+    @property
+    def usable(self) -> bool:
+        """At least one edge is inside the input, so shifts can be measured on it."""
+        return not (self.cut_low and self.cut_high)
 
     def pixels(self) -> tuple[int, ...]:
         return tuple(self.lo + i for i, b in enumerate(self.pattern) if b)
 
-    def touches(self, extent: int) -> bool:
-        """Whether the field may continue past the input border: a seen pixel could lie one gap
-        beyond the first or last one and fall outside ``0 .. extent-1``."""
-        gap = self.gap
-        return self.lo <= gap or extent - 1 - self.hi <= gap
+    def within(self, first: int, last: int) -> Span:
+        """The same span, cut where it reaches ``first`` or ``last``: the pixels any unit of its
+        map can see (a strided valid convolution never sees the input's last few pixels)."""
+        gap = _longest_gap(self.pattern)
+        return replace(self, cut_low=self.lo - first <= gap, cut_high=last - self.hi <= gap)
 
-    def covers(self, extent: int) -> bool:
-        return self.lo == 0 and self.hi == extent - 1
+    def covers(self, first: int, last: int) -> bool:
+        return self.lo <= first and self.hi >= last
+
+
+def _longest_gap(pattern: bytes) -> int:
+    longest = run = 0
+    for b in pattern:
+        run = run + 1 if b == 0 else 0
+        longest = max(longest, run)
+    return longest
+
+
+def shift_between(a: Span, b: Span) -> int | None:
+    """How far ``b``'s field lies from ``a``'s, read on an edge neither has cut off."""
+    if not (a.cut_low or b.cut_low):
+        return b.lo - a.lo
+    if not (a.cut_high or b.cut_high):
+        return b.hi - a.hi
+    return None
+
+
+def same_pattern(a: Span, b: Span) -> bool:
+    """Whether ``a`` and ``b`` see the same pattern, compared on what both show: whole spans
+    entirely, a span cut at one border from the edge it keeps."""
+    if a.whole and b.whole:
+        return a.pattern == b.pattern
+    k = min(len(a.pattern), len(b.pattern))
+    if not (a.cut_low or b.cut_low):
+        return a.pattern[:k] == b.pattern[:k]
+    if not (a.cut_high or b.cut_high):
+        return a.pattern[-k:] == b.pattern[-k:]
+    return False
 
 
 @dataclass(frozen=True)
@@ -99,15 +136,14 @@ def _period_one(spans: dict[int, Span | None], centre: int) -> int | None:
     """The shift if the centre and up to two units on one side repeat one pattern with a
     constant non-zero shift; None otherwise."""
     d = _direction(spans, centre)
-    chain = [spans.get(centre + i * d) for i in range(3)]
-    chain = [s for s in chain if s is not None]
-    if len(chain) < 2 or len({s.pattern for s in chain}) != 1:
+    chain = [s for s in (spans.get(centre + i * d) for i in range(3)) if s is not None]
+    if len(chain) < 2 or not all(same_pattern(chain[0], s) for s in chain[1:]):
         return None
-    shifts = {(b.lo - a.lo) * d for a, b in zip(chain, chain[1:])}
-    if len(shifts) != 1:
+    shifts = {shift_between(a, b) for a, b in zip(chain, chain[1:])}
+    if len(shifts) != 1 or None in shifts:
         return None
     shift = shifts.pop()
-    return shift if shift != 0 else None
+    return shift * d if shift else None
 
 
 def find_period(spans: dict[int, Span | None]) -> tuple[int, int] | None:
@@ -116,16 +152,17 @@ def find_period(spans: dict[int, Span | None]) -> tuple[int, int] | None:
     same pixels. None if no period explains the measurements."""
     units = sorted(m for m, s in spans.items() if s is not None)
     for period in range(1, MAX_PERIOD + 1):
-        shifts = set()
+        shifts: set[int | None] = set()
         consistent = True
         for m in units:
             other = spans.get(m + period)
             if other is None:
                 continue
-            if other.pattern != spans[m].pattern:
+            if not same_pattern(spans[m], other):
                 consistent = False
                 break
-            shifts.add(other.lo - spans[m].lo)
+            shifts.add(shift_between(spans[m], other))
+        shifts.discard(None)
         if consistent and len(shifts) == 1:
             return period, shifts.pop()
     return None
@@ -133,12 +170,14 @@ def find_period(spans: dict[int, Span | None]) -> tuple[int, int] | None:
 
 def fit_axis(spans: dict[int, Span | None], centre: int, n: int, window_measured: bool) -> AxisFit:
     """Fit j, r and start along one axis from the spans of the centre unit and its neighbours
-    along that axis (keys: unit index along the axis). Asks for a window of units around the
-    centre (``needs_window``) when three adjacent units do not settle the period."""
+    along that axis (keys: unit index along the axis). The centre's span must be whole;
+    neighbours may be cut at one border. Asks for a window of units around the centre
+    (``needs_window``) when three adjacent units do not settle the period."""
     own = spans[centre]
-    assert own is not None, "the centre unit must see something"
+    assert own is not None and own.whole, "the centre unit's field must lie inside the input"
     measured = {m: s for m, s in spans.items() if s is not None}
-    holes = any(s.holes for s in measured.values())
+    whole = {m: s for m, s in measured.items() if s.whole}
+    holes = any(s.holes for s in whole.values())
     if n == 1:
         return AxisFit(NAN, own.size, _centre_of(own.lo, own.hi), holes, False)
     shift = _period_one(spans, centre)
@@ -148,25 +187,25 @@ def fit_axis(spans: dict[int, Span | None], centre: int, n: int, window_measured
     window = set(range(max(0, centre - WINDOW), min(n, centre + WINDOW + 1)))
     if not window_measured and not window <= set(spans):
         return AxisFit(NAN, own.size, NAN, holes, False, needs_window=True)
-    sizes = {m: s.size for m, s in measured.items()}
+    sizes = {m: s.size for m, s in whole.items()}
     found = find_period(spans)
     if found is not None and found[1] == 0 and found[0] == 1:  # every unit sees the same pixels
         return AxisFit(0, own.size, _centre_of(own.lo, own.hi), holes, False)
     if found is not None and found[1] != 0:
         period, jump = found
         j = _exact(Fraction(jump, period))
-        phase_zero = sorted(m for m in measured if m % period == 0)
+        phase_zero = sorted(m for m in whole if m % period == 0)
         if phase_zero:  # unit 0 has the phase of every multiple of the period
             ref = phase_zero[0]
-            lo0, hi0 = measured[ref].lo - (ref // period) * jump, measured[ref].hi - (ref // period) * jump
-            one_period = [sizes[m] for m in measured if ref <= m < ref + period]
+            lo0, hi0 = whole[ref].lo - (ref // period) * jump, whole[ref].hi - (ref // period) * jump
+            one_period = [sizes[m] for m in whole if ref <= m < ref + period]
         else:
             lo0, hi0 = own.lo - centre * Fraction(j), own.hi - centre * Fraction(j)
             one_period = list(sizes.values())
         return AxisFit(j, max(sizes.values()), _centre_of(lo0, hi0), holes, len(set(one_period)) > 1)
     # no period: report the mean jump over the window and flag the field nonuniform
-    first_unit, last_unit = min(measured), max(measured)
-    mean_jump = Fraction(measured[last_unit].lo - measured[first_unit].lo, max(last_unit - first_unit, 1))
+    first_unit, last_unit = min(whole), max(whole)
+    mean_jump = Fraction(whole[last_unit].lo - whole[first_unit].lo, max(last_unit - first_unit, 1))
     lo0 = Fraction(own.lo) - centre * mean_jump
     hi0 = Fraction(own.hi) - centre * mean_jump
     return AxisFit(_exact(mean_jump), max(sizes.values()), _centre_of(lo0, hi0), holes, True)

@@ -12,6 +12,7 @@ when the model mixes batch elements or fails on a larger batch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,7 @@ from . import layout as lay
 from .capture import EagerRun, GraphRun, Locator, Resolver, select_output
 from .copying import probe_copy
 from .fitting import Span, projections
-from .mode import Naming, ProbeMode, Retry, depends, expanded
+from .mode import Naming, ProbeMode, Retry, base_of, depends, expanded
 from .surrogates import TABLE
 
 
@@ -65,7 +66,8 @@ class Target:
 class UnitSpec:
     """Which unit of a map to probe, once the map's size is known: the centre ('centre'), the
     centre moved by ``offset`` along ``axis`` ('step'; 'side' steps go right, or left near the
-    end), or a fixed ``unit`` ('fixed'; negative indices count from the end)."""
+    end), a fixed ``unit`` ('fixed'; negative indices count from the end), or every unit at
+    once ('all', resolved to ``()``: what the map can see at all)."""
 
     kind: str
     axis: int = 0
@@ -76,6 +78,8 @@ class UnitSpec:
         centre = [size // 2 for size in n]
         if self.kind == "centre":
             return tuple(centre)
+        if self.kind == "all":
+            return ()
         if self.kind == "fixed":
             unit = tuple(u + size if u < 0 else u for u, size in zip(self.unit, n))
             return unit if all(0 <= u < size for u, size in zip(unit, n)) else None
@@ -120,6 +124,58 @@ class Measurement:
     elements: list[Element]
     compressed: bool
     elements_per_probe: int  # tensor elements the forward produced per batch element
+
+
+def seed_for(tensor: torch.Tensor, layout: lay.Layout, units: list[tuple[int, tuple[int, ...] | None]], batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tensor to backpropagate from and its seed: 1 at every channel of each ``unit`` in its
+    batch element (``units``: (batch element, unit)). The seed covers only those batch elements,
+    and lies on the one-channel base of a collapsed tensor (with the channel count as value:
+    the same gradient, without a full-size seed)."""
+    root = base_of(tensor)
+    root = tensor if root is None or root.dim() != tensor.dim() else root
+    batch_dim = next((d for d, dim in enumerate(layout) if len(dim) == 1 and dim[0][0] == lay.BATCH), None)
+    first = min(e for e, _ in units)
+    count = max(e for e, _ in units) - first + 1
+    if batch > 1 and batch_dim is not None and root.shape[batch_dim] == batch:
+        root = root.narrow(batch_dim, first, count)
+        layout = layout[:batch_dim] + (((lay.BATCH, count, 1),) if count > 1 else (),) + layout[batch_dim + 1 :]
+    else:
+        first = 0
+    seed = torch.zeros(root.shape, dtype=root.dtype)
+    for e, unit in units:
+        if unit is not None:
+            index, weight = _seed_index(layout, root.shape, unit, e - first if batch > 1 else None)
+            seed[index] += weight
+    return root, seed
+
+
+def _seed_index(layout: lay.Layout, shape: Sequence[int], unit: tuple[int, ...], element: int | None) -> tuple[tuple, float]:
+    """Index (numpy-style, per dim) of ``unit`` (``()``: every unit) in a tensor of ``shape``
+    whose dims follow ``layout`` but may be size 1 where the layout's dim is broadcast: such a
+    dim is indexed at 0 and counts each position it stands for in ``weight``."""
+    index: list[torch.Tensor] = []
+    weight = 1.0
+    rank = len(layout)
+    for d, dim in enumerate(layout):
+        choices = []
+        for label, size, stride in dim:
+            if label == lay.BATCH and element is not None:
+                choices.append([(element // stride) % size])
+            elif lay.is_spatial(label) and unit:
+                choices.append([(unit[label] // stride) % size])
+            else:
+                choices.append(list(range(size)))
+        if shape[d] == 1 and lay._dim_size(dim) > 1:  # broadcast: every chosen position is index 0
+            weight *= math.prod(len(c) for c in choices)
+            flat = [0]
+        else:
+            flat = [0]
+            for (_, size, _), chosen in zip(dim, choices):
+                flat = [f * size + c for f in flat for c in chosen]
+        view = [1] * rank
+        view[d] = len(flat)
+        index.append(torch.tensor(flat).reshape(view))
+    return tuple(index), weight
 
 
 class ForwardFailed(Exception):
@@ -225,15 +281,7 @@ class Session:
             leaf, x_in = x, x * 1.0
             lay.attach(x_in, lay.input_layout(x_in.shape))
         locators = list({t.locator: None for t in targets})
-        mode = ProbeMode(
-            naming=self.naming,
-            structural=self.weights == "structural",
-            local=local,
-            collapse=collapse,
-            batch=batch,
-            input_rank=len(self.shape),
-            table=TABLE,
-        )
+        mode = self._mode(local, collapse, batch)
         self.naming.reset()
         try:
             with torch.inference_mode(False), torch.enable_grad(), mode:
@@ -243,6 +291,27 @@ class Session:
         except Exception as e:
             raise ForwardFailed(e) from e
         return captured, mode, leaf
+
+    def survey_calls(self, paths: Sequence[str], local: bool) -> tuple[list[tuple[str, str, Any]], torch.Tensor]:
+        """One forward at the user's input shape recording every call of the modules at
+        ``paths``; returns the calls and the input tensor."""
+        mode = self._mode(local, self.collapse, self.shape[0])
+        leaf, x = self._input(self.shape[0], self.shape[2:], self.collapse)
+        self.naming.reset()
+        with torch.inference_mode(False), torch.enable_grad(), mode:
+            calls = EagerRun(self.model, self.naming).calls(x, paths)
+        return calls, x
+
+    def _mode(self, local: bool, collapse: bool, batch: int) -> ProbeMode:
+        return ProbeMode(
+            naming=self.naming,
+            structural=self.weights == "structural",
+            local=local,
+            collapse=collapse,
+            batch=batch,
+            input_rank=len(self.shape),
+            table=TABLE,
+        )
 
     def _measure(self, sizes: tuple[int, ...], requests: list[Request], local: bool) -> Measurement:
         batch = len(requests)
@@ -259,22 +328,13 @@ class Session:
                     "tokens with a class token in front). Probe a node with a (batch, channels, *spatial) "
                     "or token-grid output."
                 )
-            if batch > 1 and not any(label == lay.BATCH for dim in layout for label, _, _ in dim):
-                raise Retry("batch", target.name)
             n = lay.map_sizes(layout, len(self.axes))
             maps[target] = (n, tuple(tensor.shape), depends(tensor))
-            seed = torch.zeros(tensor.shape, dtype=tensor.dtype)
-            factor_shape, _ = lay.factor_index(layout, (0,) * len(self.axes), None)
-            view = seed.view(factor_shape)
-            for e, request in enumerate(requests):
-                if request.target != target:
-                    continue
-                unit = request.spec.resolve(n)
-                units[e] = unit
-                if unit is not None:
-                    view[tuple(lay.factor_index(layout, unit, e if batch > 1 else None)[1])] = 1.0
+            mine = [(e, r.spec.resolve(n)) for e, r in enumerate(requests) if r.target == target]
+            units.update(mine)
             if depends(tensor):
-                outputs.append(tensor)
+                output, seed = seed_for(tensor, layout, mine, batch)
+                outputs.append(output)
                 seeds.append(seed)
         scales = [s for _, s in mode.records.cuts]
         grads = self._backward(outputs, [leaf, *scales], seeds)

@@ -98,17 +98,9 @@ def build_result(session: Session, outcome: Outcome, requested: tuple[int, ...] 
             "padding); probe another unit"
         )
     fits = outcome.fits
-    flags = set()
-    if outcome.fallback or outcome.reached or outcome.global_axes:
-        flags.add("global")
-    if any(f.holes for f in fits):
-        flags.add("holes")
-    if any(f.nonuniform for f in fits):
-        flags.add("nonuniform")
-    if any(a not in outcome.global_axes and span.touches(size) for a, (span, size) in enumerate(zip(probed.spans, sizes))):
+    flags = outcome_flags(outcome)
+    if any(a not in outcome.global_axes and not span.within(0, size - 1).whole for a, (span, size) in enumerate(zip(probed.spans, sizes))):
         flags.add("clipped")
-    if outcome.measurement.compressed:
-        flags.add("underflow")
     return ProbeResult(
         node=centre.request.target.name,
         axes=session.axes,
@@ -127,6 +119,20 @@ def build_result(session: Session, outcome: Outcome, requested: tuple[int, ...] 
         weights=weights,
         measured={e.unit: _bounds(e) for e in elements if e.unit is not None and not e.empty},
     )
+
+
+def outcome_flags(outcome: Outcome) -> set[str]:
+    """The flags a settled search carries (all but ``clipped``, which depends on the unit)."""
+    flags = set()
+    if outcome.fallback or outcome.reached or outcome.global_axes:
+        flags.add("global")
+    if any(f.holes for f in outcome.fits):
+        flags.add("holes")
+    if any(f.nonuniform for f in outcome.fits):
+        flags.add("nonuniform")
+    if outcome.measurement.compressed:
+        flags.add("underflow")
+    return flags
 
 
 def _bounds(element: Element) -> tuple[tuple[int, int], ...]:

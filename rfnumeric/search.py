@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from rfarith.errors import ProbeError, ShapeError
+from rfarith.errors import ProbeError, RFError, ShapeError
 
 from .fitting import WINDOW, AxisFit, Span, fit_axis, global_axis
 from .measure import Element, Measurement, Request, Session, Target, UnitSpec
@@ -63,7 +63,14 @@ class Search:
     covered_always: tuple[bool, ...] = ()
     window: frozenset[int] = frozenset()
     outcome: Outcome | None = None
+    error: Exception | None = None
     history: list[tuple[tuple[int, ...], bool]] = field(default_factory=list)
+    known_n: dict[tuple[int, ...], tuple[int, ...]] = field(default_factory=dict)
+    visible: dict[tuple[tuple[int, ...], bool], tuple[tuple[int, int], ...]] = field(default_factory=dict)
+
+    @property
+    def settled(self) -> bool:
+        return self.outcome is not None or self.error is not None
 
     @property
     def n_axes(self) -> int:
@@ -72,6 +79,8 @@ class Search:
     def requests(self) -> list[Request]:
         wants_centre_map = self.keep_heatmap and self.unit is None
         requests = [Request(self.target, UnitSpec("centre"), wants_centre_map)]
+        if (self.sizes, self.local) not in self.visible:
+            requests.append(Request(self.target, UnitSpec("all")))
         if self.unit is not None:
             requests.append(Request(self.target, UnitSpec("fixed", unit=self.unit), self.keep_heatmap))
         for axis in range(self.n_axes):
@@ -80,6 +89,9 @@ class Search:
                 requests += [Request(self.target, UnitSpec("step", axis, o)) for o in offsets]
             else:
                 requests += [Request(self.target, UnitSpec("side", axis, o)) for o in (1, 2)]
+        n = self.known_n.get(self.sizes)
+        if n is not None:  # the map's size at this input is known: skip units it does not have
+            requests = [r for r in requests if r.spec.kind in ("centre", "fixed", "all") or r.spec.resolve(n) is not None]
         return requests
 
     def update(self, measurement: Measurement) -> None:
@@ -88,13 +100,16 @@ class Search:
         elements = [e for e in measurement.elements if e.request.target == self.target]
         centre = next(e for e in elements if e.request.spec.kind == "centre")
         self._check_map(centre)
+        self.known_n[measurement.sizes] = centre.n
         if centre.empty:
             self._no_support(centre)
             return
-        by_axis = self._spans_by_axis(elements, centre)
+        visible = self._visible(elements, centre)
+        by_axis = self._spans_by_axis(elements, centre, visible)
+        own = [by_axis[a][centre.unit[a]] for a in range(self.n_axes)]
         free = [a for a in range(self.n_axes) if a not in self.global_axes]
-        touching = {a for a in free if any(s is not None and s.touches(self.sizes[a]) for s in by_axis[a].values())}
-        covers = tuple(centre.spans[a].covers(self.sizes[a]) for a in range(self.n_axes))
+        touching = {a for a in free if not own[a].whole or any(s is not None and not s.usable for s in by_axis[a].values())}
+        covers = tuple(own[a].covers(*visible[a]) for a in range(self.n_axes))
         self.covered_always = tuple(c and b for c, b in zip(covers, self.covered_always or covers))
         if touching:
             self._grow(touching)
@@ -147,14 +162,25 @@ class Search:
         self.local = False
         self.window = frozenset()
 
-    def _spans_by_axis(self, elements: Sequence[Element], centre: Element) -> list[dict[int, Span | None]]:
+    def _visible(self, elements: Sequence[Element], centre: Element) -> tuple[tuple[int, int], ...]:
+        """Per axis, the first and last pixel some unit of the map sees (cached per size)."""
+        key = (self.sizes, self.local)
+        every = next((e for e in elements if e.request.spec.kind == "all"), None)
+        if every is not None and not every.empty:
+            self.visible[key] = tuple((s.lo, s.hi) for s in every.spans)
+        return self.visible.get(key, tuple((0, size - 1) for size in self.sizes))
+
+    def _spans_by_axis(self, elements: Sequence[Element], centre: Element, visible: tuple[tuple[int, int], ...]) -> list[dict[int, Span | None]]:
+        """Per axis, the spans of the centre and the units beside it along that axis, cut where
+        they reach what the map can see."""
         by_axis: list[dict[int, Span | None]] = [{} for _ in range(self.n_axes)]
         for e in elements:
-            if e.unit is None or e.request.spec.kind == "fixed":
+            if not e.unit or e.request.spec.kind == "fixed":
                 continue
             for a in range(self.n_axes):
                 if all(u == c for b, (u, c) in enumerate(zip(e.unit, centre.unit)) if b != a):
-                    by_axis[a][e.unit[a]] = e.spans[a]
+                    span = e.spans[a]
+                    by_axis[a][e.unit[a]] = span.within(*visible[a]) if span is not None else None
         return by_axis
 
     def _grow(self, axes: set[int]) -> None:
@@ -188,25 +214,46 @@ def start_sizes(user: Sequence[int], size_hint: int | Sequence[int] | None, max_
     return tuple(min(max(u, h + max(8, h // 4)), max(max_size, u)) for u, h in zip(user, hints))
 
 
-def run_searches(session: Session, searches: Sequence[Search], budget: int = MEMORY_BUDGET) -> None:
-    """Advance every search until it has an outcome, sharing measurements between searches at
-    the same input size and mode."""
+def run_searches(session: Session, searches: Sequence[Search], budget: int = MEMORY_BUDGET, isolate: bool = False) -> None:
+    """Advance every search until it is settled, sharing measurements between searches at the
+    same input size, mode and executor. With ``isolate``, a search that fails records its error
+    (``search.error``) and the others go on; otherwise the error propagates."""
     per_probe: dict[tuple[int, ...], int] = {}
     while True:
-        pending = [s for s in searches if s.outcome is None]
+        pending = [s for s in searches if not s.settled]
         if not pending:
             return
-        groups: dict[tuple[tuple[int, ...], bool], list[Search]] = {}
+        groups: dict[tuple[tuple[int, ...], bool, bool], list[Search]] = {}
         for s in pending:
-            groups.setdefault((s.sizes, s.local), []).append(s)
-        for (sizes, local), group in sorted(groups.items(), key=lambda kv: kv[0][0]):
-            limit = _batch_limit(per_probe, sizes, budget)
-            for chunk in _chunks(group, limit):
-                requests = [r for s in chunk for r in s.requests()]
-                measurement = session.measure(sizes, requests, local)
-                per_probe[sizes] = max(per_probe.get(sizes, 0), measurement.elements_per_probe)
-                for s in chunk:
-                    s.update(measurement)
+            groups.setdefault((s.sizes, s.local, s.target.locator.kind == "graph"), []).append(s)
+        for (sizes, local, _), group in sorted(groups.items(), key=lambda kv: kv[0][0]):
+            while group:  # the limit is re-estimated after each chunk, from what it cost
+                chunk = _take(group, _batch_limit(per_probe, sizes, budget))
+                group = group[len(chunk):]
+                _advance(session, chunk, sizes, local, per_probe, isolate)
+
+
+def _advance(session: Session, chunk: list[Search], sizes: tuple[int, ...], local: bool, per_probe: dict, isolate: bool) -> None:
+    requests = [r for s in chunk for r in s.requests()]
+    try:
+        measurement = session.measure(sizes, requests, local)
+    except RFError as e:
+        if not isolate:
+            raise
+        if len(chunk) > 1:  # find which searches fail
+            for s in chunk:
+                _advance(session, [s], sizes, local, per_probe, isolate)
+        else:
+            chunk[0].error = e
+        return
+    per_probe[sizes] = max(per_probe.get(sizes, 0), measurement.elements_per_probe)
+    for s in chunk:
+        try:
+            s.update(measurement)
+        except RFError as e:
+            if not isolate:
+                raise
+            s.error = e
 
 
 def _batch_limit(per_probe: dict[tuple[int, ...], int], sizes: tuple[int, ...], budget: int) -> int:
@@ -229,17 +276,14 @@ def _area(sizes: Sequence[int]) -> int:
     return area
 
 
-def _chunks(group: list[Search], limit: int) -> list[list[Search]]:
-    chunks: list[list[Search]] = []
-    current: list[Search] = []
+def _take(group: list[Search], limit: int) -> list[Search]:
+    """The first searches of ``group`` whose requests fit in ``limit`` (at least one)."""
+    chunk: list[Search] = []
     count = 0
     for s in group:
         size = len(s.requests())
-        if current and count + size > limit:
-            chunks.append(current)
-            current, count = [], 0
-        current.append(s)
+        if chunk and count + size > limit:
+            break
+        chunk.append(s)
         count += size
-    if current:
-        chunks.append(current)
-    return chunks
+    return chunk

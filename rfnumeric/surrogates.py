@@ -81,6 +81,13 @@ def _tensors(values: Any) -> list[torch.Tensor]:
     return found
 
 
+def _per_axis(value: Any, nd: int) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * nd
+    values = tuple(int(v) for v in value)
+    return values * nd if len(values) == 1 else values
+
+
 def broadcast_shape(*shapes: Sequence[int]) -> tuple[int, ...]:
     """NumPy broadcasting of shapes (torch.broadcast_shapes, without its import cost)."""
     rank = max((len(s) for s in shapes), default=0)
@@ -285,6 +292,31 @@ def _conv_geometry(func, args, kwargs) -> dict[str, Any]:
     }
 
 
+def box_filter(x: torch.Tensor, kernel: tuple[int, ...], geometry: dict[str, Any]) -> torch.Tensor | None:
+    """The mean over each window of a convolution's geometry, per channel, as average pooling
+    (much faster than a convolution with equal weights); None for dilated windows."""
+    nd = len(kernel)
+    dilation = _per_axis(geometry["dilation"], nd)
+    stride = _per_axis(geometry["stride"], nd)
+    if any(d != 1 for d in dilation):
+        return None
+    padding = geometry["padding"]
+    if padding == "same":
+        if any(s != 1 for s in stride):
+            raise ValueError("padding='same' is not supported for strided convolutions")
+        pairs = [((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel]
+    elif padding == "valid":
+        pairs = [(0, 0)] * nd
+    else:
+        pairs = [(p, p) for p in _per_axis(padding, nd)]
+    symmetric = all(left == right and 2 * left <= k for (left, right), k in zip(pairs, kernel))
+    if not symmetric:
+        flat = [p for pair in reversed(pairs) for p in pair]
+        x = F.pad(x, flat)
+    avg = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[nd - 1]
+    return avg(x, kernel, stride, [left for left, _ in pairs] if symmetric else 0, False, True)
+
+
 @handles(*_CONV, *_CONV_TRANSPOSE)
 def conv(mode: ProbeMode, func, args, kwargs):
     """Every weight ``1/fan_in`` and no bias. All output channels of a group are then equal, so
@@ -324,8 +356,12 @@ def conv(mode: ProbeMode, func, args, kwargs):
     else:
         summed = x.reshape(x.shape[0], groups, c_in // groups, *x.shape[2:]).sum(2)
         kernel_groups = groups
-    ones = torch.full((kernel_groups, 1, *kernel), 1.0 / fan_in, dtype=x.dtype)
-    y = func(summed, ones, None, **{**geometry, "groups": kernel_groups})
+    y = box_filter(summed, kernel, geometry) if not transposed else None
+    if y is None:
+        ones = torch.full((kernel_groups, 1, *kernel), 1.0 / fan_in, dtype=x.dtype)
+        y = func(summed, ones, None, **{**geometry, "groups": kernel_groups})
+    else:
+        y = y * (math.prod(kernel) / fan_in)
     if kernel_groups == 1:
         shape = (x.shape[0], c_out, *y.shape[2:])
         return broadcast(mode, y[0], shape[1:]) if unbatched else broadcast(mode, y, shape)
@@ -438,13 +474,6 @@ def pool_output_size(n: int, kernel: int, stride: int, pad: int, dilation: int, 
             out -= 1
         return out
     return span // stride + 1
-
-
-def _per_axis(value: Any, nd: int) -> tuple[int, ...]:
-    if isinstance(value, int):
-        return (value,) * nd
-    values = tuple(int(v) for v in value)
-    return values * nd if len(values) == 1 else values
 
 
 def window_average(x: torch.Tensor, kernel, stride, padding, dilation, ceil: bool) -> torch.Tensor:

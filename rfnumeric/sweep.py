@@ -1,0 +1,180 @@
+"""``rfnumeric.sweep``: the probe on every feature map of a model, as one table."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from . import layout as lay
+from .capture import Locator, leaf_module_calls, select_output
+from .measure import Session, Target
+from .mode import depends
+from .probe import check_mode, outcome_flags
+from .result import describe_flags
+from .search import Search, run_searches
+
+
+@dataclass(frozen=True)
+class Row:
+    """One feature map of the sweep, as the survey forward saw it at the user's input shape."""
+
+    target: Target
+    op: str
+    shape: tuple[int, ...]
+    n: tuple[int, ...]
+    problem: str = ""  # why the map cannot be measured ('' if it can)
+
+
+def sweep(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    nodes: Sequence[str] | None = None,
+    mode: str = "local",
+    max_size: int = 4096,
+) -> pd.DataFrame:
+    """Probe every feature map of ``model`` (or the listed ``nodes``) and tabulate the fields.
+
+    The table has rfarith's columns (``Report.table``): index = node name, ``op``, ``shape``
+    (at ``input_shape``), then per axis ``n_<a>`` (at ``input_shape``), ``j_<a>``, ``r_<a>``,
+    ``start_<a>``, then ``flags`` (a string such as ``'global (via se.pool), holes'``). Nodes
+    whose output does not depend on the input, or is not a tensor, are left out. A map the
+    probe cannot measure gets NaN and ``flags`` saying why (``'not measured: ...'``).
+
+    Maps are measured together: one forward and one backward per input size serve every map
+    that fits it (in chunks within a memory budget). Without ``torch.fx``, the nodes are the
+    model input and every call of a leaf module.
+
+    >>> import torch.nn as nn, rfnumeric
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(2))
+    >>> rfnumeric.sweep(net, (1, 3, 32, 32))[["op", "n_h", "j_h", "r_h", "start_h"]].to_string()  # doctest: +NORMALIZE_WHITESPACE
+    '         op  n_h  j_h  r_h  start_h\\ninput   input   32    1    1      0.5\\n0    Conv2d   30    1    3      1.5\\n1      ReLU   30    1    3      1.5\\n2 MaxPool2d   15    2    4      2.0'
+    """
+    local = check_mode(mode)
+    session = Session(model, input_shape, "structural")
+    rows = _survey(session, nodes, local)
+    user = session.shape[2:]
+    searches = {
+        row.target.name: Search(row.target, user, user, max_size, want_full=not local, keep_heatmap=False)
+        for row in rows
+        if not row.problem
+    }
+    run_searches(session, list(searches.values()), isolate=True)
+    records = [_record(session, row, searches.get(row.target.name)) for row in rows]
+    return pd.DataFrame.from_records(records, columns=_columns(session.axes)).set_index("node")
+
+
+def _columns(axes: Sequence[str]) -> list[str]:
+    columns = ["node", "op", "shape"]
+    for a in axes:
+        columns += [f"n_{a}", f"j_{a}", f"r_{a}", f"start_{a}"]
+    return [*columns, "flags"]
+
+
+def _record(session: Session, row: Row, search: Search | None) -> dict[str, Any]:
+    record: dict[str, Any] = {"node": row.target.name, "op": row.op, "shape": row.shape}
+    outcome = search.outcome if search is not None else None
+    for i, a in enumerate(session.axes):
+        record[f"n_{a}"] = row.n[i]
+        fit = outcome.fits[i] if outcome is not None else None
+        record[f"j_{a}"] = fit.j if fit is not None else math.nan
+        record[f"r_{a}"] = fit.r if fit is not None else math.nan
+        record[f"start_{a}"] = fit.start if fit is not None else math.nan
+    if outcome is not None:
+        record["flags"] = describe_flags(frozenset(outcome_flags(outcome)), outcome.reached)
+    else:
+        reason = row.problem or (str(search.error) if search is not None and search.error else "unknown")
+        record["flags"] = f"not measured: {reason}"
+    return record
+
+
+# ---- the survey: which maps exist, their op, shape and size at the user's input ------------
+def _survey(session: Session, nodes: Sequence[str] | None, local: bool) -> list[Row]:
+    traced = session.resolver.traced
+    if nodes is not None:
+        targets = [session.target(name) for name in nodes]
+        return _rows_of(session, targets, local)
+    if traced is not None:
+        locators = [
+            Locator(traced.names[n], "graph", node=n)
+            for n in traced.graph.nodes
+            if n.op not in ("output", "get_attr")
+        ]
+        return _rows_of(session, [Target(loc) for loc in locators], local)
+    return _module_rows(session, local)
+
+
+def _rows_of(session: Session, targets: list[Target], local: bool) -> list[Row]:
+    rows: list[Row] = []
+    for group in _by_executor(targets):
+        captured, _, _ = session.forward(session.shape[2:], group, session.shape[0], local)
+        for target in group:
+            row = _row(session, target, captured.get(target.name), _op_label(session, target))
+            if row is not None:
+                rows.append(row)
+    order = {t.name: i for i, t in enumerate(targets)}
+    return sorted(rows, key=lambda r: order[r.target.name])
+
+
+def _by_executor(targets: list[Target]) -> list[list[Target]]:
+    graph = [t for t in targets if t.locator.kind == "graph"]
+    other = [t for t in targets if t.locator.kind != "graph"]
+    return [g for g in (graph, other) if g]
+
+
+def _module_rows(session: Session, local: bool) -> list[Row]:
+    """Untraceable model: the input and every call of a leaf module, in call order."""
+    paths = leaf_module_calls(session.model)
+    input_name = session.resolver.input_name()
+    calls, x = session.survey_calls(paths, local)
+    rows = []
+    first = _row(session, Target(Locator(input_name, "input")), x, "input")
+    if first is not None:
+        rows.append(first)
+    for name, path, value in calls:
+        call = int(name.rsplit("_", 1)[1]) if name != path else 0
+        target = Target(Locator(name, "module", path=path, call=call))
+        row = _row(session, target, value, type(session.model.get_submodule(path)).__name__)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def _row(session: Session, target: Target, value: Any, op: str) -> Row | None:
+    if not isinstance(value, torch.Tensor):
+        try:
+            value = select_output(value, target.output, target.name) if target.output is not None else None
+        except (ValueError, RuntimeError):
+            value = None
+    if not isinstance(value, torch.Tensor) or not depends(value):
+        return None
+    layout = lay.get(value) or lay.assumed(value.shape, len(session.shape))
+    n_axes = len(session.axes)
+    if layout is None or not lay.locatable(layout):
+        n = lay.map_sizes(layout, n_axes) if layout is not None else (math.nan,) * n_axes
+        return Row(target, op, tuple(value.shape), n, "its dims do not show where the units are (e.g. tokens with a class token)")
+    return Row(target, op, tuple(value.shape), lay.map_sizes(layout, n_axes))
+
+
+def _op_label(session: Session, target: Target) -> str:
+    """The op column, as rfarith writes it: module class, function or method name, 'input'."""
+    loc = target.locator
+    if loc.kind == "input":
+        return "input"
+    if loc.kind == "module":
+        return type(session.model.get_submodule(loc.path)).__name__
+    if loc.kind == "output":
+        return "output"
+    node = loc.node
+    if node.op == "placeholder":
+        return "input"
+    if node.op == "call_module":
+        return type(session.model.get_submodule(node.target)).__name__
+    if node.op == "call_method":
+        return str(node.target)
+    return getattr(node.target, "__name__", str(node.target))
