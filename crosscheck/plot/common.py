@@ -1,0 +1,229 @@
+"""What the plots share: the model and its analysis, the node to draw, images, colours, figures."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+from torch import nn
+
+import rfarith
+from rfarith import ReceptiveField, Report
+from rfarith.report import per_axis_text
+
+from .card import GRID_STEP, test_card
+
+# ColorBrewer Set1: red, blue, green for the top-left, centre and bottom-right units.
+UNIT_COLOURS = ("#e41a1c", "#377eb8", "#4daf4a")
+ANALYTIC_COLOUR = "#00e5ff"  # analytic bounds over a heat map
+LOG_RANGE = 100.0  # a colour or y scale goes logarithmic when max / min positive exceeds this
+
+
+def analysed(model_or_report: nn.Module | Report, input_shape: Sequence[int] | None) -> tuple[nn.Module | None, Report]:
+    """The model (``None`` for a report) and its analysis.
+
+    >>> import torch.nn as nn
+    >>> model, rep = analysed(nn.Conv2d(3, 4, 3), (1, 3, 16, 16))
+    >>> rep.output.r
+    (3, 3)
+    """
+    if isinstance(model_or_report, Report):
+        if input_shape is not None and tuple(input_shape) != tuple(model_or_report.input_shape):
+            raise ValueError(
+                f"input_shape {tuple(input_shape)} differs from the report's input shape "
+                f"{tuple(model_or_report.input_shape)}; leave it out or analyse again"
+            )
+        return None, model_or_report
+    if not isinstance(model_or_report, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module or an rfarith.Report, got {type(model_or_report).__name__}")
+    if input_shape is None:
+        raise ValueError("input_shape is required with a model, e.g. (1, 3, 224, 224)")
+    return model_or_report, rfarith.analyze(model_or_report, input_shape)
+
+
+def is_spatial_map(rf: ReceptiveField, shape: Sequence[int]) -> bool:
+    """Whether a map has more than one unit and its tensor is laid out (batch, channels, *units)."""
+    return math.prod(rf.n) > 1 and tuple(shape[-len(rf.n):]) == tuple(rf.n) and len(shape) == len(rf.n) + 2
+
+
+def default_node(rep: Report) -> str:
+    """The map a plot shows when no node is given: the model output if it has several units
+    (the first such output of a multi-output model), else the deepest feature map with more than
+    one unit (a classifier's last convolutional map).
+
+    >>> import torch.nn as nn, rfarith
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1))
+    >>> default_node(rfarith.analyze(net, (1, 3, 16, 16)))
+    '0'
+    """
+    shapes = {row.name: row.shape for row in rep.rows}
+    for rf in rep.outputs.values():
+        if is_spatial_map(rf, shapes[rf.node]):
+            return rf.node
+    rows = [row for row in rep.rows if row.op not in ("input", "output") and is_spatial_map(row.field, row.shape)]
+    if not rows:
+        raise ValueError(
+            f"no feature map of {rep.title or 'the model'} has more than one unit at input "
+            f"{tuple(rep.input_shape)}: nothing to lay out; use a larger input_shape"
+        )
+    return rows[-1].name
+
+
+def node_field(rep: Report, node: str | None) -> ReceptiveField:
+    """The field of ``node`` (the default node if ``None``); unknown names raise
+    :class:`rfarith.UnknownNode`."""
+    return rep[default_node(rep) if node is None else node]
+
+
+def probe_node(rep: Report, node: str) -> str | None:
+    """The name the probe knows a report row by: the model output is probed as ``None`` (the
+    probe's default, which also covers a bare layer given as the model), an output's alias row
+    of a multi-output model (``output[p2]``) at the node that computes it.
+
+    >>> import torch.nn as nn, rfarith
+    >>> rep = rfarith.analyze(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), (1, 3, 8, 8))
+    >>> probe_node(rep, "0"), probe_node(rep, "1")
+    ('0', None)
+    """
+    outputs = rep.outputs
+    if len(outputs) == 1 and next(iter(outputs.values())).node == node:
+        return None
+    aliases = {f"output[{key}]": rf.node for key, rf in outputs.items()}
+    return aliases.get(node, node)
+
+
+def probe_shape(input_shape: Sequence[int], rf: ReceptiveField) -> tuple[int, ...]:
+    """An input shape in which the probe can measure ``rf``'s centre unit and its neighbours
+    without growing the input: the user's shape, doubled along an axis until the field, two
+    jumps either side and a margin fit. Doubling keeps sizes the model accepts (multiples of
+    a stride product).
+
+    >>> import torch.nn as nn, rfarith
+    >>> rf = rfarith.analyze(nn.Conv2d(1, 1, 9, stride=4), (1, 1, 16, 16)).output
+    >>> probe_shape((1, 1, 16, 16), rf)
+    (1, 1, 32, 32)
+    """
+    sizes = []
+    for size, r, j in zip(input_shape[2:], rf.r, rf.j):
+        need = r + 4 * float(j) + 2 if j else size
+        while size < need:
+            size *= 2
+        sizes.append(size)
+    return tuple(input_shape[:2]) + tuple(sizes)
+
+
+def field_title(rf: ReceptiveField) -> str:
+    """``'pool5: r 195, j 32, start 33.5'`` plus the flags, as rfarith writes them."""
+    text = f"{rf.node}: r {per_axis_text(rf.r)}, j {per_axis_text(rf.j)}, start {per_axis_text(rf.start)}"
+    flags = rf.describe_flags()
+    return f"{text} ({flags})" if flags else text
+
+
+def unit_text(unit: Sequence[int]) -> str:
+    """``'(3, 4)'`` for a 2-D unit, ``'7'`` for a 1-D one."""
+    return str(unit[0]) if len(unit) == 1 else str(tuple(unit))
+
+
+def span_text(axes: Sequence[str], spans: Sequence[tuple[int, int] | None]) -> str:
+    """``'h 0–130, w 4–9'`` for per-axis (first, last) pixels; ``'nothing'`` if any is None."""
+    if any(s is None for s in spans):
+        return "nothing"
+    return ", ".join(f"{a} {lo}–{hi}" for a, (lo, hi) in zip(axes, spans))
+
+
+def as_image(image: Any, sizes: Sequence[int]) -> np.ndarray:
+    """``image`` as a float array in [0, 1] of the input's spatial ``sizes``, channels last (or
+    none); ``None`` gives the test card (a strip of it for a 1-D input).
+
+    Accepted: spatial-first arrays with an optional trailing channel axis of 1, 3 or 4, a
+    channel-first (C, *sizes) array, or a batched (N, C, *sizes) array or tensor (first item).
+    Integer images are read as 8-bit; floats outside [0, 1] are rescaled to it.
+
+    >>> as_image(None, (32, 48)).shape
+    (32, 48, 3)
+    """
+    sizes = tuple(int(s) for s in sizes)
+    if image is None:
+        if len(sizes) == 1:
+            return test_card(2 * GRID_STEP, sizes[0])[GRID_STEP // 2]  # a row between grid lines
+        return np.broadcast_to(test_card(*sizes[-2:]), (*sizes, 3))  # every depth slice alike
+    if hasattr(image, "detach"):  # a torch tensor
+        image = image.detach().cpu().numpy()
+    array = np.asarray(image)
+    if array.ndim == len(sizes) + 2:  # (N, C, *sizes)
+        array = np.moveaxis(array[0], 0, -1)
+    elif array.ndim == len(sizes) + 1 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)
+    if array.shape[: len(sizes)] != sizes or array.ndim > len(sizes) + 1 or (array.ndim == len(sizes) + 1 and array.shape[-1] not in (1, 3, 4)):
+        raise ValueError(
+            f"image has shape {array.shape} but the input's spatial size is {sizes}: pass an image of "
+            f"that size (optionally with 1, 3 or 4 channels), or None for the test card"
+        )
+    if array.ndim == len(sizes) + 1 and array.shape[-1] == 1:
+        array = array[..., 0]
+    integer = np.issubdtype(array.dtype, np.integer)
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError("image has NaN or infinite values")
+    if integer:
+        return np.clip(array / 255.0, 0.0, 1.0)
+    low, high = float(array.min()), float(array.max())
+    if low < 0.0 or high > 1.0:
+        array = (array - low) / (high - low) if high > low else np.zeros_like(array)
+    return array
+
+
+def wide_range(values: Any, ratio: float = LOG_RANGE) -> bool:
+    """Whether the finite positive values span more than ``ratio`` (a log scale reads better).
+
+    >>> wide_range([0.0, 1e-9, 1.0]), wide_range([1, 2, 3])
+    (True, False)
+    """
+    array = np.asarray(values, dtype=np.float64).ravel()
+    positive = array[np.isfinite(array) & (array > 0)]
+    return bool(positive.size) and float(positive.max()) / float(positive.min()) > ratio
+
+
+def colour_norm(values: np.ndarray) -> Normalize:
+    """A logarithmic colour scale over the positive values when they span more than
+    ``LOG_RANGE``, else a linear one from 0; zeros fall outside a log scale (the colour map's
+    'bad' colour).
+
+    >>> type(colour_norm(np.array([0.0, 1e-9, 1.0]))).__name__
+    'LogNorm'
+    """
+    if wide_range(values):
+        positive = values[values > 0]
+        return LogNorm(vmin=float(positive.min()), vmax=float(positive.max()))
+    top = float(values.max()) if values.size else 0.0
+    return Normalize(vmin=0.0, vmax=top if top > 0 else 1.0)
+
+
+def new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    """``ax`` and its figure, or a new figure with one axes (constrained layout)."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+        return fig, ax
+    if not isinstance(ax, Axes):
+        raise TypeError(f"ax must be a matplotlib Axes, got {type(ax).__name__}")
+    return ax.figure, ax
+
+
+def check_node_arg(node: Any) -> None:
+    """A node is a name (``str``) or ``None``."""
+    if node is not None and not isinstance(node, str):
+        raise TypeError(f"node must be a node name (str) or None, got {type(node).__name__}")
+
+
+def analysis_at(model: nn.Module, input_shape: Sequence[int], cache: dict[tuple[int, ...], Report]) -> Report:
+    """``rfarith.analyze`` at ``input_shape``, once per shape."""
+    key = tuple(int(s) for s in input_shape)
+    if key not in cache:
+        cache[key] = rfarith.analyze(model, key)
+    return cache[key]

@@ -1,0 +1,281 @@
+"""``probe_heatmap`` and ``erf_profile``: what the gradient probe sees of one unit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from torch import nn
+
+import rfarith
+import rfnumeric
+from rfarith import Report
+from rfarith.report import per_axis_text
+
+from .common import (
+    ANALYTIC_COLOUR,
+    analysis_at,
+    check_node_arg,
+    colour_norm,
+    node_field,
+    probe_node,
+    probe_shape,
+    span_text,
+    unit_text,
+    wide_range,
+)
+
+Span = tuple[int, int]
+QUANTILE_STYLES = {0.5: ":", 0.9: "--", 0.99: "-."}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to probe: the analysis at the user's input (``None`` if rfarith cannot analyse the
+    model, ``why_not`` says why), the node's report name, the name the probe knows it by, and
+    the input shape to run the probe at."""
+
+    rep: Report | None
+    node: str | None
+    probe_node: str | None
+    shape: tuple[int, ...]
+    why_not: str = ""
+
+
+def numeric_target(model: nn.Module, input_shape: Sequence[int], node: str | None) -> Target:
+    """Resolve ``node`` (default: as :func:`~crosscheck.plot.common.default_node`) with rfarith;
+    a model rfarith cannot trace or has no rule for is still probed, without analytic bounds.
+    Unknown node names raise :class:`rfarith.UnknownNode`."""
+    check_node_arg(node)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    try:
+        rep = rfarith.analyze(model, input_shape)
+    except (rfarith.UnsupportedOp, rfarith.TraceError) as e:
+        return Target(None, node, node, tuple(input_shape), f"analytic bounds n/a ({type(e).__name__})")
+    rf = node_field(rep, node)
+    return Target(rep, rf.node, probe_node(rep, rf.node), probe_shape(rep.input_shape, rf))
+
+
+def analytic_spans(
+    model: nn.Module, target: Target, spatial: Sequence[int], unit: Sequence[int], cache: dict[tuple[int, ...], Report]
+) -> tuple[tuple[Span | None, ...], tuple[Span, ...] | None] | None:
+    """The real and unclipped bounds of ``unit`` of the target's map at an input of spatial
+    size ``spatial`` (where the probe ran); ``None`` without an analysis."""
+    if target.rep is None or target.node is None:
+        return None
+    rf = analysis_at(model, tuple(target.rep.input_shape[:2]) + tuple(spatial), cache)[target.node]
+    unit = tuple(unit)
+    try:
+        full = rf.bounds(unit)
+    except ValueError:
+        full = None
+    return rf.real_bounds(unit), full
+
+
+def depth_slice(heat: np.ndarray, centre: float) -> tuple[np.ndarray, int]:
+    """The 2-D slice of a 3-D map through depth ``centre`` (clipped to the map)."""
+    index = int(min(max(int(centre), 0), heat.shape[0] - 1))
+    return heat[index], index
+
+
+# ---- heat maps -------------------------------------------------------------------------------
+def draw_heat_2d(ax: Axes, heat: np.ndarray, spans: tuple | None, h: int, w: int) -> None:
+    """A 2-D heat map (pixel i spans [i, i+1)) with the analytic bounds as rectangles."""
+    cmap = plt.get_cmap("magma").with_extremes(bad="0.85")
+    shown = np.ma.masked_less_equal(heat, 0.0)  # zero gradient: outside the support
+    image = ax.imshow(shown, extent=(0, heat.shape[1], heat.shape[0], 0), cmap=cmap, norm=colour_norm(heat), interpolation="nearest")
+    ax.figure.colorbar(image, ax=ax, shrink=0.8, label="|input gradient| (grey: zero)")
+    if spans is not None:
+        real, full = spans
+        for box, style in ((full, {"ls": "--", "lw": 1.2}), (real, {"lw": 2.0})):
+            if box is not None and None not in box:
+                (top, bottom), (left, right) = box[h], box[w]
+                ax.add_patch(Rectangle((left, top), right - left + 1, bottom - top + 1, fill=False, ec=ANALYTIC_COLOUR, **style))
+    ax.set_xlim(0, heat.shape[1])
+    ax.set_ylim(heat.shape[0], 0)
+
+
+def draw_heat_1d(ax: Axes, heat: np.ndarray, spans: tuple | None) -> None:
+    """A 1-D heat map as steps over the pixels, the analytic interval shaded."""
+    ax.stairs(heat, np.arange(heat.size + 1), color="black", lw=1.2)
+    if spans is not None:
+        real, full = spans
+        if full is not None:
+            ax.axvspan(full[0][0], full[0][1] + 1, color=ANALYTIC_COLOUR, alpha=0.12, lw=0)
+        if real[0] is not None:
+            ax.axvspan(real[0][0], real[0][1] + 1, color=ANALYTIC_COLOUR, alpha=0.3, lw=0)
+    if wide_range(heat):
+        ax.set_yscale("log")
+    ax.set_xlim(0, heat.size)
+    ax.set_ylabel("|input gradient|")
+
+
+def heat_panel(ax: Axes, heat: np.ndarray, spans: tuple | None, depth_at: float) -> str:
+    """Draw a heat map of any dimension; returns a note on the slice shown (3-D)."""
+    if heat.ndim == 1:
+        draw_heat_1d(ax, heat, spans)
+        return ""
+    note = ""
+    if heat.ndim == 3:
+        heat, index = depth_slice(heat, depth_at)
+        note = f"depth slice {index}"
+    draw_heat_2d(ax, heat, spans, heat.ndim - 2, heat.ndim - 1)
+    return note
+
+
+def panel_title(kind: str, node: str, unit: Sequence[int], shape: Sequence[int], spans: tuple | None, axes: Sequence[str], extra: str) -> str:
+    size = "×".join(str(s) for s in shape[2:])
+    lines = [f"{kind}: '{node}' unit {unit_text(unit)}, input {size}"]
+    if spans is not None:
+        lines.append(f"analytic (cyan): {span_text(axes, spans[0])}")
+    if extra:
+        lines.append(extra)
+    return "\n".join(lines)
+
+
+def probe_heatmap(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    node: str | None = None,
+    unit: Sequence[int] | None = None,
+    effective: bool = True,
+) -> Figure:
+    """The probe's structural heat map of one unit, and beside it the effective one (real
+    weights, mean over random inputs), each with the analytic bounds of the same unit drawn in
+    cyan (solid: what it sees of that input; dashed: unclipped). Colours go logarithmic when
+    the gradients span orders of magnitude; grey pixels get no gradient at all.
+
+    The probe may run at a larger input than ``input_shape`` so that the field fits: every
+    panel shows the input it ran, and the analytic bounds are computed at that size. ``unit``
+    (default: the centre unit) is an index into the map; ``rfnumeric.effective`` measures its
+    own centre unit, which its panel names. ``node`` defaults as in :func:`rf_grid`.
+    ``effective=False`` draws the structural panel only. A 3-D input shows the depth slice
+    through the unit's field; a 1-D input shows curves.
+
+    >>> import torch.nn as nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2))
+    >>> fig = probe_heatmap(net, (1, 1, 24, 24), effective=False)
+    >>> len(fig.axes)  # the panel and its colour bar
+    2
+    """
+    target = numeric_target(model, input_shape, node)
+    result = rfnumeric.probe(model, target.shape, node=target.probe_node, unit=unit)
+    cache = {} if target.rep is None else {tuple(target.rep.input_shape): target.rep}
+    panels = 2 if effective else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 5.6), layout="constrained", squeeze=False)
+    spans = analytic_spans(model, target, result.input_shape[2:], result.unit, cache)
+    depth = (result.bounds[0][0] + result.bounds[0][1]) / 2 if len(result.axes) == 3 else 0.0
+    note = heat_panel(axes[0, 0], result.heatmap, spans, depth)
+    flags = result.describe_flags()
+    extra = ", ".join(x for x in (f"probe: {span_text(result.axes, result.bounds)}", flags, note, target.why_not) if x)
+    axes[0, 0].set_title(panel_title("structural", target.node or result.node, result.unit, result.input_shape, spans, result.axes, extra), fontsize=9)
+    if effective:
+        field = rfnumeric.effective(model, target.shape, node=target.probe_node)
+        spans = analytic_spans(model, target, field.input_shape[2:], field.unit, cache)
+        note = heat_panel(axes[0, 1], field.heatmap, spans, field.centre[0])
+        extra = ", ".join(x for x in (f"mean of {field.n_inputs} random inputs", note) if x)
+        axes[0, 1].set_title(panel_title("effective", target.node or field.node, field.unit, field.input_shape, spans, field.axes, extra), fontsize=9)
+    return fig
+
+
+# ---- effective field profile -----------------------------------------------------------------
+def marginal(heatmap: np.ndarray, axis: int) -> np.ndarray:
+    """The heat map's mass projected on one axis (summed over the others).
+
+    >>> marginal(np.ones((2, 3)), 1).tolist()
+    [2.0, 2.0, 2.0]
+    """
+    others = tuple(a for a in range(heatmap.ndim) if a != axis)
+    return np.asarray(heatmap, dtype=np.float64).sum(axis=others)
+
+
+def cumulative_mass(mass: np.ndarray, centre: float) -> tuple[np.ndarray, np.ndarray]:
+    """Distances of the pixel centres (``i + 0.5``) from ``centre``, sorted, and the fraction of
+    the total mass within each distance.
+
+    >>> d, f = cumulative_mass(np.array([1.0, 2.0, 1.0]), 1.5)
+    >>> d.tolist(), f.tolist()
+    ([0.0, 1.0, 1.0], [0.5, 0.75, 1.0])
+    """
+    distance = np.abs(np.arange(mass.size) + 0.5 - centre)
+    order = np.argsort(distance, kind="stable")
+    total = float(mass.sum())
+    if total <= 0:
+        raise ValueError("the heat map has no mass (every gradient is zero)")
+    return distance[order], np.cumsum(mass[order]) / total
+
+
+def mass_radius(mass: np.ndarray, centre: float, fraction: float) -> float:
+    """The smallest distance from ``centre`` whose pixels hold ``fraction`` of the mass (the
+    definition of ``EffectiveField.radii``).
+
+    >>> mass_radius(np.array([1.0, 2.0, 1.0]), 1.5, 0.9)
+    1.0
+    """
+    distance, cumulative = cumulative_mass(mass, centre)
+    return float(distance[np.searchsorted(cumulative, fraction - 1e-12)])
+
+
+def erf_profile(model: nn.Module, input_shape: Sequence[int], node: str | None = None) -> Figure:
+    """The effective receptive field against the structural one, per axis.
+
+    Left: the effective heat map's mass projected on each axis, against the offset from its
+    centre. Right: the fraction of that mass within a distance of the centre. Vertical lines
+    mark the radii holding 50 / 90 / 99 % of the mass (dotted, dashed, dash-dotted, from
+    ``rfnumeric.effective``) and the structural half-size ``r / 2`` (solid grey): a trained or
+    random deep network's effective field is usually much narrower than its structural one.
+
+    >>> import torch.nn as nn
+    >>> net = nn.Sequential(*[nn.Conv2d(2, 2, 3, padding=1) for _ in range(4)])
+    >>> fig = erf_profile(net, (1, 2, 32, 32))  # doctest: +SKIP
+    """
+    target = numeric_target(model, input_shape, node)
+    field = rfnumeric.effective(model, target.shape, node=target.probe_node)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    handles = []
+    for a, name in enumerate(field.axes):
+        colour = colours[a % len(colours)]
+        mass = marginal(field.heatmap, a)
+        edges = np.arange(mass.size + 1) - field.centre[a]
+        left.stairs(mass / mass.sum(), edges, color=colour, lw=1.3)
+        distance, cumulative = cumulative_mass(mass, field.centre[a])
+        right.step(distance, cumulative, where="post", color=colour, lw=1.3)
+        half = field.structural_r[a] / 2
+        for ax in (left, right):
+            for q, style in QUANTILE_STYLES.items():
+                radius = field.radii[q][a]
+                ax.axvline(radius, color=colour, ls=style, lw=1)
+                if ax is left:
+                    ax.axvline(-radius, color=colour, ls=style, lw=1)
+            ax.axvline(half, color="0.5", lw=2, alpha=0.6)
+            if ax is left:
+                ax.axvline(-half, color="0.5", lw=2, alpha=0.6)
+        handles.append(Line2D([], [], color=colour, lw=1.3, label=f"axis {name}"))
+    handles += [Line2D([], [], color="black", ls=s, lw=1, label=f"{round(q * 100)} % radius") for q, s in QUANTILE_STYLES.items()]
+    handles.append(Line2D([], [], color="0.5", lw=2, alpha=0.6, label="structural r / 2"))
+    for q in QUANTILE_STYLES:
+        right.axhline(q, color="0.8", lw=0.8, zorder=0)
+    left.set_xlabel("offset from the centre (pixels)")
+    left.set_ylabel("fraction of the mass per pixel")
+    right.set_xlabel("distance from the centre (pixels)")
+    right.set_ylabel("fraction of the mass within")
+    right.set_ylim(0, 1.02)
+    right.legend(handles=handles, loc="lower right", fontsize=8)
+    radii = "; ".join(
+        f"{name}: " + "/".join(f"{field.radii[q][a]:.1f}" for q in QUANTILE_STYLES) for a, name in enumerate(field.axes)
+    )
+    fig.suptitle(
+        f"effective RF of '{target.node or field.node}' unit {unit_text(field.unit)} (mean of {field.n_inputs} random inputs)\n"
+        f"radii 50/90/99 %: {radii}; structural r {per_axis_text(field.structural_r)}, "
+        f"r90 / r {per_axis_text([round(x, 3) for x in field.ratio])}",
+        fontsize=10,
+    )
+    return fig
