@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -130,9 +130,9 @@ def with_probe(model: nn.Module, rep: Report, rf: ReceptiveField, boxes: list[Un
     sizes = tuple(rep.input_shape[2:])
     out, ran = [], set()
     for box in boxes:
-        result = rfnumeric.probe(model, shape, node=name, unit=box.unit, size_hint=None)
+        result = rfnumeric.probe(model, shape, node=name, unit=box.unit)
         ran.add(tuple(result.input_shape[2:]))
-        out.append(UnitBox(box.label, box.unit, box.colour, box.real, box.full, clip(result.bounds, sizes), True))
+        out.append(replace(box, probe=clip(result.bounds, sizes), probed=True))
     grown = sorted(s for s in ran if s != sizes)
     note = f"probe ran at {', '.join('×'.join(map(str, s)) for s in grown)} (cut to the input)" if grown else ""
     return out, note
@@ -144,7 +144,9 @@ def unit_label(box: UnitBox, axes: Sequence[str]) -> str:
     if not box.probed:
         return text
     real = None if any(s is None for s in box.real) else tuple(box.real)
-    return text + ("; probe: same" if box.probe == real else f"; probe: {span_text(axes, box.probe or (None,))}")
+    if box.probe == real:
+        return text + "; probe: same"
+    return text + f"; probe: {span_text(axes, box.probe) if box.probe else 'nothing of this input'}"
 
 
 def view_limits(size: int, spans: Sequence[Span | None]) -> tuple[float, float]:
@@ -162,6 +164,7 @@ def view_limits(size: int, spans: Sequence[Span | None]) -> tuple[float, float]:
 
 
 def legend_handles(boxes: list[UnitBox], axes: Sequence[str], anchors_every: tuple[int, ...]) -> list[Any]:
+    """One legend entry per unit (with what it sees), then the line styles, dots and border."""
     handles: list[Any] = [Line2D([], [], color=b.colour, lw=2.2, label=unit_label(b, axes)) for b in boxes]
     handles.append(Line2D([], [], color="0.3", lw=1.2, ls="--", label="field beyond the input (unclipped)"))
     if any(b.probed for b in boxes):

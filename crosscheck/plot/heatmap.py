@@ -122,11 +122,11 @@ def heat_panel(ax: Axes, heat: np.ndarray, spans: tuple | None, depth_at: float)
     if heat.ndim == 1:
         draw_heat_1d(ax, heat, spans)
         return ""
-    note = ""
+    note, h, w = "", heat.ndim - 2, heat.ndim - 1  # the spans keep every axis
     if heat.ndim == 3:
         heat, index = depth_slice(heat, depth_at)
         note = f"depth slice {index}"
-    draw_heat_2d(ax, heat, spans, heat.ndim - 2, heat.ndim - 1)
+    draw_heat_2d(ax, heat, spans, h, w)
     return note
 
 
@@ -166,6 +166,8 @@ def probe_heatmap(
     2
     """
     target = numeric_target(model, input_shape, node)
+    if unit is not None and target.rep is not None and target.node is not None:
+        target.rep[target.node].real_bounds(tuple(unit))  # an index into the user's map: check it
     result = rfnumeric.probe(model, target.shape, node=target.probe_node, unit=unit)
     cache = {} if target.rep is None else {tuple(target.rep.input_shape): target.rep}
     panels = 2 if effective else 1
@@ -263,6 +265,9 @@ def erf_profile(model: nn.Module, input_shape: Sequence[int], node: str | None =
     handles.append(Line2D([], [], color="0.5", lw=2, alpha=0.6, label="structural r / 2"))
     for q in QUANTILE_STYLES:
         right.axhline(q, color="0.8", lw=0.8, zorder=0)
+    reach = 1.3 * max(max(field.structural_r) / 2, *field.radii[0.99]) + 1
+    left.set_xlim(-reach, reach)
+    right.set_xlim(0, reach)
     left.set_xlabel("offset from the centre (pixels)")
     left.set_ylabel("fraction of the mass per pixel")
     right.set_xlabel("distance from the centre (pixels)")

@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 from torch import nn  # noqa: E402
 
 import rfarith  # noqa: E402
@@ -134,6 +135,16 @@ def test_growth_numeric_markers(name):
     assert labels == ["analytic", "numeric"]  # no 'differs' marks: the sweep agrees
 
 
+def test_growth_draws_each_axis_when_they_differ():
+    """Kernel 3x5, stride 1x2: r and j differ between h and w, so each axis gets its line."""
+    net = nn.Sequential(nn.Conv2d(1, 2, (3, 5), stride=(1, 2)), nn.Conv2d(2, 2, 3))
+    fig = plot.growth(net, (1, 1, 24, 24))
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert labels == ["analytic h", "numeric h", "analytic w", "numeric w"]
+    r_w = [line for line in fig.axes[0].get_lines() if line.get_label() == "analytic w"][0]
+    assert r_w.get_ydata().tolist() == [1, 5, 9]  # 5, then 5 + 2*(3-1)
+
+
 def test_rf_grid_of_an_output_alias_row_probes_its_node():
     """A multi-output model's output rows (``output[p5]``) are probed at the node behind them."""
     model, shape = zoo.build("fpn"), zoo.input_shape("fpn")
@@ -155,6 +166,31 @@ def test_other_dimensions_render(net, shape):
     assert all(label.endswith("probe: same") for label in labels), labels
     png(plot.probe_heatmap(net, shape, effective=False))
     png(plot.growth(net, shape))
+
+
+def analytic_rectangles(ax) -> list[tuple[float, float, float, float]]:
+    """(x, y, width, height) of the cyan analytic rectangles drawn on a heat-map panel."""
+    cyan = to_rgb(heatmap.ANALYTIC_COLOUR)
+    return [
+        (*p.get_xy(), p.get_width(), p.get_height())
+        for p in ax.patches
+        if isinstance(p, Rectangle) and tuple(p.get_edgecolor()[:3]) == pytest.approx(cyan)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("net", "shape", "unit", "box"),
+    [
+        # conv 5x5 stride 2 padding 2, 32x32: unit (3, 9) sees rows 4..8, columns 16..20
+        (nn.Conv2d(1, 1, 5, stride=2, padding=2), (1, 1, 32, 32), (3, 9), (16, 4, 5, 5)),
+        # 3-D: the slice shows h and w; unit (2, 1, 4) of a 3x3x3 conv sees h 1..3, w 4..6
+        (nn.Conv3d(1, 1, 3), (1, 1, 8, 10, 10), (2, 1, 4), (4, 1, 3, 3)),
+    ],
+    ids=["2d", "3d"],
+)
+def test_probe_heatmap_overlays_the_unit_bounds(net, shape, unit, box):
+    fig = plot.probe_heatmap(net, shape, unit=unit, effective=False)
+    assert analytic_rectangles(fig.axes[0]) == [box, box]  # unclipped (dashed) and real (solid)
 
 
 def test_3d_grid_names_its_depth_slice():
@@ -314,6 +350,8 @@ def test_growth_and_heatmap_errors():
         plot.probe_heatmap(NET, SHAPE, node="nope", effective=False)
     with pytest.raises(rfarith.UnknownNode):
         plot.erf_profile(NET, SHAPE, node="nope")
+    with pytest.raises(IndexError, match="outside the map"):
+        plot.probe_heatmap(NET, SHAPE, unit=(9, 0), effective=False)
 
 
 class Untraceable(nn.Module):
