@@ -118,6 +118,25 @@ def probe_shape(input_shape: Sequence[int], rf: ReceptiveField) -> tuple[int, ..
     return tuple(input_shape[:2]) + tuple(sizes)
 
 
+def fitting_probe_shape(model: nn.Module, rep: Report, rf: ReceptiveField) -> tuple[int, ...]:
+    """:func:`probe_shape`, checked: where it is larger than the user's input, the field must
+    not change with the input size (adaptive pooling makes it grow with the input, and the
+    probe would chase it), else a clear error instead of a long failing search."""
+    shape = probe_shape(rep.input_shape, rf)
+    if shape == tuple(rep.input_shape):
+        return shape
+    larger = rfarith.analyze(model, shape)[rf.node]
+    if (larger.r, larger.j, larger.start) != (rf.r, rf.j, rf.start):
+        size, bigger = ("×".join(map(str, s[2:])) for s in (rep.input_shape, shape))
+        raise ValueError(
+            f"the field of '{rf.node}' does not fit the input ({size}) and changes with the input size "
+            f"(r {per_axis_text(rf.r)} at {size}, {per_axis_text(larger.r)} at {bigger}; adaptive pooling?), "
+            "so the probe cannot measure it on a larger input. Use numeric=False, or a node before the "
+            "size-dependent op."
+        )
+    return shape
+
+
 def field_title(rf: ReceptiveField) -> str:
     """``'pool5: r 195, j 32, start 33.5'`` plus the flags, as rfarith writes them."""
     text = f"{rf.node}: r {per_axis_text(rf.r)}, j {per_axis_text(rf.j)}, start {per_axis_text(rf.start)}"

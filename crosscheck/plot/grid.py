@@ -24,10 +24,10 @@ from .common import (
     as_image,
     check_node_arg,
     field_title,
+    fitting_probe_shape,
     new_axes,
     node_field,
     probe_node,
-    probe_shape,
     span_text,
     unit_text,
 )
@@ -121,11 +121,11 @@ def analytic_boxes(rf: ReceptiveField) -> list[UnitBox]:
 def with_probe(model: nn.Module, rep: Report, rf: ReceptiveField, boxes: list[UnitBox]) -> tuple[list[UnitBox], str]:
     """Probe each box's unit and add its measured bounds, clipped to the input.
 
-    The probe runs at :func:`~crosscheck.plot.common.probe_shape` (the input itself when the
-    field fits in it). A larger input keeps pixel 0 where it was, so a unit index names the same
+    The probe runs at :func:`~crosscheck.plot.common.fitting_probe_shape` (the input itself when
+    the field fits in it). A larger input keeps pixel 0 where it was, so a unit index names the same
     field there, and its bounds cut to the input compare with the real field. Returns the
     boxes and a note naming the probe's input size when it differs."""
-    shape = probe_shape(rep.input_shape, rf)
+    shape = fitting_probe_shape(model, rep, rf)
     name = probe_node(rep, rf.node)
     sizes = tuple(rep.input_shape[2:])
     out, ran = [], set()

@@ -23,9 +23,9 @@ from .common import (
     analysis_at,
     check_node_arg,
     colour_norm,
+    fitting_probe_shape,
     node_field,
     probe_node,
-    probe_shape,
     span_text,
     unit_text,
     wide_range,
@@ -60,7 +60,7 @@ def numeric_target(model: nn.Module, input_shape: Sequence[int], node: str | Non
     except (rfarith.UnsupportedOp, rfarith.TraceError) as e:
         return Target(None, node, node, tuple(input_shape), f"analytic bounds n/a ({type(e).__name__})")
     rf = node_field(rep, node)
-    return Target(rep, rf.node, probe_node(rep, rf.node), probe_shape(rep.input_shape, rf))
+    return Target(rep, rf.node, probe_node(rep, rf.node), fitting_probe_shape(model, rep, rf))
 
 
 def analytic_spans(

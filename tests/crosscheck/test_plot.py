@@ -341,6 +341,17 @@ def test_single_unit_maps_are_refused_by_the_grid():
         plot.rf_grid(nn.AdaptiveAvgPool2d(1), SHAPE, numeric=False)
 
 
+def test_size_dependent_fields_are_refused_before_probing():
+    """Adaptive pooling: at 16x16 the map's field (r 10) and two neighbours do not fit, and on
+    the 32x32 input the probe would need, the pooling window and so the field are larger."""
+    net = nn.Sequential(nn.Conv2d(1, 1, 9), nn.AdaptiveAvgPool2d(4))
+    with pytest.raises(ValueError, match="changes with the input size"):
+        plot.rf_grid(net, (1, 1, 16, 16))
+    with pytest.raises(ValueError, match="changes with the input size"):
+        plot.probe_heatmap(net, (1, 1, 16, 16), effective=False)
+    png(plot.rf_grid(net, (1, 1, 16, 16), numeric=False))
+
+
 def test_growth_and_heatmap_errors():
     with pytest.raises(ValueError, match="Report is analytic only"):
         plot.growth(rfarith.analyze(NET, SHAPE), numeric=True)
