@@ -101,7 +101,7 @@ def test_probe_heatmap_with_effective_renders_every_zoo_model(name):
     model, shape = zoo.build(name), zoo.input_shape(name)
     fig = plot.probe_heatmap(model, shape, node=first_map(model, shape))
     png(fig)
-    assert fig.axes[1].get_title().startswith("effective") or any(a.get_title().startswith("effective") for a in fig.axes)
+    assert any(ax.get_title().startswith("effective") for ax in fig.axes)
 
 
 @needs_effective
