@@ -1,1 +1,13 @@
-"""crosscheck: analytic and numeric receptive fields side by side (work in progress)."""
+"""crosscheck: analytic and numeric receptive fields side by side.
+
+>>> import torch.nn as nn, crosscheck
+>>> net = nn.Sequential(nn.Conv2d(3, 8, 5, stride=2), nn.ReLU(), nn.Conv2d(8, 8, 3))
+>>> crosscheck.assert_agree(net, (1, 3, 32, 32))   # raises AssertionError with the table if not
+"""
+
+from __future__ import annotations
+
+from . import zoo
+from .compare import compare, summary
+
+__all__ = ["compare", "summary", "zoo"]

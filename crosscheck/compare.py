@@ -1,0 +1,205 @@
+"""Analytic against numeric, feature map by feature map, with a reason for every difference.
+
+For each node: the analytic field (rfarith, at the user's input) and the probe's (rfnumeric, on
+the smallest input that holds the analytic field: its size is the probe's size hint) are
+compared on ``n``, ``j``, ``r``, ``start`` and the flags ``global``, ``holes``, ``nonuniform``;
+then the first, centre and last units are measured at the user's input itself, and what each
+sees of that input is compared pixel for pixel with rfarith's exact border fields. Equality is
+exact: no tolerance anywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from torch import nn
+
+import rfarith
+from rfarith.errors import ProbeError, RFError
+from rfarith.field import ReceptiveField
+
+from . import numeric
+
+COMPARED_FLAGS = ("global", "holes", "nonuniform")
+UNIT_NAMES = ("first", "centre", "last")
+
+
+@dataclass
+class Verdict:
+    """The outcome for one node: the differences found and the reasons that explain them."""
+
+    differences: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    explained: bool = True
+    numeric_only: bool = False
+
+    @property
+    def agree(self) -> bool:
+        return not self.differences and not self.numeric_only
+
+    def text(self) -> str:
+        parts = list(self.reasons)
+        if self.differences and not self.explained:
+            parts.append("unexplained: " + "; ".join(self.differences))
+        elif self.differences:
+            parts.append("(" + "; ".join(self.differences) + ")")
+        return ", ".join(parts)
+
+
+def compare(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    nodes: Iterable[str] | None = None,
+    mode: str = "local",
+    max_size: int = 4096,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> pd.DataFrame:
+    """Analytic vs numeric receptive fields, one row per feature map, in graph order.
+
+    Columns: ``op``, per axis ``n_<a>``, ``j_<a>``, ``r_<a>``, ``start_<a>`` (analytic) and the
+    same with ``_num`` (numeric), ``first`` / ``centre`` / ``last`` (analytic bounds of those
+    units in the actual input, per axis) and ``first_num`` / ... (measured), ``flags`` and
+    ``flags_num``, ``agree`` (exact equality) and ``reason`` (why a row differs or was skipped).
+    ``df.attrs["summary"]`` holds the counts; :func:`render` prints the table.
+
+    >>> import torch.nn as nn, crosscheck
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 8, 3))
+    >>> df = crosscheck.compare(net, (1, 3, 32, 32))
+    >>> bool(df["agree"].all()), df.attrs["summary"]["agree"]
+    (True, 3)
+    """
+    report = rfarith.analyze(model, input_shape)
+    shape = report.input_shape
+    names = _select(report, nodes)
+    records = []
+    for index, name in enumerate(names):
+        if progress is not None:
+            progress(index, len(names), name)
+        records.append(_check_node(model, shape, report, name, mode, max_size))
+    if progress is not None:
+        progress(len(names), len(names), "")
+    frame = pd.DataFrame.from_records(records).set_index("node") if records else pd.DataFrame()
+    frame.attrs["summary"] = summary(frame)
+    frame.attrs["input_shape"] = shape
+    frame.attrs["mode"] = mode
+    return frame
+
+
+def _select(report: rfarith.Report, nodes: Iterable[str] | None) -> list[str]:
+    if nodes is None:
+        return [row.name for row in report.rows[1:] if row.op != "output"]
+    chosen = list(nodes)
+    for name in chosen:
+        report[name]  # raises UnknownNode with close names
+    return chosen
+
+
+def _units(rf: ReceptiveField) -> dict[str, tuple[int, ...]]:
+    return {
+        "first": tuple(0 for _ in rf.n),
+        "centre": tuple(n // 2 for n in rf.n),
+        "last": tuple(n - 1 for n in rf.n),
+    }
+
+
+def _check_node(model, shape, report, name, mode, max_size) -> dict[str, Any]:
+    row = report.row(name)
+    rf = row.field
+    record: dict[str, Any] = {"node": name, "op": row.op}
+    verdict = Verdict()
+    for i, a in enumerate(rf.axes):
+        record.update({f"n_{a}": rf.n[i], f"j_{a}": rf.j[i], f"r_{a}": rf.r[i], f"start_{a}": rf.start[i]})
+    units = _units(rf)
+    for key, unit in units.items():
+        record[key] = rf.real_bounds(unit)
+    record["flags"] = rf.describe_flags()
+    if row.source != "rule":
+        verdict.numeric_only = True
+        verdict.reasons.append(f"no analytic rule for {row.op}: measured by the probe")
+
+    probe = None
+    try:
+        probe = numeric.field(model, shape, name, mode, rf.r, max_size)
+    except ProbeError as e:
+        verdict.reasons.append(f"probe could not measure the field: {e}")
+        verdict.explained = "max_size" in str(e)
+        verdict.differences.append("no numeric field")
+    if probe is not None:
+        for i, a in enumerate(rf.axes):
+            record.update({f"j_{a}_num": probe.j[i], f"r_{a}_num": probe.r[i], f"start_{a}_num": probe.start[i]})
+            for quantity, mine, theirs in (("j", rf.j[i], probe.j[i]), ("r", rf.r[i], probe.r[i]), ("start", rf.start[i], probe.start[i])):
+                if not _same(mine, theirs):
+                    verdict.differences.append(f"{quantity}_{a} {_fmt(mine)} vs {_fmt(theirs)}")
+        flags_num = probe.flags
+        record["flags_num"] = ", ".join(sorted(flags_num))
+        for flag in COMPARED_FLAGS:
+            if (flag in rf.flags) != (flag in flags_num):
+                side = "analytic" if flag in rf.flags else "numeric"
+                verdict.differences.append(f"{flag} only {side}")
+        if "underflow" in flags_num:
+            verdict.reasons.append("probe underflow")
+    unit_mode = probe.mode if probe is not None else mode
+    try:
+        n_num, supports = numeric.units_at(model, shape, name, list(units.values()), unit_mode)
+    except RFError as e:
+        verdict.differences.append(f"units not measured ({e})")
+        n_num, supports = (), []
+    for i, a in enumerate(rf.axes):
+        record[f"n_{a}_num"] = n_num[i] if n_num else None
+        if n_num and n_num[i] != rf.n[i]:
+            verdict.differences.append(f"n_{a} {rf.n[i]} vs {n_num[i]}")
+    by_unit = {s.unit: s for s in supports}
+    for key, unit in units.items():
+        measured = by_unit.get(unit)
+        record[f"{key}_num"] = measured.bounds if measured else None
+        if measured is None:
+            continue
+        if rf.real_seen(unit) != measured.pixels:
+            verdict.differences.append(f"{key} unit {unit}: {rf.real_bounds(unit)} vs {measured.bounds}")
+    _explain(verdict, rf, probe, max_size)
+    record["agree"] = verdict.agree
+    record["reason"] = verdict.text()
+    return record
+
+
+def _explain(verdict: Verdict, rf: ReceptiveField, probe, max_size: int) -> None:
+    """Reasons that make a difference legitimate."""
+    if rf.global_via or any(f.is_global for f in rf.fields):
+        via = rf.global_via[0] if rf.global_via else rf.node
+        verdict.reasons.insert(0, f"global: every unit sees the whole input (via {via})")
+    if verdict.differences and any(r > max_size for r in rf.r):
+        verdict.reasons.append(f"field wider than the largest input the probe may use ({max_size})")
+        verdict.explained = True
+    elif verdict.differences and not verdict.reasons:
+        verdict.explained = False
+    elif verdict.differences:
+        verdict.explained = any(reason.startswith(("probe underflow", "field wider")) for reason in verdict.reasons)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    return a == b
+
+
+def _fmt(value) -> str:
+    return rfarith.report.format_number(value) if isinstance(value, (int, float)) or hasattr(value, "denominator") else str(value)
+
+
+def summary(frame: pd.DataFrame) -> dict[str, int]:
+    """Counts: nodes, agree, disagree (unexplained), explained differences, numeric-only rows."""
+    if frame.empty:
+        return {"nodes": 0, "agree": 0, "disagree": 0, "explained": 0, "numeric_only": 0}
+    agree = int(frame["agree"].sum())
+    unexplained = int(frame["reason"].str.contains("unexplained").sum())
+    numeric_only = int(frame["reason"].str.contains("measured by the probe").sum())
+    return {
+        "nodes": len(frame),
+        "agree": agree,
+        "disagree": unexplained,
+        "explained": len(frame) - agree - unexplained - numeric_only,
+        "numeric_only": numeric_only,
+    }
