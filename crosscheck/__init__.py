@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from . import zoo
-from .compare import compare, summary
+from .compare import assert_agree, compare, render, summary
+from .hybrid import hybrid
 
-__all__ = ["compare", "summary", "zoo"]
+__all__ = ["assert_agree", "compare", "hybrid", "render", "summary", "zoo"]

@@ -22,6 +22,7 @@ from rfarith.errors import ProbeError, RFError
 from rfarith.field import ReceptiveField
 
 from . import numeric
+from .hybrid import hybrid
 
 COMPARED_FLAGS = ("global", "holes", "nonuniform")
 UNIT_NAMES = ("first", "centre", "last")
@@ -71,7 +72,7 @@ def compare(
     >>> bool(df["agree"].all()), df.attrs["summary"]["agree"]
     (True, 3)
     """
-    report = rfarith.analyze(model, input_shape)
+    report = hybrid(model, input_shape, mode)  # the analysis, with black boxes measured
     shape = report.input_shape
     names = _select(report, nodes)
     records = []
@@ -203,3 +204,67 @@ def summary(frame: pd.DataFrame) -> dict[str, int]:
         "explained": len(frame) - agree - unexplained - numeric_only,
         "numeric_only": numeric_only,
     }
+
+
+def render(frame: pd.DataFrame, title: str = "") -> str:
+    """The comparison as a text table: analytic | numeric per quantity, agreement, reason."""
+    from rfarith.report import per_axis_text
+
+    axes = [c[2:] for c in frame.columns if c.startswith("r_") and not c.endswith("_num")]
+    headers = ["Node", "Op", "n", "j", "r", "start", "agree", "Reason"]
+    rows = []
+    for name, row in frame.iterrows():
+        cells = [str(name), str(row["op"])]
+        for quantity in ("n", "j", "r", "start"):
+            mine = per_axis_text([row[f"{quantity}_{a}"] for a in axes])
+            theirs = [row.get(f"{quantity}_{a}_num") for a in axes]
+            theirs_text = "--" if any(v is None or (isinstance(v, float) and v != v and quantity != "start") for v in theirs) else per_axis_text(theirs)
+            cells.append(mine if mine == theirs_text else f"{mine} | {theirs_text}")
+        cells.append("yes" if row["agree"] else "NO")
+        cells.append(str(row["reason"]) or "--")
+        rows.append(cells)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i in (0, 1, 6, 7) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    counts = frame.attrs.get("summary") or summary(frame)
+    shape = frame.attrs.get("input_shape")
+    head = f"Analytic vs numeric receptive fields{': ' + title if title else ''}"
+    if shape:
+        head += f"  (input {'×'.join(map(str, shape))}, mode {frame.attrs.get('mode', 'local')})"
+    line = "=" * min(sum(widths) + 2 * (len(widths) - 1), 160)
+    out = [head, "a | b: analytic | numeric where they differ; n at the input, r/j/start of an interior unit", line, fmt(headers), "-" * len(line)]
+    out += [fmt(r) for r in rows]
+    out += [
+        line,
+        f"{counts['nodes']} nodes, {counts['agree']} agree, {counts['disagree']} disagree, "
+        f"{counts['explained']} differ for a stated reason, {counts['numeric_only']} numeric-only",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def assert_agree(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    nodes: Iterable[str] | None = None,
+    mode: str = "local",
+    max_size: int = 4096,
+) -> pd.DataFrame:
+    """Fail (AssertionError with the table) unless analytic and numeric agree on every node.
+
+    A difference with a stated, legitimate reason (the field is wider than any input the probe
+    may use; a probe underflow) does not fail it; any unexplained difference does. Returns the
+    comparison table.
+
+    >>> import torch.nn as nn, crosscheck
+    >>> _ = crosscheck.assert_agree(nn.Sequential(nn.Conv2d(1, 2, 3, dilation=2), nn.MaxPool2d(2)), (1, 1, 24, 24))
+    """
+    frame = compare(model, input_shape, nodes, mode, max_size)
+    failing = frame[frame["reason"].str.contains("unexplained")] if not frame.empty else frame
+    if len(failing):
+        raise AssertionError(
+            f"analytic and numeric receptive fields disagree on {len(failing)} of {len(frame)} nodes:\n"
+            + render(failing, type(model).__name__)
+        )
+    return frame

@@ -28,12 +28,29 @@ def field(model: nn.Module, input_shape: Sequence[int], node: str, mode: str, si
     return rfnumeric.probe(model, input_shape, node=node, mode=mode, size_hint=size_hint, max_size=max_size)
 
 
+def global_reach(model: nn.Module, input_shape: Sequence[int], mode: str) -> bool:
+    """Whether a global spatial reduction inside ``model`` reaches its output's centre unit."""
+    sizes = tuple(input_shape[2:])
+    try:
+        probe = rfnumeric.probe(model, input_shape, mode=mode, size_hint=sizes, max_size=max(sizes))
+    except rfnumeric_errors() as e:  # the field does not fit the input: a local op
+        del e
+        return False
+    return "global" in probe.flags
+
+
+def rfnumeric_errors() -> tuple[type[Exception], ...]:
+    from rfarith.errors import ProbeError
+
+    return (ProbeError,)
+
+
 def units_at(
-    model: nn.Module, input_shape: Sequence[int], node: str, units: Sequence[tuple[int, ...]], mode: str
+    model: nn.Module, input_shape: Sequence[int], node: str | None, units: Sequence[tuple[int, ...]], mode: str
 ) -> tuple[tuple[int, ...], list[UnitSupport]]:
     """The map's size and what each of ``units`` sees, measured at exactly ``input_shape``."""
     session = Session(model, input_shape, "structural")
-    target = session.target(node)
+    target = session.target(node)  # None: the model output
     requests = [Request(target, UnitSpec("fixed", unit=tuple(u))) for u in units]
     measurement = session.measure(tuple(input_shape[2:]), requests, mode == "local")
     n: tuple[int, ...] = ()

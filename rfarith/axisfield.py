@@ -175,7 +175,7 @@ def _canonical_period(period: int, jump: int, phases: tuple[Phase, ...]) -> tupl
     return period, jump, phases
 
 
-def _border_source(u: int, n: int, border: str) -> int | None:
+def border_source(u: int, n: int, border: str) -> int | None:
     """The real unit a source index ``u`` outside ``0 .. n-1`` copies, or None (zero padding)."""
     if 0 <= u < n:
         return u
@@ -214,7 +214,7 @@ def _band(
     def real_unit(m: int) -> Phase:
         acc = EMPTY
         for u in source_indices(m):
-            v = _border_source(u, field.n, border)
+            v = border_source(u, field.n, border)
             if v is not None:
                 acc = _union(acc, field.real(v))
         return acc

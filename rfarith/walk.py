@@ -257,7 +257,15 @@ class _Walk:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         kind, hint = "other", "check input_shape (batch, channels, *spatial)"
         channels = re.search(r"to have (\d+) channels", reason)
-        if channels:
+        rank = re.search(r"([123])d$", op)  # Conv2d, max_pool3d, ...: the spatial axes it works on
+        expected = int(rank.group(1)) if rank else None
+        if expected is not None and len(self.shape) - 2 != expected:
+            kind = "rank"
+            hint = (
+                f"this layer works on {expected} spatial axes but input_shape {self.shape} has "
+                f"{len(self.shape) - 2}: give (batch, channels, *{expected} spatial sizes)"
+            )
+        elif channels:
             wanted = (self.shape[0], int(channels.group(1)), *self.shape[2:])
             kind = "channels"
             hint = f"this layer expects {channels.group(1)} input channels; if it reads the model input, use input_shape={wanted}"

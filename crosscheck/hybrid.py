@@ -1,0 +1,199 @@
+"""Hybrid analysis: the analytic walk, with the probe measuring what the arithmetic has no rule for.
+
+A module torch.fx cannot trace becomes a leaf of the trace; an op without a rule (or such a
+leaf) is measured as a black box: the probe reads, on the op alone and at the very input size it
+receives in the model, which units of its input each output unit sees. Along each axis that
+index map is fitted as a period ``P`` (1 for a sliding window), a shift ``A`` and per-phase
+source offsets, checked on every measured unit, border units included (which also tells which
+padding the op uses), and then composed analytically like any rule. The report's rows say
+``from: probe`` where this happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+import rfarith
+from rfarith import axisfield as af
+from rfarith.errors import TraceError, UnsupportedOp
+from rfarith.rules.common import map_trailing_axes
+from rfarith.rules.registry import Call
+from rfarith.tracing import trace
+
+from . import numeric
+
+BORDERS = ("zeros", "replicate", "reflect", "circular")
+MAX_LEAVES = 64
+
+
+def hybrid(model: nn.Module, input_shape: Sequence[int], mode: str = "local") -> rfarith.Report:
+    """Layer-by-layer report of any model: analytic where rules exist, measured elsewhere.
+
+    >>> import torch, torch.nn as nn, crosscheck
+    >>> class Gate(nn.Module):          # data-dependent control flow: fx cannot trace it
+    ...     def forward(self, x):
+    ...         return x if x.sum() > 0 else -x
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), Gate(), nn.Conv2d(4, 4, 3))
+    >>> rep = crosscheck.hybrid(net, (1, 3, 16, 16))
+    >>> rep.output.r, rep.table.loc["1", "source"]
+    ((5, 5), 'probe')
+    """
+    leaves: list[str] = []
+    while True:
+        try:
+            trace(model, leaves)
+            break
+        except TraceError as e:
+            if not e.module_path or e.module_path in leaves or len(leaves) >= MAX_LEAVES:
+                raise
+            leaves.append(e.module_path)
+    fallback = BlackBox(mode)
+    return rfarith.analyze(model, input_shape, leaf_modules=leaves, fallback=fallback, title=type(model).__name__)
+
+
+class _Applied(nn.Module):
+    """An op as a module of one tensor: a leaf module, or a function with its other arguments."""
+
+    def __init__(self, call: Call, position: int) -> None:
+        super().__init__()
+        self.inner = call.module
+        self.target = call.target
+        self.kind = call.kind
+        self.args = list(_real(call.args))
+        self.kwargs = dict(_real(call.kwargs))
+        self.position = position
+
+    def forward(self, x: torch.Tensor):
+        args = list(self.args)
+        args[self.position] = x
+        if self.kind == "call_module":
+            return self.inner(*args, **self.kwargs)
+        if self.kind == "call_method":
+            return getattr(args[0], self.target)(*args[1:], **self.kwargs)
+        return self.target(*args, **self.kwargs)
+
+
+def _real(obj):
+    """Fake tensors replaced by real ones of the same shape (values do not matter to the probe)."""
+    if isinstance(obj, torch.Tensor):
+        if type(obj).__name__ == "FakeTensor":
+            return torch.rand(obj.shape, dtype=obj.dtype) + 0.5 if obj.is_floating_point() else torch.zeros(obj.shape, dtype=obj.dtype)
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_real(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _real(v) for k, v in obj.items()}
+    return obj
+
+
+@dataclass(frozen=True)
+class FittedAxis:
+    """An index map measured along one axis, as :func:`rfarith.axisfield.resample` takes it."""
+
+    period: int
+    shift: int
+    sources: tuple[tuple[int, ...], ...]
+    border: str
+
+
+class BlackBox:
+    """The fallback rfarith calls for an op without a rule."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def __call__(self, call: Call):
+        inputs = [(i, t) for i, t in enumerate(call.args) if isinstance(t, torch.Tensor) and call.value(t) is not None]
+        others = [t for t, v in call.tensors() if v is not None and all(t is not u for _, u in inputs)]
+        if len(inputs) != 1 or others:
+            raise UnsupportedOp(call.node, call.op, "the probe measures black boxes of one input-dependent tensor")
+        position, tensor = inputs[0]
+        x = call.value(tensor)
+        out = call.out
+        if not isinstance(out, torch.Tensor) or out.dim() != tensor.dim():
+            raise UnsupportedOp(call.node, call.op, "a black box whose output is not a tensor of its input's rank")
+        box = _Applied(call, position)
+        shape = tuple(tensor.shape)
+        nd = len(shape) - 2
+        maps = []
+        for axis in range(nd):
+            try:
+                fitted = fit_axis(box, shape, tuple(out.shape), axis, self.mode)
+            except ValueError as e:
+                raise UnsupportedOp(call.node, call.op, f"measured as a black box along axis {axis}: {e}") from None
+            maps.append(_axis_map(fitted))
+        value = map_trailing_axes(call, x, nd, maps)
+        reached = numeric.global_reach(box, shape, self.mode)
+        return value.with_global((call.node,)) if reached else value
+
+
+def _axis_map(fitted: FittedAxis):
+    return lambda f, _n, n_out, _e: af.resample(f, fitted.period, fitted.shift, fitted.sources, n_out, fitted.border)
+
+
+def fit_axis(box: nn.Module, shape: tuple[int, ...], out_shape: tuple[int, ...], axis: int, mode: str) -> FittedAxis:
+    """Measure which input units each output unit along ``axis`` reads, and fit the index map."""
+    n_in, n_out = shape[2 + axis], out_shape[2 + axis]
+    centre = [s // 2 for s in out_shape[2:]]
+    wanted = sorted({*range(min(n_out, 12)), *range(max(n_out - 12, 0), n_out), *range(max(centre[axis] - 6, 0), min(centre[axis] + 6, n_out))})
+    units = []
+    for m in wanted:
+        unit = list(centre)
+        unit[axis] = m
+        units.append(tuple(unit))
+    _, supports = numeric.units_at(box, shape, None, units, mode)
+    seen = {s.unit[axis]: s.pixels[axis] for s in supports}
+    return _fit(seen, n_in, n_out)
+
+
+def _fit(seen: dict[int, tuple[int, ...]], n_in: int, n_out: int) -> FittedAxis:
+    """The smallest period whose shifted sources explain every measured unit, with the border
+    padding that explains the edge units."""
+    interior = sorted(seen)
+    for period in range(1, max(len(interior) // 2, 1) + 1):
+        candidate = _periodic(seen, period)
+        if candidate is None:
+            continue
+        shift, sources = candidate
+        for border in BORDERS:
+            fitted = FittedAxis(period, shift, sources, border)
+            if all(_predict(fitted, m, n_in) == tuple(pixels) for m, pixels in seen.items()):
+                return fitted
+    raise ValueError(f"no periodic index map explains what its units see ({seen})")
+
+
+def _periodic(seen: dict[int, tuple[int, ...]], period: int) -> tuple[int, tuple[tuple[int, ...], ...]] | None:
+    """Shift and per-phase offsets read off the middle units, if the pattern repeats there."""
+    units = sorted(seen)
+    middle = units[len(units) // 2 - period : len(units) // 2 + period]
+    pairs = [(m, m + period) for m in middle if m + period in seen and seen[m] and seen[m + period]]
+    if not pairs:
+        return None
+    shifts = {seen[b][0] - seen[a][0] for a, b in pairs}
+    if len(shifts) != 1:
+        return None
+    shift = shifts.pop()
+    if any(tuple(p + shift for p in seen[a]) != seen[b] for a, b in pairs):
+        return None
+    sources = []
+    for phase in range(period):
+        m = next((u for u in middle if u % period == phase and seen[u]), None)
+        if m is None:
+            return None
+        q = m // period
+        sources.append(tuple(p - q * shift for p in seen[m]))
+    return shift, tuple(sources)
+
+
+def _predict(fitted: FittedAxis, m: int, n_in: int) -> tuple[int, ...]:
+    q, phase = divmod(m, fitted.period)
+    pixels = set()
+    for offset in fitted.sources[phase]:
+        source = af.border_source(q * fitted.shift + offset, n_in, fitted.border)
+        if source is not None:
+            pixels.add(source)
+    return tuple(sorted(pixels))
