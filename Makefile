@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/rfcheck report alexnet
+	$(VENV)/bin/rfcheck compare alexnet
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 -p no:cacheprovider
