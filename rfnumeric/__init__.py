@@ -13,8 +13,9 @@ cancels, saturates or underflows, and reads the support as exactly non-zero grad
 
 from __future__ import annotations
 
+from .effective import effective
 from .probe import probe
 from .result import EffectiveField, ProbeResult
 from .sweep import sweep
 
-__all__ = ["EffectiveField", "ProbeResult", "probe", "sweep"]
+__all__ = ["EffectiveField", "ProbeResult", "effective", "probe", "sweep"]

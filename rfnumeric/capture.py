@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,12 +113,18 @@ class Resolver:
 
 
 # ---- executors ------------------------------------------------------------------------------
-class EagerRun:
-    """Runs the model copy and captures module outputs (or the model output) by forward hooks."""
+def _ignore(_name: str) -> None:
+    return None
 
-    def __init__(self, model: nn.Module, naming: Naming) -> None:
+
+class EagerRun:
+    """Runs the model copy and captures module outputs (or the model output) by forward hooks.
+    ``mark(name)`` is called as each value is captured (the session notes the cost so far)."""
+
+    def __init__(self, model: nn.Module, naming: Naming, mark: Callable[[str], None] = _ignore) -> None:
         self.model = model
         self.naming = naming
+        self.mark = mark
 
     def run(self, x: torch.Tensor, locators: Sequence[Locator]) -> dict[str, Any]:
         captured: dict[str, Any] = {loc.name: x for loc in locators if loc.kind == "input"}
@@ -136,6 +142,7 @@ class EagerRun:
                 for loc in wanted:
                     if loc.path == path and loc.call == count:
                         captured[loc.name] = output
+                        self.mark(loc.name)
                 if not needs_output and all(loc.name in captured for loc in wanted):
                     raise Stop
 
@@ -165,7 +172,9 @@ class EagerRun:
             def hook(_module, _args, output):
                 count = counts.get(path, 0)
                 counts[path] = count + 1
-                found.append((path if count == 0 else f"{path}_{count}", path, output))
+                name = path if count == 0 else f"{path}_{count}"
+                found.append((name, path, output))
+                self.mark(name)
 
             return hook
 
@@ -179,11 +188,12 @@ class EagerRun:
 
 
 class _CapturingInterpreter(fx.Interpreter):
-    def __init__(self, module: nn.Module, traced: Traced, wanted: dict[fx.Node, str], naming: Naming) -> None:
+    def __init__(self, module: nn.Module, traced: Traced, wanted: dict[fx.Node, str], naming: Naming, mark: Callable[[str], None]) -> None:
         super().__init__(module, garbage_collect_values=True, graph=traced.graph)
         self.names = traced.names
         self.wanted = wanted
         self.naming = naming
+        self.mark = mark
         self.captured: dict[str, Any] = {}
 
     def run_node(self, n: fx.Node) -> Any:
@@ -194,6 +204,7 @@ class _CapturingInterpreter(fx.Interpreter):
             self.naming.node = None
         if n in self.wanted:
             self.captured[self.wanted[n]] = result
+            self.mark(self.wanted[n])
             if len(self.captured) == len(self.wanted):
                 raise Stop
         return result
@@ -202,14 +213,15 @@ class _CapturingInterpreter(fx.Interpreter):
 class GraphRun:
     """Interprets the traced graph and captures node values, stopping after the last one."""
 
-    def __init__(self, model: nn.Module, traced: Traced, naming: Naming) -> None:
+    def __init__(self, model: nn.Module, traced: Traced, naming: Naming, mark: Callable[[str], None] = _ignore) -> None:
         self.model = model
         self.traced = traced
         self.naming = naming
+        self.mark = mark
 
     def run(self, x: torch.Tensor, locators: Sequence[Locator]) -> dict[str, Any]:
         wanted = {loc.node: loc.name for loc in locators if loc.kind == "graph"}
-        interpreter = _CapturingInterpreter(self.model, self.traced, wanted, self.naming)
+        interpreter = _CapturingInterpreter(self.model, self.traced, wanted, self.naming, self.mark)
         try:
             interpreter.run(x)
         except Stop:

@@ -20,8 +20,8 @@ from fractions import Fraction
 import numpy as np
 
 NAN = math.nan
-WINDOW = 4  # units on each side of the centre probed when looking for a period
-MAX_PERIOD = 4
+WINDOW = 8  # units on each side of the centre probed when looking for a period
+MAX_PERIOD = 8
 
 
 @dataclass(frozen=True)

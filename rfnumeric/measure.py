@@ -29,7 +29,7 @@ from .capture import EagerRun, GraphRun, Locator, Resolver, select_output
 from .copying import probe_copy
 from .fitting import Span, projections
 from .mode import Naming, ProbeMode, Retry, base_of, depends, expanded
-from .surrogates import TABLE
+from .surrogates import SYMMETRIC, TABLE
 
 
 def check_input_shape(input_shape: Any) -> tuple[int, ...]:
@@ -256,14 +256,17 @@ class Session:
                               "(pass size_hint or a larger input_shape).")
         return ProbeError(message)
 
-    def _executor(self, locators: Sequence[Locator]):
+    def _executor(self, locators: Sequence[Locator], mode: ProbeMode):
+        def mark(name: str) -> None:
+            mode.records.progress[name] = mode.records.elements
+
         if any(loc.kind == "graph" for loc in locators):
             if any(loc.kind != "graph" for loc in locators):
                 raise ValueError("cannot mix graph nodes with module paths or the output in one measurement")
             traced = self.resolver.traced
             assert traced is not None
-            return GraphRun(self.model, traced, self.naming)
-        return EagerRun(self.model, self.naming)
+            return GraphRun(self.model, traced, self.naming, mark)
+        return EagerRun(self.model, self.naming, mark)
 
     def _input(self, batch: int, sizes: tuple[int, ...], collapse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (batch, self.channels, *sizes)
@@ -285,22 +288,23 @@ class Session:
         self.naming.reset()
         try:
             with torch.inference_mode(False), torch.enable_grad(), mode:
-                captured = self._executor(locators).run(x_in, locators)
+                captured = self._executor(locators, mode).run(x_in, locators)
         except (RFError, Retry):
             raise
         except Exception as e:
             raise ForwardFailed(e) from e
         return captured, mode, leaf
 
-    def survey_calls(self, paths: Sequence[str], local: bool) -> tuple[list[tuple[str, str, Any]], torch.Tensor]:
+    def survey_calls(self, paths: Sequence[str], local: bool) -> tuple[list[tuple[str, str, Any]], torch.Tensor, dict[str, int]]:
         """One forward at the user's input shape recording every call of the modules at
-        ``paths``; returns the calls and the input tensor."""
+        ``paths``; returns the calls, the input tensor, and the tensor elements produced up to
+        each call."""
         mode = self._mode(local, self.collapse, self.shape[0])
         leaf, x = self._input(self.shape[0], self.shape[2:], self.collapse)
         self.naming.reset()
         with torch.inference_mode(False), torch.enable_grad(), mode:
-            calls = EagerRun(self.model, self.naming).calls(x, paths)
-        return calls, x
+            calls = self._executor([], mode).calls(x, paths)
+        return calls, x, mode.records.progress
 
     def _mode(self, local: bool, collapse: bool, batch: int) -> ProbeMode:
         return ProbeMode(
@@ -311,6 +315,7 @@ class Session:
             batch=batch,
             input_rank=len(self.shape),
             table=TABLE,
+            symmetric=SYMMETRIC,
         )
 
     def _measure(self, sizes: tuple[int, ...], requests: list[Request], local: bool) -> Measurement:

@@ -39,6 +39,7 @@ _CONSUMERS = "_rfnumeric_consumers"
 _HOOKED = "_rfnumeric_hooked"
 _ORIGINS = "_rfnumeric_origins"  # the global reductions a tensor's value passed through
 _GLOBAL = "_rfnumeric_global"  # set when a tensor depends on the input only through cuts
+_BLEND = "_rfnumeric_blend"  # set when a tensor's channels hold a blend (see surrogates.cat)
 
 # Gradient magnitudes float64 handles safely; beyond these the hooks rescale or compress.
 _TINY = 2.0**-900
@@ -139,7 +140,8 @@ class Records:
     cut_axes: dict[str, frozenset[int]] = field(default_factory=dict)
     first_nonfinite: tuple[str, tuple[str, ...]] | None = None
     compressed: list[str] = field(default_factory=list)
-    elements: int = 0
+    elements: int = 0  # tensor elements the forward has produced so far
+    progress: dict[str, int] = field(default_factory=dict)  # elements when each map was captured
 
 
 # ---- collapsed tensors ----------------------------------------------------------------------
@@ -225,6 +227,7 @@ class ProbeMode(TorchFunctionMode):
         batch: int,
         input_rank: int,
         table: dict[Any, Handler],
+        symmetric: set[Any] = frozenset(),
     ) -> None:
         super().__init__()
         self.naming = naming
@@ -234,7 +237,11 @@ class ProbeMode(TorchFunctionMode):
         self.batch = batch
         self.input_rank = input_rank
         self.table = table
+        self.symmetric = symmetric
         self.records = Records()
+        self.blended_input = False  # whether the op running now takes a blended tensor
+        self.exact = False  # set by a handler whose output is exact even from a blend
+        self.blends = False  # set by a handler whose output is a blend
         self.name = ""
         self.frame: Any = None
         self.origins: tuple[str, ...] = ()
@@ -251,11 +258,18 @@ class ProbeMode(TorchFunctionMode):
                 return out  # metadata: .shape, .dim(), .size(), comparisons to Python values
             self.name = self.naming.current(func)
             inputs = [a for a in _flat_tensors(list(args) + list(kwargs.values())) if depends(a)]
+            if any(getattr(a, _BLEND, False) for a in inputs):
+                raise Retry("collapse", self.name)  # an op that may treat channels differently
+            self.exact = self.blends = False
         else:
             self.name = self.naming.current(func)
             inputs = [a for a in _flat_tensors(list(args) + list(kwargs.values())) if depends(a)]
             self.origins = tuple(dict.fromkeys(o for a in inputs for o in getattr(a, _ORIGINS, ())))
             self.only_global = bool(inputs) and all(getattr(a, _GLOBAL, False) for a in inputs)
+            self.blended_input = any(getattr(a, _BLEND, False) for a in inputs)
+            if self.blended_input and func not in self.symmetric:
+                raise Retry("collapse", self.name)
+            self.exact = self.blends = False
             out = handler(self, func, args, kwargs)
         self._note_consumers(inputs)
         return self._finish(func, args, kwargs, out, inputs)
@@ -302,8 +316,11 @@ class ProbeMode(TorchFunctionMode):
             layouts = [None] * len(items)
         origins = tuple(dict.fromkeys(o for a in inputs for o in getattr(a, _ORIGINS, ())))
         only_global = bool(inputs) and all(getattr(a, _GLOBAL, False) for a in inputs)
+        blend = self.blends or (not self.exact and any(getattr(a, _BLEND, False) for a in inputs))
         for item, layout in zip(items, layouts):
             if depends(item):
+                if blend:
+                    setattr(item, _BLEND, True)
                 if lay.get(item) is None:
                     lay.attach(item, layout)
                 if origins and not getattr(item, _ORIGINS, None):
@@ -338,7 +355,13 @@ class ProbeMode(TorchFunctionMode):
             target.register_hook(self._gradient_hook(target))
 
     def _gradient_hook(self, t: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor | None]:
+        """A hook that must not refer to ``t`` itself (the tensor would then hold a reference
+        cycle through its own hook and outlive the measurement)."""
         name = getattr(t, _NAME, "?")
+        consumers = getattr(t, _CONSUMERS, None)
+        if consumers is None:
+            consumers = []
+            setattr(t, _CONSUMERS, consumers)
         records = self.records
         structural = self.structural
 
@@ -347,8 +370,7 @@ class ProbeMode(TorchFunctionMode):
             peak = size.max() if size.numel() else torch.zeros(())
             if not bool(torch.isfinite(peak)):
                 if records.first_nonfinite is None:
-                    consumers = tuple(getattr(t, _CONSUMERS, ()) or ())
-                    records.first_nonfinite = (name, consumers)
+                    records.first_nonfinite = (name, tuple(consumers))
                 return None
             if not structural or float(peak) == 0.0:
                 return None

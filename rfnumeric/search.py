@@ -6,8 +6,8 @@ For each probed map a :class:`Search` decides what to measure next:
    ``local`` mode (global spatial reductions cut, and recorded when they reach the unit).
 2. If no pixel receives gradient, the map's main path itself went through a global reduction:
    the field is global along the axes those reductions mix; measure the rest in ``full`` mode.
-3. Per axis: if some measured unit's support touches the input border, the field may be cut
-   off: double that axis, up to ``max_size``. (At ``max_size``, an axis whose support was the
+3. Per axis: if the centre unit's support touches the input border (or a neighbour's does on
+   both sides), the field may be cut off: grow that axis by half, up to ``max_size``. (At ``max_size``, an axis whose support was the
    whole input at every size is global through an op the probe does not know as a reduction.)
 4. If three adjacent units do not settle the period (after upsampling), measure a window of
    units around the centre, at the same size.
@@ -20,6 +20,7 @@ and mode share one forward and one backward, in chunks that fit a memory budget.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -28,8 +29,10 @@ from rfarith.errors import ProbeError, RFError, ShapeError
 from .fitting import WINDOW, AxisFit, Span, fit_axis, global_axis
 from .measure import Element, Measurement, Request, Session, Target, UnitSpec
 
-MEMORY_BUDGET = 768 * 2**20  # bytes one measurement may use for the probe's tensors
-BYTES_PER_ELEMENT = 8 * 4  # float64 value, its gradient, and what autograd saves
+MEMORY_BUDGET = 2**30  # bytes one measurement may use for the probe's tensors
+BYTES_PER_ELEMENT = 64  # per float64 element a forward produces: value, saved copies, gradient
+GROWTH = 1.5  # an input too small for the field grows by this factor
+UNKNOWN_COST = 2**22  # tensor elements assumed per probe before anything was measured
 
 
 @dataclass
@@ -56,6 +59,7 @@ class Search:
     want_full: bool = False
     unit: tuple[int, ...] | None = None
     keep_heatmap: bool = True
+    cost: int = 0  # tensor elements one probe's forward produces at user_sizes (0: unknown)
     local: bool = True
     fallback: bool = False
     global_axes: frozenset[int] = frozenset()
@@ -184,11 +188,11 @@ class Search:
         return by_axis
 
     def _grow(self, axes: set[int]) -> None:
-        """Double the touching axes; at max_size an axis seen whole at every size is global."""
+        """Grow the touching axes; at max_size an axis seen whole at every size is global."""
         sizes = list(self.sizes)
         for a in sorted(axes):
             if sizes[a] < self.max_size:
-                sizes[a] = min(2 * sizes[a], self.max_size)
+                sizes[a] = min(max(math.ceil(GROWTH * sizes[a]), sizes[a] + 8), self.max_size)
             elif self.covered_always[a]:
                 self.global_axes = self.global_axes | {a}
             else:
@@ -227,22 +231,22 @@ def run_searches(session: Session, searches: Sequence[Search], budget: int = MEM
         for s in pending:
             groups.setdefault((s.sizes, s.local, s.target.locator.kind == "graph"), []).append(s)
         for (sizes, local, _), group in sorted(groups.items(), key=lambda kv: kv[0][0]):
-            while group:  # the limit is re-estimated after each chunk, from what it cost
-                chunk = _take(group, _batch_limit(per_probe, sizes, budget))
+            while group:  # unknown costs are re-estimated after each chunk, from what it cost
+                chunk = _take(group, sizes, budget, per_probe.get(sizes, 0))
                 group = group[len(chunk):]
-                _advance(session, chunk, sizes, local, per_probe, isolate)
+                _advance(session, chunk, sizes, local, per_probe, isolate, budget)
 
 
-def _advance(session: Session, chunk: list[Search], sizes: tuple[int, ...], local: bool, per_probe: dict, isolate: bool) -> None:
+def _advance(session: Session, chunk: list[Search], sizes: tuple[int, ...], local: bool, per_probe: dict, isolate: bool, budget: int = MEMORY_BUDGET) -> None:
     requests = [r for s in chunk for r in s.requests()]
     try:
-        measurement = session.measure(sizes, requests, local)
+        measurement = _measure_within(session, sizes, requests, local, _cost(chunk[-1], sizes, per_probe.get(sizes, 0)), budget)
     except RFError as e:
         if not isolate:
             raise
         if len(chunk) > 1:  # find which searches fail
             for s in chunk:
-                _advance(session, [s], sizes, local, per_probe, isolate)
+                _advance(session, [s], sizes, local, per_probe, isolate, budget)
         else:
             chunk[0].error = e
         return
@@ -256,19 +260,6 @@ def _advance(session: Session, chunk: list[Search], sizes: tuple[int, ...], loca
             s.error = e
 
 
-def _batch_limit(per_probe: dict[tuple[int, ...], int], sizes: tuple[int, ...], budget: int) -> int:
-    """Probes one measurement may hold, from what a probe cost at this or another size."""
-    if sizes in per_probe:
-        cost = per_probe[sizes]
-    elif per_probe:
-        known, elements = max(per_probe.items(), key=lambda kv: kv[1])
-        scale = max(1.0, _area(sizes) / _area(known))
-        cost = int(elements * scale)
-    else:
-        return 16
-    return max(1, budget // max(1, cost * BYTES_PER_ELEMENT))
-
-
 def _area(sizes: Sequence[int]) -> int:
     area = 1
     for s in sizes:
@@ -276,14 +267,42 @@ def _area(sizes: Sequence[int]) -> int:
     return area
 
 
-def _take(group: list[Search], limit: int) -> list[Search]:
-    """The first searches of ``group`` whose requests fit in ``limit`` (at least one)."""
+def _measure_within(session: Session, sizes: tuple[int, ...], requests: list[Request], local: bool, cost: int, budget: int) -> Measurement:
+    """One measurement of ``requests``, split into several forwards if one would not fit the
+    memory budget (a single large map at a large input)."""
+    per_forward = max(1, budget // max(1, cost * BYTES_PER_ELEMENT))
+    if len(requests) <= per_forward:
+        return session.measure(sizes, requests, local)
+    parts = [session.measure(sizes, requests[i : i + per_forward], local) for i in range(0, len(requests), per_forward)]
+    return Measurement(
+        sizes,
+        parts[0].input_shape,
+        [e for p in parts for e in p.elements],
+        any(p.compressed for p in parts),
+        max(p.elements_per_probe for p in parts),
+    )
+
+
+def _cost(search: Search, sizes: tuple[int, ...], measured: int) -> int:
+    """Tensor elements one probe of ``search`` produces at ``sizes``: its map's cost at the
+    user's input scaled by area, else what a probe cost in an earlier measurement."""
+    if search.cost:
+        return search.cost * _area(sizes) // max(1, _area(search.user_sizes))
+    return measured or UNKNOWN_COST
+
+
+def _take(group: list[Search], sizes: tuple[int, ...], budget: int, measured: int) -> list[Search]:
+    """The first searches of ``group`` that one measurement at ``sizes`` can hold within
+    ``budget`` bytes (at least one)."""
     chunk: list[Search] = []
-    count = 0
+    probes = 0
+    deepest = 0
     for s in group:
+        cost = _cost(s, sizes, measured)
         size = len(s.requests())
-        if chunk and count + size > limit:
+        if chunk and (probes + size) * max(deepest, cost) * BYTES_PER_ELEMENT > budget:
             break
         chunk.append(s)
-        count += size
+        probes += size
+        deepest = max(deepest, cost)
     return chunk

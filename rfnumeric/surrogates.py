@@ -34,16 +34,20 @@ from . import layout as lay
 from .mode import Handler, ProbeMode, Retry, augmented_assignment, depends, expanded, overlapping, value_of
 
 TABLE: dict[Any, Handler] = {}
+SYMMETRIC: set[Any] = set()  # ops that treat every channel alike (see ``cat``)
 
 
-def handles(*targets: Any) -> Callable[[Handler], Handler]:
-    """Register ``fn`` for every target; a target registered twice is a bug."""
+def handles(*targets: Any, symmetric: bool = False) -> Callable[[Handler], Handler]:
+    """Register ``fn`` for every target; a target registered twice is a bug. ``symmetric``: the
+    op treats all channels alike, so it may take a blended tensor (see :func:`cat`)."""
 
     def register(fn: Handler) -> Handler:
         for target in dict.fromkeys(t for t in targets if t is not None):
             if target in TABLE:
                 raise ValueError(f"a handler for {target!r} is already registered")
             TABLE[target] = fn
+            if symmetric:
+                SYMMETRIC.add(target)
         return fn
 
     return register
@@ -145,7 +149,7 @@ _DROPOUT = (
 )
 
 
-@handles(*ops(*_ACTIVATIONS, *_MATH, *_DROPOUT, "local_response_norm", "detach", "detach_"))
+@handles(*ops(*_ACTIVATIONS, *_MATH, *_DROPOUT, "local_response_norm", "detach", "detach_"), symmetric=True)
 def identity(mode: ProbeMode, func, args, kwargs):
     """Nonlinearities pass the gradient through unchanged (ReLU6, sigmoid, clamp would zero it)."""
     if not mode.structural or not depends(args[0]):
@@ -153,7 +157,7 @@ def identity(mode: ProbeMode, func, args, kwargs):
     return args[0]
 
 
-@handles(*ops("batch_norm"))
+@handles(*ops("batch_norm"), symmetric=True)
 def batch_norm(mode: ProbeMode, func, args, kwargs):
     """Eval-mode BatchNorm is a per-channel affine map: identity in structural mode. With real
     weights and ``training=True`` it mixes batch elements, so probes cannot share a batch."""
@@ -174,7 +178,7 @@ def glu(mode: ProbeMode, func, args, kwargs):
     return (a + b) / 2
 
 
-@handles(torch.Tensor.float, torch.Tensor.half, torch.Tensor.bfloat16, torch.Tensor.double, torch.Tensor.to, torch.Tensor.type)
+@handles(torch.Tensor.float, torch.Tensor.half, torch.Tensor.bfloat16, torch.Tensor.double, torch.Tensor.to, torch.Tensor.type, symmetric=True)
 def cast(mode: ProbeMode, func, args, kwargs):
     """The probe computes in float64; a cast to another float type would lose range and
     precision in the backward pass. Casts to integer types cut the gradient: an error."""
@@ -211,7 +215,7 @@ def permutation(mode: ProbeMode, func, args, kwargs):
     return expanded(func(base, *args[1:], **kwargs), out.shape)
 
 
-@handles(torch.Tensor.contiguous)
+@handles(torch.Tensor.contiguous, symmetric=True)
 def contiguous(mode: ProbeMode, func, args, kwargs):
     """A collapsed tensor stays collapsed (``view`` on it is answered by ``reshape``)."""
     if mode.collapse and value_of(args[0]) is not args[0]:
@@ -245,7 +249,7 @@ _MIXES = (
 )
 
 
-@handles(*ops(*_MIXES))
+@handles(*ops(*_MIXES), symmetric=True)
 def mix(mode: ProbeMode, func, args, kwargs):
     """The mean of the input-dependent operands, broadcast like the op's output: a positive
     combination, so ``x - conv(x)`` adds and ``x * gate`` reaches both ``x`` and the gate."""
@@ -317,7 +321,7 @@ def box_filter(x: torch.Tensor, kernel: tuple[int, ...], geometry: dict[str, Any
     return avg(x, kernel, stride, [left for left, _ in pairs] if symmetric else 0, False, True)
 
 
-@handles(*_CONV, *_CONV_TRANSPOSE)
+@handles(*_CONV, *_CONV_TRANSPOSE, symmetric=True)
 def conv(mode: ProbeMode, func, args, kwargs):
     """Every weight ``1/fan_in`` and no bias. All output channels of a group are then equal, so
     the op is computed once on the channel sum with an all-ones kernel (exact) and expanded."""
@@ -343,6 +347,9 @@ def conv(mode: ProbeMode, func, args, kwargs):
             "input_shape (batch, channels, *spatial).",
             node=mode.name,
         )
+    if mode.blended_input and 1 < groups < c_in:
+        raise Retry("collapse", mode.name)  # groups would see different parts of a blend
+    mode.exact = groups == 1  # every output channel is the channel sum: a blend's sum is exact
     kernel = tuple(weight.shape[2:])
     fan_in = (c_in // groups) * math.prod(kernel)
     if not mode.collapse:
@@ -370,7 +377,7 @@ def conv(mode: ProbeMode, func, args, kwargs):
     return out.squeeze(0) if unbatched else out
 
 
-@handles(*ops("linear"))
+@handles(*ops("linear"), symmetric=True)
 def linear(mode: ProbeMode, func, args, kwargs):
     """Every weight ``1/in_features``: the mean over the last dim, broadcast to the outputs. A
     linear map over a dim that carries a spatial axis (flatten, then fc) is a global reduction."""
@@ -464,6 +471,46 @@ def _positive_operands(args: tuple) -> tuple:
     return tuple(positive(a) for a in args)
 
 
+@handles(*ops("cat", "concat", "concatenate"), symmetric=True)
+def cat(mode: ProbeMode, func, args, kwargs):
+    """Channel concatenation keeps maps collapsed by *blending*: one channel holding the
+    channel-weighted mean of the parts, expanded to the full width. Its channel sum is exact,
+    so every op that treats all channels alike (and sums them, as a convolution does) sees
+    exactly what it would see; any other op taking a blended tensor makes the measurement run
+    again uncollapsed (``Retry``), so a blend never changes an answer."""
+    tensors = list(arg(args, kwargs, 0, "tensors"))
+    dim = arg(args, kwargs, 1, "dim", 0)
+    parts = [t for t in tensors if isinstance(t, torch.Tensor)]
+    rank = parts[0].dim() if parts else 0
+    channels = isinstance(dim, int) and rank >= 3 and dim % rank == 1
+    if not (mode.structural and mode.collapse and channels and any(depends(t) for t in parts)):
+        if mode.blended_input:
+            raise Retry("collapse", mode.name)
+        return real(mode, func, args, kwargs)
+    total = None
+    width = 0
+    for t in parts:
+        base = value_of(t)
+        part = base * t.shape[1] if base.shape[1] == 1 else base.sum(1, keepdim=True)
+        total = part if total is None else total + part
+        width += t.shape[1]
+    out_shape = (parts[0].shape[0], width, *parts[0].shape[2:])
+    mode.blends = True
+    return expanded(total / width, out_shape)
+
+
+@handles(*ops("flatten", "view", "reshape"), symmetric=True)
+def flatten(mode: ProbeMode, func, args, kwargs):
+    """A blend may be flattened with everything after the channels into one dim (a classifier
+    head); any other reshape of a blend could separate its channels."""
+    out = real(mode, func, args, kwargs)
+    if mode.blended_input:
+        x = args[0]
+        if not (isinstance(out, torch.Tensor) and x.dim() >= 2 and out.dim() == 2 and out.shape[0] == x.shape[0]):
+            raise Retry("collapse", mode.name)
+    return out
+
+
 # ---- pooling ----------------------------------------------------------------------------------
 def pool_output_size(n: int, kernel: int, stride: int, pad: int, dilation: int, ceil: bool) -> int:
     """PyTorch's pooling output size (ceil mode: the last window must start inside the input)."""
@@ -508,7 +555,7 @@ _MAX_POOL_INDICES = {F.max_pool1d_with_indices: 1, F.max_pool2d_with_indices: 2,
 _MAX_POOL_WITH_INDICES = {1: F.max_pool1d_with_indices, 2: F.max_pool2d_with_indices, 3: F.max_pool3d_with_indices}
 
 
-@handles(*_MAX_POOL, *_MAX_POOL_INDICES)
+@handles(*_MAX_POOL, *_MAX_POOL_INDICES, symmetric=True)
 def max_pool(mode: ProbeMode, func, args, kwargs):
     """Max pooling sends the gradient to one pixel per window; its average of the same
     geometry sends it to all of them."""
@@ -535,7 +582,7 @@ if hasattr(F, "lp_pool3d"):
     _LP_POOL[F.lp_pool3d] = 3
 
 
-@handles(*_AVG_POOL)
+@handles(*_AVG_POOL, symmetric=True)
 def avg_pool(mode: ProbeMode, func, args, kwargs):
     x = args[0]
     if not depends(x):
@@ -543,7 +590,7 @@ def avg_pool(mode: ProbeMode, func, args, kwargs):
     return per_channel(mode, x, _AVG_POOL[func], lambda t: func(t, *args[1:], **kwargs))
 
 
-@handles(*_LP_POOL)
+@handles(*_LP_POOL, symmetric=True)
 def lp_pool(mode: ProbeMode, func, args, kwargs):
     x = args[0]
     if not mode.structural or not depends(x):
@@ -592,7 +639,7 @@ def max_unpool(mode: ProbeMode, func, args, kwargs):
     return per_channel(mode, x, nd, spread)
 
 
-@handles(*ops("pad", "constant_pad_nd"), *ops("interpolate", "upsample", "upsample_nearest", "upsample_bilinear", owners=(F,)))
+@handles(*ops("pad", "constant_pad_nd"), *ops("interpolate", "upsample", "upsample_nearest", "upsample_bilinear", owners=(F,)), symmetric=True)
 def resize(mode: ProbeMode, func, args, kwargs):
     """Padding and interpolation act on each channel alike (kept as they are)."""
     x = args[0]
@@ -617,7 +664,7 @@ _ADAPTIVE_AVG = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adapti
 _ADAPTIVE_MAX_INDICES = {1: F.adaptive_max_pool1d_with_indices, 2: F.adaptive_max_pool2d_with_indices, 3: F.adaptive_max_pool3d_with_indices}
 
 
-@handles(*_ADAPTIVE)
+@handles(*_ADAPTIVE, symmetric=True)
 def adaptive_pool(mode: ProbeMode, func, args, kwargs):
     """Adaptive max pooling becomes adaptive average pooling; pooling an axis to one unit is a
     global reduction (squeeze-excite, global average pooling)."""
@@ -647,7 +694,7 @@ _REDUCTIONS = (
 _TUPLE_REDUCTIONS = ("max", "min", "median", "nanmedian", "mode", "kthvalue", "aminmax", "std_mean", "var_mean")
 
 
-@handles(*ops(*_REDUCTIONS), torch.linalg.vector_norm)
+@handles(*ops(*_REDUCTIONS), torch.linalg.vector_norm, symmetric=True)
 def reduction(mode: ProbeMode, func, args, kwargs):
     """Structurally every reduction is a mean (max and min would pick one pixel). Reducing a
     spatial axis is a global reduction."""
@@ -659,6 +706,7 @@ def reduction(mode: ProbeMode, func, args, kwargs):
         return real(mode, func, args, kwargs)
     dims, keepdim = found
     mode.check_batch(x, dims)
+    mode.exact = x.dim() >= 3 and 1 in dims
     value = _mean_reduction(mode, func, args, kwargs, dims, keepdim) if mode.structural else real(mode, func, args, kwargs)
     return mode.cut(value, mode.axes_of(x, dims))
 
@@ -691,7 +739,7 @@ def _softmax_dim(func, args, kwargs, x: torch.Tensor) -> int:
     return int(dim) % max(x.dim(), 1)
 
 
-@handles(*_SOFTMAX)
+@handles(*_SOFTMAX, symmetric=True)
 def softmax(mode: ProbeMode, func, args, kwargs):
     """Softmax's gradient sums to zero: over channels it becomes identity; over a spatial axis
     it is a global mixing, made positive as ``(x + mean) / 2``."""
@@ -760,7 +808,7 @@ def _norm_surrogate(mode: ProbeMode, x: torch.Tensor, dims: tuple[int, ...], axe
     return broadcast(mode, (base + stat) / 2, x.shape)
 
 
-@handles(*ops("group_norm"))
+@handles(*ops("group_norm"), symmetric=True)
 def group_norm(mode: ProbeMode, func, args, kwargs):
     """Statistics over each sample's channels and positions: a global side path."""
     x = args[0]
@@ -778,7 +826,7 @@ def group_norm(mode: ProbeMode, func, args, kwargs):
     return _affine(y, arg(args, kwargs, 2, "weight"), arg(args, kwargs, 3, "bias"), 1)
 
 
-@handles(*ops("instance_norm"))
+@handles(*ops("instance_norm"), symmetric=True)
 def instance_norm(mode: ProbeMode, func, args, kwargs):
     """Statistics over each channel's positions (unless running statistics are used)."""
     x = args[0]
@@ -796,7 +844,7 @@ def instance_norm(mode: ProbeMode, func, args, kwargs):
     return _affine(y, arg(args, kwargs, 3, "weight"), arg(args, kwargs, 4, "bias"), 1)
 
 
-@handles(*ops("layer_norm", "rms_norm"))
+@handles(*ops("layer_norm", "rms_norm"), symmetric=True)
 def layer_norm(mode: ProbeMode, func, args, kwargs):
     """Statistics over the last dims: a global side path only if those dims are spatial (a
     LayerNorm over channels, as in channels-last ConvNeXt blocks, is local)."""
@@ -819,7 +867,7 @@ def layer_norm(mode: ProbeMode, func, args, kwargs):
     return _affine(y, weight, bias, None)
 
 
-@handles(*ops("normalize", owners=(F,)))
+@handles(*ops("normalize", owners=(F,)), symmetric=True)
 def normalize(mode: ProbeMode, func, args, kwargs):
     x = args[0]
     if not depends(x):

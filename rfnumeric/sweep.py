@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -29,6 +29,12 @@ class Row:
     shape: tuple[int, ...]
     n: tuple[int, ...]
     problem: str = ""  # why the map cannot be measured ('' if it can)
+    alias: str = ""  # the row's own name when it repeats another node (a model output)
+    cost: int = 0  # tensor elements one probe's forward produces up to this map (user's input)
+
+    @property
+    def name(self) -> str:
+        return self.alias or self.target.name
 
 
 def sweep(
@@ -52,15 +58,16 @@ def sweep(
 
     >>> import torch.nn as nn, rfnumeric
     >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(2))
-    >>> rfnumeric.sweep(net, (1, 3, 32, 32))[["op", "n_h", "j_h", "r_h", "start_h"]].to_string()  # doctest: +NORMALIZE_WHITESPACE
-    '         op  n_h  j_h  r_h  start_h\\ninput   input   32    1    1      0.5\\n0    Conv2d   30    1    3      1.5\\n1      ReLU   30    1    3      1.5\\n2 MaxPool2d   15    2    4      2.0'
+    >>> table = rfnumeric.sweep(net, (1, 3, 32, 32))
+    >>> list(table.index), table.loc["2", ["op", "n_h", "j_h", "r_h", "start_h"]].tolist()
+    (['input', '0', '1', '2'], ['MaxPool2d', 15, 2, 4, 2.0])
     """
     local = check_mode(mode)
     session = Session(model, input_shape, "structural")
     rows = _survey(session, nodes, local)
     user = session.shape[2:]
     searches = {
-        row.target.name: Search(row.target, user, user, max_size, want_full=not local, keep_heatmap=False)
+        row.target.name: Search(row.target, user, user, max_size, want_full=not local, keep_heatmap=False, cost=row.cost)
         for row in rows
         if not row.problem
     }
@@ -77,7 +84,7 @@ def _columns(axes: Sequence[str]) -> list[str]:
 
 
 def _record(session: Session, row: Row, search: Search | None) -> dict[str, Any]:
-    record: dict[str, Any] = {"node": row.target.name, "op": row.op, "shape": row.shape}
+    record: dict[str, Any] = {"node": row.name, "op": row.op, "shape": row.shape}
     outcome = search.outcome if search is not None else None
     for i, a in enumerate(session.axes):
         record[f"n_{a}"] = row.n[i]
@@ -105,16 +112,43 @@ def _survey(session: Session, nodes: Sequence[str] | None, local: bool) -> list[
             for n in traced.graph.nodes
             if n.op not in ("output", "get_attr")
         ]
-        return _rows_of(session, [Target(loc) for loc in locators], local)
+        rows = _rows_of(session, [Target(loc) for loc in locators], local)
+        return rows + _output_rows(traced, rows)
     return _module_rows(session, local)
+
+
+def _output_rows(traced: Any, rows: list[Row]) -> list[Row]:
+    """A model with several outputs gets a row per output, named ``output[key]`` as in rfarith's
+    report, measured like the node it returns."""
+    output = next(n for n in traced.graph.nodes if n.op == "output")
+    sources: dict[str, str] = {}
+
+    def visit(obj: Any, key: str) -> None:
+        if isinstance(obj, torch.fx.Node):
+            sources[key] = traced.names[obj]
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                visit(v, str(k))
+        elif isinstance(obj, (tuple, list)):
+            for i, v in enumerate(obj):
+                visit(v, str(i))
+
+    visit(output.args[0], "output")
+    by_name = {row.target.name: row for row in rows}
+    aliases = [(key, by_name[name]) for key, name in sources.items() if name in by_name]
+    if len(aliases) < 2:
+        return []
+    return [replace(row, op="output", alias=f"output[{key}]") for key, row in aliases]
 
 
 def _rows_of(session: Session, targets: list[Target], local: bool) -> list[Row]:
     rows: list[Row] = []
     for group in _by_executor(targets):
-        captured, _, _ = session.forward(session.shape[2:], group, session.shape[0], local)
+        captured, mode, _ = session.forward(session.shape[2:], group, session.shape[0], local)
+        progress = mode.records.progress
         for target in group:
-            row = _row(session, target, captured.get(target.name), _op_label(session, target))
+            cost = progress.get(target.name, mode.records.elements) // session.shape[0]
+            row = _row(session, target, captured.get(target.name), _op_label(session, target), cost)
             if row is not None:
                 rows.append(row)
     order = {t.name: i for i, t in enumerate(targets)}
@@ -131,21 +165,22 @@ def _module_rows(session: Session, local: bool) -> list[Row]:
     """Untraceable model: the input and every call of a leaf module, in call order."""
     paths = leaf_module_calls(session.model)
     input_name = session.resolver.input_name()
-    calls, x = session.survey_calls(paths, local)
+    calls, x, progress = session.survey_calls(paths, local)
     rows = []
-    first = _row(session, Target(Locator(input_name, "input")), x, "input")
+    first = _row(session, Target(Locator(input_name, "input")), x, "input", 0)
     if first is not None:
         rows.append(first)
     for name, path, value in calls:
         call = int(name.rsplit("_", 1)[1]) if name != path else 0
         target = Target(Locator(name, "module", path=path, call=call))
-        row = _row(session, target, value, type(session.model.get_submodule(path)).__name__)
+        cost = progress.get(name, 0) // session.shape[0]
+        row = _row(session, target, value, type(session.model.get_submodule(path)).__name__, cost)
         if row is not None:
             rows.append(row)
     return rows
 
 
-def _row(session: Session, target: Target, value: Any, op: str) -> Row | None:
+def _row(session: Session, target: Target, value: Any, op: str, cost: int) -> Row | None:
     if not isinstance(value, torch.Tensor):
         try:
             value = select_output(value, target.output, target.name) if target.output is not None else None
@@ -158,7 +193,7 @@ def _row(session: Session, target: Target, value: Any, op: str) -> Row | None:
     if layout is None or not lay.locatable(layout):
         n = lay.map_sizes(layout, n_axes) if layout is not None else (math.nan,) * n_axes
         return Row(target, op, tuple(value.shape), n, "its dims do not show where the units are (e.g. tokens with a class token)")
-    return Row(target, op, tuple(value.shape), lay.map_sizes(layout, n_axes))
+    return Row(target, op, tuple(value.shape), lay.map_sizes(layout, n_axes), cost=cost)
 
 
 def _op_label(session: Session, target: Target) -> str:
