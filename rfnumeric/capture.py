@@ -69,9 +69,15 @@ class Resolver:
     def graph_nodes(self) -> dict[str, fx.Node]:
         if self._by_name is None:
             traced = self.traced
-            self._by_name = {} if traced is None else {
-                traced.names[n]: n for n in traced.graph.nodes if n.op not in ("output", "get_attr")
-            }
+            self._by_name = (
+                {}
+                if traced is None
+                else {
+                    traced.names[n]: n
+                    for n in traced.graph.nodes
+                    if n.op not in ("output", "get_attr")
+                }
+            )
         return self._by_name
 
     def resolve(self, name: str | None) -> Locator:
@@ -79,7 +85,9 @@ class Resolver:
         if name is None:
             return Locator("output", "output")
         if not isinstance(name, str):
-            raise TypeError(f"node must be a node name or module path (str), got {type(name).__name__}")
+            raise TypeError(
+                f"node must be a node name or module path (str), got {type(name).__name__}"
+            )
         if name and name in self.modules:
             return Locator(name, "module", path=name)
         nodes = self.graph_nodes()
@@ -121,7 +129,9 @@ class EagerRun:
     """Runs the model copy and captures module outputs (or the model output) by forward hooks.
     ``mark(name)`` is called as each value is captured (the session notes the cost so far)."""
 
-    def __init__(self, model: nn.Module, naming: Naming, mark: Callable[[str], None] = _ignore) -> None:
+    def __init__(
+        self, model: nn.Module, naming: Naming, mark: Callable[[str], None] = _ignore
+    ) -> None:
         self.model = model
         self.naming = naming
         self.mark = mark
@@ -188,7 +198,14 @@ class EagerRun:
 
 
 class _CapturingInterpreter(fx.Interpreter):
-    def __init__(self, module: nn.Module, traced: Traced, wanted: dict[fx.Node, str], naming: Naming, mark: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        traced: Traced,
+        wanted: dict[fx.Node, str],
+        naming: Naming,
+        mark: Callable[[str], None],
+    ) -> None:
         super().__init__(module, garbage_collect_values=True, graph=traced.graph)
         self.names = traced.names
         self.wanted = wanted
@@ -213,7 +230,13 @@ class _CapturingInterpreter(fx.Interpreter):
 class GraphRun:
     """Interprets the traced graph and captures node values, stopping after the last one."""
 
-    def __init__(self, model: nn.Module, traced: Traced, naming: Naming, mark: Callable[[str], None] = _ignore) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        traced: Traced,
+        naming: Naming,
+        mark: Callable[[str], None] = _ignore,
+    ) -> None:
         self.model = model
         self.traced = traced
         self.naming = naming
@@ -233,7 +256,9 @@ def select_output(value: Any, output: int | str | None, where: str) -> torch.Ten
     """The tensor to probe in a node's (or the model's) value, choosing with ``output``."""
     if isinstance(value, torch.Tensor):
         if output is not None:
-            raise ValueError(f"output={output!r} was given but {where} returns a single tensor; leave output=None")
+            raise ValueError(
+                f"output={output!r} was given but {where} returns a single tensor; leave output=None"
+            )
         return value
     if isinstance(value, dict):
         keys: list[Any] = list(value)
@@ -245,7 +270,9 @@ def select_output(value: Any, output: int | str | None, where: str) -> torch.Ten
         raise ProbeError(f"{where} returns {type(value).__name__}, not a tensor: nothing to probe")
     described = ", ".join(f"{k!r}: {_describe(items[k])}" for k in keys)
     if output is None:
-        raise ValueError(f"{where} returns {len(keys)} outputs ({described}); choose one with output=<key or index>")
+        raise ValueError(
+            f"{where} returns {len(keys)} outputs ({described}); choose one with output=<key or index>"
+        )
     if output not in items:
         raise ValueError(f"output={output!r} is not one of the outputs of {where} ({described})")
     chosen = items[output]

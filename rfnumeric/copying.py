@@ -48,7 +48,11 @@ def _real_parameter(p: nn.Parameter) -> nn.Parameter:
 
 
 def _buffer(b: torch.Tensor) -> torch.Tensor:
-    return b.detach().to(dtype=torch.float64, copy=True) if b.is_floating_point() else b.detach().clone()
+    return (
+        b.detach().to(dtype=torch.float64, copy=True)
+        if b.is_floating_point()
+        else b.detach().clone()
+    )
 
 
 def check_ready(model: nn.Module) -> None:
@@ -75,7 +79,9 @@ def probe_copy(model: nn.Module, weights: str) -> nn.Module:
     memo: dict[int, Any] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         if id(p) not in memo:
-            memo[id(p)] = _structural_parameter(name, p) if weights == "structural" else _real_parameter(p)
+            memo[id(p)] = (
+                _structural_parameter(name, p) if weights == "structural" else _real_parameter(p)
+            )
     for _, b in model.named_buffers(remove_duplicate=False):
         if id(b) not in memo:
             memo[id(b)] = _buffer(b)
@@ -92,7 +98,11 @@ def probe_copy(model: nn.Module, weights: str) -> nn.Module:
             if hooks is not None:
                 hooks.clear()
         for key, value in list(vars(m).items()):
-            if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter) and value.is_floating_point():
+            if (
+                isinstance(value, torch.Tensor)
+                and not isinstance(value, nn.Parameter)
+                and value.is_floating_point()
+            ):
                 setattr(m, key, value.detach().to(torch.float64))
     clone.eval()
     return clone

@@ -57,11 +57,16 @@ def effective(
     target = session.target(node, output)
     sizes = structural.input_shape[2:]
     generator = torch.Generator().manual_seed(seed)
-    inputs = torch.randn((n_inputs, session.channels, *sizes), generator=generator, dtype=torch.float64)
+    inputs = torch.randn(
+        (n_inputs, session.channels, *sizes), generator=generator, dtype=torch.float64
+    )
     try:
         heat = _gradient_magnitude(session, target, inputs, structural.unit, mode == "local")
     except Retry:  # the model mixes batch elements: one input at a time
-        heat = sum(_gradient_magnitude(session, target, x[None], structural.unit, mode == "local") for x in inputs)
+        heat = sum(
+            _gradient_magnitude(session, target, x[None], structural.unit, mode == "local")
+            for x in inputs
+        )
     heat = heat / n_inputs
     if not np.any(heat):
         raise ProbeError(
@@ -85,7 +90,9 @@ def effective(
     )
 
 
-def _gradient_magnitude(session: Session, target, inputs: torch.Tensor, unit: tuple[int, ...], local: bool) -> np.ndarray:
+def _gradient_magnitude(
+    session: Session, target, inputs: torch.Tensor, unit: tuple[int, ...], local: bool
+) -> np.ndarray:
     """Sum over the inputs of |d unit / d input|, summed over channels."""
     batch = inputs.shape[0]
     leaf = inputs.clone().requires_grad_(True)
@@ -94,7 +101,9 @@ def _gradient_magnitude(session: Session, target, inputs: torch.Tensor, unit: tu
     tensor = select_output(captured[target.name], target.output, where)
     layout = lay.get(tensor) or lay.assumed(tensor.shape, len(session.shape))
     if layout is None or not lay.locatable(layout):
-        raise ProbeError(f"cannot tell where the units of '{target.name}' (shape {tuple(tensor.shape)}) are")
+        raise ProbeError(
+            f"cannot tell where the units of '{target.name}' (shape {tuple(tensor.shape)}) are"
+        )
     if batch > 1 and not any(label == lay.BATCH for dim in layout for label, _, _ in dim):
         raise Retry("batch", target.name)
     root, seed = seed_for(tensor, layout, [(e, unit) for e in range(batch)], batch)
@@ -106,7 +115,9 @@ def _gradient_magnitude(session: Session, target, inputs: torch.Tensor, unit: tu
 
 def _profiles(heat: np.ndarray) -> list[np.ndarray]:
     axes = range(heat.ndim)
-    return [heat.sum(axis=tuple(b for b in axes if b != a)) if heat.ndim > 1 else heat for a in axes]
+    return [
+        heat.sum(axis=tuple(b for b in axes if b != a)) if heat.ndim > 1 else heat for a in axes
+    ]
 
 
 def centroid(heat: np.ndarray) -> tuple[float, ...]:

@@ -197,12 +197,17 @@ def fit_axis(spans: dict[int, Span | None], centre: int, n: int, window_measured
         phase_zero = sorted(m for m in whole if m % period == 0)
         if phase_zero:  # unit 0 has the phase of every multiple of the period
             ref = phase_zero[0]
-            lo0, hi0 = whole[ref].lo - (ref // period) * jump, whole[ref].hi - (ref // period) * jump
+            lo0, hi0 = (
+                whole[ref].lo - (ref // period) * jump,
+                whole[ref].hi - (ref // period) * jump,
+            )
             one_period = [sizes[m] for m in whole if ref <= m < ref + period]
         else:
             lo0, hi0 = own.lo - centre * Fraction(j), own.hi - centre * Fraction(j)
             one_period = list(sizes.values())
-        return AxisFit(j, max(sizes.values()), _centre_of(lo0, hi0), holes, len(set(one_period)) > 1)
+        return AxisFit(
+            j, max(sizes.values()), _centre_of(lo0, hi0), holes, len(set(one_period)) > 1
+        )
     # no period: report the mean jump over the window and flag the field nonuniform
     first_unit, last_unit = min(whole), max(whole)
     mean_jump = Fraction(whole[last_unit].lo - whole[first_unit].lo, max(last_unit - first_unit, 1))
@@ -220,4 +225,6 @@ def global_axis(extent: int) -> AxisFit:
 def projections(seen: np.ndarray) -> tuple[np.ndarray, ...]:
     """Per axis, which pixels along it are seen by a boolean N-D support."""
     axes = range(seen.ndim)
-    return tuple(seen.any(axis=tuple(b for b in axes if b != a)) if seen.ndim > 1 else seen for a in axes)
+    return tuple(
+        seen.any(axis=tuple(b for b in axes if b != a)) if seen.ndim > 1 else seen for a in axes
+    )

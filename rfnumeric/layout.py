@@ -136,7 +136,9 @@ def map_sizes(layout: Layout, n_axes: int) -> tuple[int, ...]:
     return tuple(n)
 
 
-def factor_index(layout: Layout, unit: Sequence[int], batch_index: int | None) -> tuple[list[int], list[Any]]:
+def factor_index(
+    layout: Layout, unit: Sequence[int], batch_index: int | None
+) -> tuple[list[int], list[Any]]:
     """Shape of the tensor seen factor by factor, and the index selecting ``unit`` of batch
     element ``batch_index`` (all channels). Used to place the probe's seed."""
     shape: list[int] = []
@@ -189,8 +191,13 @@ def elementwise_layout(inputs: Sequence[torch.Tensor], shape: Sequence[int]) -> 
                     label, _, stride = lay[d][0]
                     chosen = ((label, int(size), stride),)
                     break
-        if chosen is None and size != 1 and any(
-            t.dim() == rank and any(is_spatial(label) for label, _, _ in lay[d]) for t, lay in known
+        if (
+            chosen is None
+            and size != 1
+            and any(
+                t.dim() == rank and any(is_spatial(label) for label, _, _ in lay[d])
+                for t, lay in known
+            )
         ):
             chosen = ((MIXED, int(size), 1),)  # resized, and it held several axes
         out.append(chosen if chosen is not None else _plain(size))
@@ -320,13 +327,36 @@ def _names(*names: str) -> list[Any]:
 
 
 _REDUCTIONS = (
-    "mean", "sum", "amax", "amin", "std", "var", "logsumexp", "prod", "nansum", "nanmean",
-    "median", "nanmedian", "max", "min", "any", "all", "count_nonzero", "std_mean", "var_mean",
-    "aminmax", "argmax", "argmin", "mode", "kthvalue",
+    "mean",
+    "sum",
+    "amax",
+    "amin",
+    "std",
+    "var",
+    "logsumexp",
+    "prod",
+    "nansum",
+    "nanmean",
+    "median",
+    "nanmedian",
+    "max",
+    "min",
+    "any",
+    "all",
+    "count_nonzero",
+    "std_mean",
+    "var_mean",
+    "aminmax",
+    "argmax",
+    "argmin",
+    "mode",
+    "kthvalue",
 )
 
 
-def reduction_dims(func: Any, args: Sequence[Any], kwargs: dict) -> tuple[tuple[int, ...], bool] | None:
+def reduction_dims(
+    func: Any, args: Sequence[Any], kwargs: dict
+) -> tuple[tuple[int, ...], bool] | None:
     """(reduced dims, keepdim) of a reduction call, or None if it is not a reduction over one
     tensor (``torch.max(a, b)`` is elementwise)."""
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
@@ -387,7 +417,13 @@ def mixed_layout(layout: Layout, shape: Sequence[int]) -> Layout:
     spatial = any(is_spatial(label) for dim in layout for label, _, _ in dim)
     out: list[Dim] = []
     for d, size in enumerate(shape):
-        if d == 0 and layout and len(layout[0]) == 1 and layout[0][0][0] == BATCH and layout[0][0][1] == size:
+        if (
+            d == 0
+            and layout
+            and len(layout[0]) == 1
+            and layout[0][0][0] == BATCH
+            and layout[0][0][1] == size
+        ):
             out.append(layout[0])
         elif size == 1:
             out.append(())
@@ -535,7 +571,9 @@ def _getitem(func, args, kwargs, out):
     if len(result) != out.dim():
         return None
     return tuple(
-        dim if _dim_size(dim) == size else (((dim[0][0], size, dim[0][2]),) if len(dim) == 1 and size > 1 else _plain(size))
+        dim
+        if _dim_size(dim) == size
+        else (((dim[0][0], size, dim[0][2]),) if len(dim) == 1 and size > 1 else _plain(size))
         for dim, size in zip(result, out.shape)
     )
 
@@ -555,7 +593,10 @@ def _matmul(func, args, kwargs, out):
     a, b = args[0], args[1]
     if func is torch.Tensor.__rmatmul__:
         a, b = b, a
-    la, lb = get(a) if isinstance(a, torch.Tensor) else None, get(b) if isinstance(b, torch.Tensor) else None
+    la, lb = (
+        get(a) if isinstance(a, torch.Tensor) else None,
+        get(b) if isinstance(b, torch.Tensor) else None,
+    )
     rank = out.dim()
     dims: list[Dim] = [_plain(s) for s in out.shape]
     if a.dim() >= 2 and la is not None:
@@ -609,7 +650,9 @@ def propagate(func: Any, args: Sequence[Any], kwargs: dict, out: Any) -> Any:
     return rule(func, args, kwargs, out)
 
 
-def contracted_dims(func: Any, args: Sequence[Any], kwargs: dict) -> list[tuple[torch.Tensor, tuple[int, ...]]]:
+def contracted_dims(
+    func: Any, args: Sequence[Any], kwargs: dict
+) -> list[tuple[torch.Tensor, tuple[int, ...]]]:
     """For matrix products: (operand, dims it is summed over). Empty for anything else."""
     if func is torch.einsum:
         equation = args[0].replace(" ", "")
@@ -642,4 +685,3 @@ def contracted_dims(func: Any, args: Sequence[Any], kwargs: dict) -> list[tuple[
     if name == "linear":
         return [(args[0], (args[0].dim() - 1,))]
     return []
-

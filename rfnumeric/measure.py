@@ -126,19 +126,30 @@ class Measurement:
     elements_per_probe: int  # tensor elements the forward produced per batch element
 
 
-def seed_for(tensor: torch.Tensor, layout: lay.Layout, units: list[tuple[int, tuple[int, ...] | None]], batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def seed_for(
+    tensor: torch.Tensor,
+    layout: lay.Layout,
+    units: list[tuple[int, tuple[int, ...] | None]],
+    batch: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The tensor to backpropagate from and its seed: 1 at every channel of each ``unit`` in its
     batch element (``units``: (batch element, unit)). The seed covers only those batch elements,
     and lies on the one-channel base of a collapsed tensor (with the channel count as value:
     the same gradient, without a full-size seed)."""
     root = base_of(tensor)
     root = tensor if root is None or root.dim() != tensor.dim() else root
-    batch_dim = next((d for d, dim in enumerate(layout) if len(dim) == 1 and dim[0][0] == lay.BATCH), None)
+    batch_dim = next(
+        (d for d, dim in enumerate(layout) if len(dim) == 1 and dim[0][0] == lay.BATCH), None
+    )
     first = min(e for e, _ in units)
     count = max(e for e, _ in units) - first + 1
     if batch > 1 and batch_dim is not None and root.shape[batch_dim] == batch:
         root = root.narrow(batch_dim, first, count)
-        layout = layout[:batch_dim] + (((lay.BATCH, count, 1),) if count > 1 else (),) + layout[batch_dim + 1 :]
+        layout = (
+            layout[:batch_dim]
+            + (((lay.BATCH, count, 1),) if count > 1 else (),)
+            + layout[batch_dim + 1 :]
+        )
     else:
         first = 0
     seed = torch.zeros(root.shape, dtype=root.dtype)
@@ -149,7 +160,9 @@ def seed_for(tensor: torch.Tensor, layout: lay.Layout, units: list[tuple[int, tu
     return root, seed
 
 
-def _seed_index(layout: lay.Layout, shape: Sequence[int], unit: tuple[int, ...], element: int | None) -> tuple[tuple, float]:
+def _seed_index(
+    layout: lay.Layout, shape: Sequence[int], unit: tuple[int, ...], element: int | None
+) -> tuple[tuple, float]:
     """Index (numpy-style, per dim) of ``unit`` (``()``: every unit) in a tensor of ``shape``
     whose dims follow ``layout`` but may be size 1 where the layout's dim is broadcast: such a
     dim is indexed at 0 and counts each position it stands for in ``weight``."""
@@ -208,7 +221,9 @@ class Session:
         return Target(self.resolver.resolve(node), output)
 
     # -- measuring ---------------------------------------------------------------------------
-    def measure(self, sizes: Sequence[int], requests: Sequence[Request], local: bool) -> Measurement:
+    def measure(
+        self, sizes: Sequence[int], requests: Sequence[Request], local: bool
+    ) -> Measurement:
         """Measure every request at input size ``sizes``, retrying slower ways if needed."""
         sizes = tuple(int(s) for s in sizes)
         while True:
@@ -229,7 +244,9 @@ class Session:
                 elif retry.reason == "batch" and self.batched:
                     self.batched = False
                 else:
-                    raise ProbeError(f"the probe cannot run this model at '{retry.where}' ({retry.reason})") from None
+                    raise ProbeError(
+                        f"the probe cannot run this model at '{retry.where}' ({retry.reason})"
+                    ) from None
             except ForwardFailed as failed:
                 if self.batched and len(requests) > 1:
                     self.batched = False  # e.g. a reshape that hard-codes the batch size
@@ -251,9 +268,11 @@ class Session:
         message = f"the probe's forward pass failed{where} for input shape {shape}: {reason}."
         lowered = reason.lower()
         if "channel" in lowered or "size" in lowered or "shape" in lowered or "kernel" in lowered:
-            return ShapeError(message + " Way out: check input_shape (batch, channels, *spatial); the "
-                              "probe may also have grown the input past what the model accepts "
-                              "(pass size_hint or a larger input_shape).")
+            return ShapeError(
+                message + " Way out: check input_shape (batch, channels, *spatial); the "
+                "probe may also have grown the input past what the model accepts "
+                "(pass size_hint or a larger input_shape)."
+            )
         return ProbeError(message)
 
     def _executor(self, locators: Sequence[Locator], mode: ProbeMode):
@@ -262,20 +281,35 @@ class Session:
 
         if any(loc.kind == "graph" for loc in locators):
             if any(loc.kind != "graph" for loc in locators):
-                raise ValueError("cannot mix graph nodes with module paths or the output in one measurement")
+                raise ValueError(
+                    "cannot mix graph nodes with module paths or the output in one measurement"
+                )
             traced = self.resolver.traced
             assert traced is not None
             return GraphRun(self.model, traced, self.naming, mark)
         return EagerRun(self.model, self.naming, mark)
 
-    def _input(self, batch: int, sizes: tuple[int, ...], collapse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _input(
+        self, batch: int, sizes: tuple[int, ...], collapse: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (batch, self.channels, *sizes)
-        leaf = torch.ones((batch, 1 if collapse else self.channels, *sizes), dtype=torch.float64, requires_grad=True)
+        leaf = torch.ones(
+            (batch, 1 if collapse else self.channels, *sizes),
+            dtype=torch.float64,
+            requires_grad=True,
+        )
         x = expanded(leaf, shape) if collapse and self.channels > 1 else leaf * 1.0
         lay.attach(x, lay.input_layout(shape))
         return leaf, x
 
-    def forward(self, sizes: tuple[int, ...], targets: Sequence[Target], batch: int, local: bool, x: torch.Tensor | None = None) -> tuple[dict[str, Any], ProbeMode, torch.Tensor]:
+    def forward(
+        self,
+        sizes: tuple[int, ...],
+        targets: Sequence[Target],
+        batch: int,
+        local: bool,
+        x: torch.Tensor | None = None,
+    ) -> tuple[dict[str, Any], ProbeMode, torch.Tensor]:
         """Run the copy under the probe's mode; returns the captured values by target name."""
         collapse = self.collapse and x is None
         if x is None:
@@ -295,7 +329,9 @@ class Session:
             raise ForwardFailed(e) from e
         return captured, mode, leaf
 
-    def survey_calls(self, paths: Sequence[str], local: bool) -> tuple[list[tuple[str, str, Any]], torch.Tensor, dict[str, int]]:
+    def survey_calls(
+        self, paths: Sequence[str], local: bool
+    ) -> tuple[list[tuple[str, str, Any]], torch.Tensor, dict[str, int]]:
         """One forward at the user's input shape recording every call of the modules at
         ``paths``; returns the calls, the input tensor, and the tensor elements produced up to
         each call."""
@@ -350,20 +386,43 @@ class Session:
         for e, request in enumerate(requests):
             n, shape, connected = maps[request.target]
             seen = heat[e] != 0
-            reached = tuple(dict.fromkeys(
-                name for (names, _), g in zip(mode.records.cuts, grads[1:])
-                if g is not None and bool((g.reshape(-1)[e] if g.numel() == batch else g.reshape(-1)[0]) != 0)
-                for name in names
-            ))
-            reached_axes = frozenset().union(*(mode.records.cut_axes.get(name, frozenset()) for name in reached))
-            elements.append(Element(
-                request, units.get(e), n, shape, tuple(Span.of(p) for p in projections(seen)), reached, reached_axes,
-                heat[e].copy() if request.keep_heatmap else None, connected,
-            ))
-        return Measurement(sizes, (batch, self.channels, *sizes), elements, bool(mode.records.compressed), mode.records.elements // max(batch, 1))
+            reached = tuple(
+                dict.fromkeys(
+                    name
+                    for (names, _), g in zip(mode.records.cuts, grads[1:])
+                    if g is not None
+                    and bool((g.reshape(-1)[e] if g.numel() == batch else g.reshape(-1)[0]) != 0)
+                    for name in names
+                )
+            )
+            reached_axes = frozenset().union(
+                *(mode.records.cut_axes.get(name, frozenset()) for name in reached)
+            )
+            elements.append(
+                Element(
+                    request,
+                    units.get(e),
+                    n,
+                    shape,
+                    tuple(Span.of(p) for p in projections(seen)),
+                    reached,
+                    reached_axes,
+                    heat[e].copy() if request.keep_heatmap else None,
+                    connected,
+                )
+            )
+        return Measurement(
+            sizes,
+            (batch, self.channels, *sizes),
+            elements,
+            bool(mode.records.compressed),
+            mode.records.elements // max(batch, 1),
+        )
 
     @staticmethod
-    def _backward(outputs: list[torch.Tensor], inputs: list[torch.Tensor], seeds: list[torch.Tensor]) -> Sequence[torch.Tensor | None]:
+    def _backward(
+        outputs: list[torch.Tensor], inputs: list[torch.Tensor], seeds: list[torch.Tensor]
+    ) -> Sequence[torch.Tensor | None]:
         if not outputs:
             return [None] * len(inputs)
         try:
@@ -393,4 +452,6 @@ class Session:
                 f"NaN or Inf appears in the gradient of '{name}'{after}. The backward of that op "
                 "produces non-finite values for this input; check the op, or probe an earlier node."
             )
-        raise ProbeError("NaN or Inf appears in the gradient of the input itself (the first op's backward)")
+        raise ProbeError(
+            "NaN or Inf appears in the gradient of the input itself (the first op's backward)"
+        )

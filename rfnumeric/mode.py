@@ -176,7 +176,9 @@ def expanded(base: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.T
 
 def overlapping(t: Any) -> bool:
     """Whether writing into ``t`` in place would write one element twice (a stride-0 view)."""
-    return isinstance(t, torch.Tensor) and any(s == 0 and n > 1 for s, n in zip(t.stride(), t.shape))
+    return isinstance(t, torch.Tensor) and any(
+        s == 0 and n > 1 for s, n in zip(t.stride(), t.shape)
+    )
 
 
 def depends(t: Any) -> bool:
@@ -337,7 +339,9 @@ class ProbeMode(TorchFunctionMode):
         setattr(target, _HOOKED, True)
         setattr(target, _NAME, self.name)
         self.records.elements += target.numel()
-        if not math.isfinite(float(target.detach().sum())) and not bool(torch.isfinite(target).all()):
+        if not math.isfinite(float(target.detach().sum())) and not bool(
+            torch.isfinite(target).all()
+        ):
             kind = "NaN" if bool(torch.isnan(target).any()) else "Inf"
             module = self.naming.module()
             raise ProbeError(
@@ -430,7 +434,11 @@ class ProbeMode(TorchFunctionMode):
         self.records.cuts.append((origins, scale))
         self.records.cut_axes[self.name] = self.records.cut_axes.get(self.name, frozenset()) | axes
         detached = base.detach() * scale
-        out = expanded(detached, value.shape) if self.collapse else detached.expand(value.shape).contiguous()
+        out = (
+            expanded(detached, value.shape)
+            if self.collapse
+            else detached.expand(value.shape).contiguous()
+        )
         lay.attach(out, layout)
         for t in (out, detached):
             setattr(t, _ORIGINS, origins)
@@ -465,4 +473,10 @@ def _flat_tensors(values: Any) -> list[torch.Tensor]:
 
 def _is_inplace(func: Any) -> bool:
     name = getattr(func, "__name__", "")
-    return (name.endswith("_") and not name.endswith("__")) or name in ("__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__")
+    return (name.endswith("_") and not name.endswith("__")) or name in (
+        "__setitem__",
+        "__iadd__",
+        "__isub__",
+        "__imul__",
+        "__itruediv__",
+    )

@@ -66,7 +66,14 @@ def probe(
     target = session.target(node, output)
     user = session.shape[2:]
     requested = _check_unit(unit, len(user))
-    search = Search(target, user, start_sizes(user, size_hint, max_size), max_size, want_full=not local, unit=requested)
+    search = Search(
+        target,
+        user,
+        start_sizes(user, size_hint, max_size),
+        max_size,
+        want_full=not local,
+        unit=requested,
+    )
     run_searches(session, [search])
     assert search.outcome is not None
     return build_result(session, search.outcome, requested, weights)
@@ -81,11 +88,15 @@ def _check_unit(unit: Any, n_axes: int) -> tuple[int, ...] | None:
     return unit
 
 
-def build_result(session: Session, outcome: Outcome, requested: tuple[int, ...] | None, weights: str) -> ProbeResult:
+def build_result(
+    session: Session, outcome: Outcome, requested: tuple[int, ...] | None, weights: str
+) -> ProbeResult:
     """Assemble the public record from a search's outcome."""
     elements = outcome.elements
     centre = next(e for e in elements if e.request.spec.kind == "centre")
-    probed = centre if requested is None else next(e for e in elements if e.request.spec.kind == "fixed")
+    probed = (
+        centre if requested is None else next(e for e in elements if e.request.spec.kind == "fixed")
+    )
     sizes = outcome.measurement.sizes
     if probed.unit is None:
         raise ValueError(
@@ -99,7 +110,10 @@ def build_result(session: Session, outcome: Outcome, requested: tuple[int, ...] 
         )
     fits = outcome.fits
     flags = outcome_flags(outcome)
-    if any(a not in outcome.global_axes and not span.within(0, size - 1).whole for a, (span, size) in enumerate(zip(probed.spans, sizes))):
+    if any(
+        a not in outcome.global_axes and not span.within(0, size - 1).whole
+        for a, (span, size) in enumerate(zip(probed.spans, sizes))
+    ):
         flags.add("clipped")
     return ProbeResult(
         node=centre.request.target.name,

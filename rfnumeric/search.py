@@ -70,7 +70,9 @@ class Search:
     error: Exception | None = None
     history: list[tuple[tuple[int, ...], bool]] = field(default_factory=list)
     known_n: dict[tuple[int, ...], tuple[int, ...]] = field(default_factory=dict)
-    visible: dict[tuple[tuple[int, ...], bool], tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    visible: dict[tuple[tuple[int, ...], bool], tuple[tuple[int, int], ...]] = field(
+        default_factory=dict
+    )
 
     @property
     def settled(self) -> bool:
@@ -86,7 +88,9 @@ class Search:
         if (self.sizes, self.local) not in self.visible:
             requests.append(Request(self.target, UnitSpec("all")))
         if self.unit is not None:
-            requests.append(Request(self.target, UnitSpec("fixed", unit=self.unit), self.keep_heatmap))
+            requests.append(
+                Request(self.target, UnitSpec("fixed", unit=self.unit), self.keep_heatmap)
+            )
         for axis in range(self.n_axes):
             if axis in self.window:
                 offsets = [o for o in range(-WINDOW, WINDOW + 1) if o != 0]
@@ -95,7 +99,11 @@ class Search:
                 requests += [Request(self.target, UnitSpec("side", axis, o)) for o in (1, 2)]
         n = self.known_n.get(self.sizes)
         if n is not None:  # the map's size at this input is known: skip units it does not have
-            requests = [r for r in requests if r.spec.kind in ("centre", "fixed", "all") or r.spec.resolve(n) is not None]
+            requests = [
+                r
+                for r in requests
+                if r.spec.kind in ("centre", "fixed", "all") or r.spec.resolve(n) is not None
+            ]
         return requests
 
     def update(self, measurement: Measurement) -> None:
@@ -112,7 +120,11 @@ class Search:
         by_axis = self._spans_by_axis(elements, centre, visible)
         own = [by_axis[a][centre.unit[a]] for a in range(self.n_axes)]
         free = [a for a in range(self.n_axes) if a not in self.global_axes]
-        touching = {a for a in free if not own[a].whole or any(s is not None and not s.usable for s in by_axis[a].values())}
+        touching = {
+            a
+            for a in free
+            if not own[a].whole or any(s is not None and not s.usable for s in by_axis[a].values())
+        }
         covers = tuple(own[a].covers(*visible[a]) for a in range(self.n_axes))
         self.covered_always = tuple(c and b for c, b in zip(covers, self.covered_always or covers))
         if touching:
@@ -120,7 +132,8 @@ class Search:
             if touching - self.global_axes:  # some axis grew: measure again
                 return
         fits = [
-            global_axis(self.user_sizes[a]) if a in self.global_axes
+            global_axis(self.user_sizes[a])
+            if a in self.global_axes
             else fit_axis(by_axis[a], centre.unit[a], centre.n[a], a in self.window)
             for a in range(self.n_axes)
         ]
@@ -132,7 +145,9 @@ class Search:
             self._follow_global(centre)
             return
         reached = self.reached or centre.reached
-        self.outcome = Outcome(tuple(fits), self.global_axes, elements, measurement, self.local, reached, self.fallback)
+        self.outcome = Outcome(
+            tuple(fits), self.global_axes, elements, measurement, self.local, reached, self.fallback
+        )
 
     # -- steps -------------------------------------------------------------------------------
     def _check_map(self, centre: Element) -> None:
@@ -174,7 +189,9 @@ class Search:
             self.visible[key] = tuple((s.lo, s.hi) for s in every.spans)
         return self.visible.get(key, tuple((0, size - 1) for size in self.sizes))
 
-    def _spans_by_axis(self, elements: Sequence[Element], centre: Element, visible: tuple[tuple[int, int], ...]) -> list[dict[int, Span | None]]:
+    def _spans_by_axis(
+        self, elements: Sequence[Element], centre: Element, visible: tuple[tuple[int, int], ...]
+    ) -> list[dict[int, Span | None]]:
         """Per axis, the spans of the centre and the units beside it along that axis, cut where
         they reach what the map can see."""
         by_axis: list[dict[int, Span | None]] = [{} for _ in range(self.n_axes)]
@@ -207,18 +224,24 @@ class Search:
             self.window = frozenset()
 
 
-def start_sizes(user: Sequence[int], size_hint: int | Sequence[int] | None, max_size: int) -> tuple[int, ...]:
+def start_sizes(
+    user: Sequence[int], size_hint: int | Sequence[int] | None, max_size: int
+) -> tuple[int, ...]:
     """Where the search starts: the user's input, or enough for a field of ``size_hint`` pixels
     with room around it."""
     if size_hint is None:
         return tuple(user)
-    hints = (size_hint,) * len(user) if isinstance(size_hint, int) else tuple(int(h) for h in size_hint)
+    hints = (
+        (size_hint,) * len(user) if isinstance(size_hint, int) else tuple(int(h) for h in size_hint)
+    )
     if len(hints) != len(user):
         raise ValueError(f"size_hint {size_hint!r} needs one size per spatial axis ({len(user)})")
     return tuple(min(max(u, h + max(8, h // 4)), max(max_size, u)) for u, h in zip(user, hints))
 
 
-def run_searches(session: Session, searches: Sequence[Search], budget: int = MEMORY_BUDGET, isolate: bool = False) -> None:
+def run_searches(
+    session: Session, searches: Sequence[Search], budget: int = MEMORY_BUDGET, isolate: bool = False
+) -> None:
     """Advance every search until it is settled, sharing measurements between searches at the
     same input size, mode and executor. With ``isolate``, a search that fails records its error
     (``search.error``) and the others go on; otherwise the error propagates."""
@@ -233,14 +256,29 @@ def run_searches(session: Session, searches: Sequence[Search], budget: int = MEM
         for (sizes, local, _), group in sorted(groups.items(), key=lambda kv: kv[0][0]):
             while group:  # unknown costs are re-estimated after each chunk, from what it cost
                 chunk = _take(group, sizes, budget, per_probe.get(sizes, 0))
-                group = group[len(chunk):]
+                group = group[len(chunk) :]
                 _advance(session, chunk, sizes, local, per_probe, isolate, budget)
 
 
-def _advance(session: Session, chunk: list[Search], sizes: tuple[int, ...], local: bool, per_probe: dict, isolate: bool, budget: int = MEMORY_BUDGET) -> None:
+def _advance(
+    session: Session,
+    chunk: list[Search],
+    sizes: tuple[int, ...],
+    local: bool,
+    per_probe: dict,
+    isolate: bool,
+    budget: int = MEMORY_BUDGET,
+) -> None:
     requests = [r for s in chunk for r in s.requests()]
     try:
-        measurement = _measure_within(session, sizes, requests, local, _cost(chunk[-1], sizes, per_probe.get(sizes, 0)), budget)
+        measurement = _measure_within(
+            session,
+            sizes,
+            requests,
+            local,
+            _cost(chunk[-1], sizes, per_probe.get(sizes, 0)),
+            budget,
+        )
     except RFError as e:
         if not isolate:
             raise
@@ -267,13 +305,23 @@ def _area(sizes: Sequence[int]) -> int:
     return area
 
 
-def _measure_within(session: Session, sizes: tuple[int, ...], requests: list[Request], local: bool, cost: int, budget: int) -> Measurement:
+def _measure_within(
+    session: Session,
+    sizes: tuple[int, ...],
+    requests: list[Request],
+    local: bool,
+    cost: int,
+    budget: int,
+) -> Measurement:
     """One measurement of ``requests``, split into several forwards if one would not fit the
     memory budget (a single large map at a large input)."""
     per_forward = max(1, budget // max(1, cost * BYTES_PER_ELEMENT))
     if len(requests) <= per_forward:
         return session.measure(sizes, requests, local)
-    parts = [session.measure(sizes, requests[i : i + per_forward], local) for i in range(0, len(requests), per_forward)]
+    parts = [
+        session.measure(sizes, requests[i : i + per_forward], local)
+        for i in range(0, len(requests), per_forward)
+    ]
     return Measurement(
         sizes,
         parts[0].input_shape,

@@ -31,7 +31,16 @@ import torch.nn.functional as F
 from rfarith.errors import ProbeError, ShapeError
 
 from . import layout as lay
-from .mode import Handler, ProbeMode, Retry, augmented_assignment, depends, expanded, overlapping, value_of
+from .mode import (
+    Handler,
+    ProbeMode,
+    Retry,
+    augmented_assignment,
+    depends,
+    expanded,
+    overlapping,
+    value_of,
+)
 
 TABLE: dict[Any, Handler] = {}
 SYMMETRIC: set[Any] = set()  # ops that treat every channel alike (see ``cat``)
@@ -114,7 +123,9 @@ def broadcast(mode: ProbeMode, value: torch.Tensor, shape: Sequence[int]) -> tor
     return value.expand(tuple(shape)).contiguous()
 
 
-def per_channel(mode: ProbeMode, x: torch.Tensor, nd: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def per_channel(
+    mode: ProbeMode, x: torch.Tensor, nd: int, fn: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
     """Apply ``fn``, an op acting on each channel's trailing ``nd`` axes alike, to ``x``'s base
     when ``x`` is one channel expanded (exact: equal channels stay equal)."""
     base = value_of(x)
@@ -126,30 +137,141 @@ def per_channel(mode: ProbeMode, x: torch.Tensor, nd: int, fn: Callable[[torch.T
 
 # ---- identities -----------------------------------------------------------------------------
 _ACTIVATIONS = (
-    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "selu_", "celu",
-    "celu_", "gelu", "silu", "mish", "hardswish", "hardsigmoid", "hardtanh", "hardtanh_",
-    "softplus", "softsign", "softshrink", "hardshrink", "tanhshrink", "threshold", "threshold_",
-    "logsigmoid", "rrelu", "rrelu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "prelu",
+    "relu",
+    "relu_",
+    "relu6",
+    "leaky_relu",
+    "leaky_relu_",
+    "elu",
+    "elu_",
+    "selu",
+    "selu_",
+    "celu",
+    "celu_",
+    "gelu",
+    "silu",
+    "mish",
+    "hardswish",
+    "hardsigmoid",
+    "hardtanh",
+    "hardtanh_",
+    "softplus",
+    "softsign",
+    "softshrink",
+    "hardshrink",
+    "tanhshrink",
+    "threshold",
+    "threshold_",
+    "logsigmoid",
+    "rrelu",
+    "rrelu_",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "tanh_",
+    "prelu",
 )
 _MATH = (
-    "exp", "exp_", "exp2", "exp2_", "expm1", "expm1_", "log", "log_", "log2", "log2_", "log10",
-    "log10_", "log1p", "log1p_", "sqrt", "sqrt_", "rsqrt", "rsqrt_", "reciprocal", "reciprocal_",
-    "abs", "abs_", "absolute", "absolute_", "neg", "neg_", "negative", "negative_", "positive",
-    "square", "square_", "sign", "sign_", "sgn", "sgn_", "floor", "floor_", "ceil", "ceil_",
-    "round", "round_", "trunc", "trunc_", "frac", "frac_", "fix", "fix_", "erf", "erf_", "erfc",
-    "erfc_", "sin", "sin_", "cos", "cos_", "tan", "tan_", "atan", "atan_", "asinh", "asinh_",
-    "sinh", "sinh_", "cosh", "cosh_", "nan_to_num", "nan_to_num_", "clamp", "clamp_", "clip",
-    "clip_", "clamp_min", "clamp_min_", "clamp_max", "clamp_max_", "logit", "logit_",
-    "__neg__", "__abs__", "__pos__",
+    "exp",
+    "exp_",
+    "exp2",
+    "exp2_",
+    "expm1",
+    "expm1_",
+    "log",
+    "log_",
+    "log2",
+    "log2_",
+    "log10",
+    "log10_",
+    "log1p",
+    "log1p_",
+    "sqrt",
+    "sqrt_",
+    "rsqrt",
+    "rsqrt_",
+    "reciprocal",
+    "reciprocal_",
+    "abs",
+    "abs_",
+    "absolute",
+    "absolute_",
+    "neg",
+    "neg_",
+    "negative",
+    "negative_",
+    "positive",
+    "square",
+    "square_",
+    "sign",
+    "sign_",
+    "sgn",
+    "sgn_",
+    "floor",
+    "floor_",
+    "ceil",
+    "ceil_",
+    "round",
+    "round_",
+    "trunc",
+    "trunc_",
+    "frac",
+    "frac_",
+    "fix",
+    "fix_",
+    "erf",
+    "erf_",
+    "erfc",
+    "erfc_",
+    "sin",
+    "sin_",
+    "cos",
+    "cos_",
+    "tan",
+    "tan_",
+    "atan",
+    "atan_",
+    "asinh",
+    "asinh_",
+    "sinh",
+    "sinh_",
+    "cosh",
+    "cosh_",
+    "nan_to_num",
+    "nan_to_num_",
+    "clamp",
+    "clamp_",
+    "clip",
+    "clip_",
+    "clamp_min",
+    "clamp_min_",
+    "clamp_max",
+    "clamp_max_",
+    "logit",
+    "logit_",
+    "__neg__",
+    "__abs__",
+    "__pos__",
 )
 _DROPOUT = (
-    "dropout", "dropout_", "alpha_dropout", "alpha_dropout_", "feature_alpha_dropout",
-    "feature_alpha_dropout_", "dropout1d", "dropout2d", "dropout3d", "feature_dropout",
+    "dropout",
+    "dropout_",
+    "alpha_dropout",
+    "alpha_dropout_",
+    "feature_alpha_dropout",
+    "feature_alpha_dropout_",
+    "dropout1d",
+    "dropout2d",
+    "dropout3d",
+    "feature_dropout",
     "feature_dropout_",
 )
 
 
-@handles(*ops(*_ACTIVATIONS, *_MATH, *_DROPOUT, "local_response_norm", "detach", "detach_"), symmetric=True)
+@handles(
+    *ops(*_ACTIVATIONS, *_MATH, *_DROPOUT, "local_response_norm", "detach", "detach_"),
+    symmetric=True,
+)
 def identity(mode: ProbeMode, func, args, kwargs):
     """Nonlinearities pass the gradient through unchanged (ReLU6, sigmoid, clamp would zero it)."""
     if not mode.structural or not depends(args[0]):
@@ -178,7 +300,15 @@ def glu(mode: ProbeMode, func, args, kwargs):
     return (a + b) / 2
 
 
-@handles(torch.Tensor.float, torch.Tensor.half, torch.Tensor.bfloat16, torch.Tensor.double, torch.Tensor.to, torch.Tensor.type, symmetric=True)
+@handles(
+    torch.Tensor.float,
+    torch.Tensor.half,
+    torch.Tensor.bfloat16,
+    torch.Tensor.double,
+    torch.Tensor.to,
+    torch.Tensor.type,
+    symmetric=True,
+)
 def cast(mode: ProbeMode, func, args, kwargs):
     """The probe computes in float64; a cast to another float type would lose range and
     precision in the backward pass. Casts to integer types cut the gradient: an error."""
@@ -200,7 +330,8 @@ def cast(mode: ProbeMode, func, args, kwargs):
 
 
 _PERMUTATIONS = ops("permute", "transpose", "swapaxes", "swapdims", "movedim", "moveaxis", "t") + [
-    torch.Tensor.T.__get__, torch.Tensor.mT.__get__,
+    torch.Tensor.T.__get__,
+    torch.Tensor.mT.__get__,
 ]
 
 
@@ -238,14 +369,68 @@ def integer_input(mode: ProbeMode, func, args, kwargs):
 
 # ---- sign-free arithmetic -------------------------------------------------------------------
 _MIXES = (
-    "add", "add_", "sub", "sub_", "subtract", "subtract_", "rsub", "mul", "mul_", "multiply",
-    "multiply_", "div", "div_", "divide", "divide_", "true_divide", "true_divide_",
-    "floor_divide", "floor_divide_", "remainder", "remainder_", "fmod", "fmod_", "maximum",
-    "minimum", "fmax", "fmin", "atan2", "atan2_", "arctan2", "hypot", "hypot_", "copysign",
-    "copysign_", "xlogy", "logaddexp", "logaddexp2", "lerp", "lerp_", "addcmul", "addcmul_",
-    "addcdiv", "addcdiv_", "where", "masked_fill", "masked_fill_", "pow", "pow_", "float_power",
-    "float_power_", "__rsub__", "__rdiv__", "__rtruediv__", "__rmul__", "__radd__",
-    "__rfloordiv__", "__rmod__", "__rpow__", "__iadd__", "__isub__", "__imul__", "__itruediv__",
+    "add",
+    "add_",
+    "sub",
+    "sub_",
+    "subtract",
+    "subtract_",
+    "rsub",
+    "mul",
+    "mul_",
+    "multiply",
+    "multiply_",
+    "div",
+    "div_",
+    "divide",
+    "divide_",
+    "true_divide",
+    "true_divide_",
+    "floor_divide",
+    "floor_divide_",
+    "remainder",
+    "remainder_",
+    "fmod",
+    "fmod_",
+    "maximum",
+    "minimum",
+    "fmax",
+    "fmin",
+    "atan2",
+    "atan2_",
+    "arctan2",
+    "hypot",
+    "hypot_",
+    "copysign",
+    "copysign_",
+    "xlogy",
+    "logaddexp",
+    "logaddexp2",
+    "lerp",
+    "lerp_",
+    "addcmul",
+    "addcmul_",
+    "addcdiv",
+    "addcdiv_",
+    "where",
+    "masked_fill",
+    "masked_fill_",
+    "pow",
+    "pow_",
+    "float_power",
+    "float_power_",
+    "__rsub__",
+    "__rdiv__",
+    "__rtruediv__",
+    "__rmul__",
+    "__radd__",
+    "__rfloordiv__",
+    "__rmod__",
+    "__rpow__",
+    "__iadd__",
+    "__isub__",
+    "__imul__",
+    "__itruediv__",
 )
 
 
@@ -296,7 +481,9 @@ def _conv_geometry(func, args, kwargs) -> dict[str, Any]:
     }
 
 
-def box_filter(x: torch.Tensor, kernel: tuple[int, ...], geometry: dict[str, Any]) -> torch.Tensor | None:
+def box_filter(
+    x: torch.Tensor, kernel: tuple[int, ...], geometry: dict[str, Any]
+) -> torch.Tensor | None:
     """The mean over each window of a convolution's geometry, per channel, as average pooling
     (much faster than a convolution with equal weights); None for dilated windows."""
     nd = len(kernel)
@@ -373,7 +560,11 @@ def conv(mode: ProbeMode, func, args, kwargs):
         shape = (x.shape[0], c_out, *y.shape[2:])
         return broadcast(mode, y[0], shape[1:]) if unbatched else broadcast(mode, y, shape)
     per_group = c_out // groups
-    out = y.unsqueeze(2).expand(y.shape[0], groups, per_group, *y.shape[2:]).reshape(y.shape[0], c_out, *y.shape[2:])
+    out = (
+        y.unsqueeze(2)
+        .expand(y.shape[0], groups, per_group, *y.shape[2:])
+        .reshape(y.shape[0], c_out, *y.shape[2:])
+    )
     return out.squeeze(0) if unbatched else out
 
 
@@ -416,7 +607,9 @@ def bilinear(mode: ProbeMode, func, args, kwargs):
     return broadcast(mode, mean, (*broadcast_shape(x1.shape[:-1], x2.shape[:-1]), weight.shape[0]))
 
 
-_MATMULS = ops("matmul", "mm", "bmm", "addmm", "baddbmm", "addbmm", "__matmul__", "__rmatmul__") + [torch.einsum]
+_MATMULS = ops("matmul", "mm", "bmm", "addmm", "baddbmm", "addbmm", "__matmul__", "__rmatmul__") + [
+    torch.einsum
+]
 
 
 @handles(*_MATMULS)
@@ -506,7 +699,12 @@ def flatten(mode: ProbeMode, func, args, kwargs):
     out = real(mode, func, args, kwargs)
     if mode.blended_input:
         x = args[0]
-        if not (isinstance(out, torch.Tensor) and x.dim() >= 2 and out.dim() == 2 and out.shape[0] == x.shape[0]):
+        if not (
+            isinstance(out, torch.Tensor)
+            and x.dim() >= 2
+            and out.dim() == 2
+            and out.shape[0] == x.shape[0]
+        ):
             raise Retry("collapse", mode.name)
     return out
 
@@ -533,8 +731,14 @@ def window_average(x: torch.Tensor, kernel, stride, padding, dilation, ceil: boo
     if unbatched:
         x = x.unsqueeze(0)
     sizes = x.shape[2:]
-    out = [pool_output_size(n, k, s, p, d, ceil) for n, k, s, p, d in zip(sizes, kernel, stride, padding, dilation)]
-    extra = [max(0, (o - 1) * s + d * (k - 1) + 1 - (n + 2 * p)) for o, n, k, s, p, d in zip(out, sizes, kernel, stride, padding, dilation)]
+    out = [
+        pool_output_size(n, k, s, p, d, ceil)
+        for n, k, s, p, d in zip(sizes, kernel, stride, padding, dilation)
+    ]
+    extra = [
+        max(0, (o - 1) * s + d * (k - 1) + 1 - (n + 2 * p))
+        for o, n, k, s, p, d in zip(out, sizes, kernel, stride, padding, dilation)
+    ]
     pads: list[int] = []
     for p, e in reversed(list(zip(padding, extra))):
         pads += [p, p + e]
@@ -548,11 +752,23 @@ def window_average(x: torch.Tensor, kernel, stride, padding, dilation, ceil: boo
 
 
 _MAX_POOL = {
-    F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3,
-    torch.max_pool1d: 1, torch.max_pool2d: 2, torch.max_pool3d: 3,
+    F.max_pool1d: 1,
+    F.max_pool2d: 2,
+    F.max_pool3d: 3,
+    torch.max_pool1d: 1,
+    torch.max_pool2d: 2,
+    torch.max_pool3d: 3,
 }
-_MAX_POOL_INDICES = {F.max_pool1d_with_indices: 1, F.max_pool2d_with_indices: 2, F.max_pool3d_with_indices: 3}
-_MAX_POOL_WITH_INDICES = {1: F.max_pool1d_with_indices, 2: F.max_pool2d_with_indices, 3: F.max_pool3d_with_indices}
+_MAX_POOL_INDICES = {
+    F.max_pool1d_with_indices: 1,
+    F.max_pool2d_with_indices: 2,
+    F.max_pool3d_with_indices: 3,
+}
+_MAX_POOL_WITH_INDICES = {
+    1: F.max_pool1d_with_indices,
+    2: F.max_pool2d_with_indices,
+    3: F.max_pool3d_with_indices,
+}
 
 
 @handles(*_MAX_POOL, *_MAX_POOL_INDICES, symmetric=True)
@@ -565,11 +781,17 @@ def max_pool(mode: ProbeMode, func, args, kwargs):
     nd = {**_MAX_POOL, **_MAX_POOL_INDICES}[func]
     kernel = _per_axis(arg(args, kwargs, 1, "kernel_size"), nd)
     stride_arg = arg(args, kwargs, 2, "stride", None)
-    stride = kernel if stride_arg is None or (not isinstance(stride_arg, int) and len(stride_arg) == 0) else _per_axis(stride_arg, nd)
+    stride = (
+        kernel
+        if stride_arg is None or (not isinstance(stride_arg, int) and len(stride_arg) == 0)
+        else _per_axis(stride_arg, nd)
+    )
     padding = _per_axis(arg(args, kwargs, 3, "padding", 0), nd)
     dilation = _per_axis(arg(args, kwargs, 4, "dilation", 1), nd)
     ceil = bool(arg(args, kwargs, 5, "ceil_mode", False))
-    value = per_channel(mode, x, nd, lambda t: window_average(t, kernel, stride, padding, dilation, ceil))
+    value = per_channel(
+        mode, x, nd, lambda t: window_average(t, kernel, stride, padding, dilation, ceil)
+    )
     if func in _MAX_POOL_INDICES or arg(args, kwargs, 6, "return_indices", False):
         indices = _MAX_POOL_WITH_INDICES[nd](x.detach(), kernel, stride, padding, dilation, ceil)[1]
         return value, indices
@@ -600,7 +822,9 @@ def lp_pool(mode: ProbeMode, func, args, kwargs):
     stride_arg = arg(args, kwargs, 3, "stride", None)
     stride = kernel if stride_arg is None else _per_axis(stride_arg, nd)
     ceil = bool(arg(args, kwargs, 4, "ceil_mode", False))
-    return per_channel(mode, x, nd, lambda t: window_average(t, kernel, stride, (0,) * nd, (1,) * nd, ceil))
+    return per_channel(
+        mode, x, nd, lambda t: window_average(t, kernel, stride, (0,) * nd, (1,) * nd, ceil)
+    )
 
 
 _UNPOOL = {F.max_unpool1d: 1, F.max_unpool2d: 2, F.max_unpool3d: 3}
@@ -619,7 +843,9 @@ def max_unpool(mode: ProbeMode, func, args, kwargs):
     stride = kernel if stride_arg is None else _per_axis(stride_arg, nd)
     padding = _per_axis(arg(args, kwargs, 4, "padding", 0), nd)
     output_size = arg(args, kwargs, 5, "output_size", None)
-    default = [(n - 1) * s - 2 * p + k for n, s, p, k in zip(x.shape[-nd:], stride, padding, kernel)]
+    default = [
+        (n - 1) * s - 2 * p + k for n, s, p, k in zip(x.shape[-nd:], stride, padding, kernel)
+    ]
     target = list(output_size)[-nd:] if output_size is not None else default
 
     def spread(t: torch.Tensor) -> torch.Tensor:
@@ -628,7 +854,9 @@ def max_unpool(mode: ProbeMode, func, args, kwargs):
         channels = t.shape[1]
         ones = torch.ones((channels, 1, *kernel), dtype=t.dtype)
         extra = [max(0, min(want - have, s - 1)) for want, have, s in zip(target, default, stride)]
-        y = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[nd - 1](t, ones, None, stride, padding, extra, channels)
+        y = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[nd - 1](
+            t, ones, None, stride, padding, extra, channels
+        )
         for axis, size in enumerate(target):
             if y.shape[2 + axis] < size:
                 pad = [0, 0] * (nd - 1 - axis) + [0, size - y.shape[2 + axis]]
@@ -639,7 +867,11 @@ def max_unpool(mode: ProbeMode, func, args, kwargs):
     return per_channel(mode, x, nd, spread)
 
 
-@handles(*ops("pad", "constant_pad_nd"), *ops("interpolate", "upsample", "upsample_nearest", "upsample_bilinear", owners=(F,)), symmetric=True)
+@handles(
+    *ops("pad", "constant_pad_nd"),
+    *ops("interpolate", "upsample", "upsample_nearest", "upsample_bilinear", owners=(F,)),
+    symmetric=True,
+)
 def resize(mode: ProbeMode, func, args, kwargs):
     """Padding and interpolation act on each channel alike (kept as they are)."""
     x = args[0]
@@ -655,13 +887,24 @@ def resize(mode: ProbeMode, func, args, kwargs):
 
 # ---- global spatial reductions --------------------------------------------------------------
 _ADAPTIVE = {
-    F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2, F.adaptive_avg_pool3d: 3,
-    F.adaptive_max_pool1d: 1, F.adaptive_max_pool2d: 2, F.adaptive_max_pool3d: 3,
-    F.adaptive_max_pool1d_with_indices: 1, F.adaptive_max_pool2d_with_indices: 2,
-    F.adaptive_max_pool3d_with_indices: 3, torch.adaptive_avg_pool1d: 1, torch.adaptive_max_pool1d: 1,
+    F.adaptive_avg_pool1d: 1,
+    F.adaptive_avg_pool2d: 2,
+    F.adaptive_avg_pool3d: 3,
+    F.adaptive_max_pool1d: 1,
+    F.adaptive_max_pool2d: 2,
+    F.adaptive_max_pool3d: 3,
+    F.adaptive_max_pool1d_with_indices: 1,
+    F.adaptive_max_pool2d_with_indices: 2,
+    F.adaptive_max_pool3d_with_indices: 3,
+    torch.adaptive_avg_pool1d: 1,
+    torch.adaptive_max_pool1d: 1,
 }
 _ADAPTIVE_AVG = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
-_ADAPTIVE_MAX_INDICES = {1: F.adaptive_max_pool1d_with_indices, 2: F.adaptive_max_pool2d_with_indices, 3: F.adaptive_max_pool3d_with_indices}
+_ADAPTIVE_MAX_INDICES = {
+    1: F.adaptive_max_pool1d_with_indices,
+    2: F.adaptive_max_pool2d_with_indices,
+    3: F.adaptive_max_pool3d_with_indices,
+}
 
 
 @handles(*_ADAPTIVE, symmetric=True)
@@ -675,9 +918,21 @@ def adaptive_pool(mode: ProbeMode, func, args, kwargs):
     size = arg(args, kwargs, 1, "output_size")
     sizes = (size,) * nd if isinstance(size, int) or size is None else tuple(size)
     sizes = tuple(x.shape[-nd + i] if s is None else int(s) for i, s in enumerate(sizes))
-    pooled_dims = tuple(x.dim() - nd + i for i, s in enumerate(sizes) if s == 1 and x.shape[-nd + i] > 1)
-    is_max = func not in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, torch.adaptive_avg_pool1d)
-    with_indices = func in (F.adaptive_max_pool1d_with_indices, F.adaptive_max_pool2d_with_indices, F.adaptive_max_pool3d_with_indices, torch.adaptive_max_pool1d) or bool(arg(args, kwargs, 2, "return_indices", False) and is_max)
+    pooled_dims = tuple(
+        x.dim() - nd + i for i, s in enumerate(sizes) if s == 1 and x.shape[-nd + i] > 1
+    )
+    is_max = func not in (
+        F.adaptive_avg_pool1d,
+        F.adaptive_avg_pool2d,
+        F.adaptive_avg_pool3d,
+        torch.adaptive_avg_pool1d,
+    )
+    with_indices = func in (
+        F.adaptive_max_pool1d_with_indices,
+        F.adaptive_max_pool2d_with_indices,
+        F.adaptive_max_pool3d_with_indices,
+        torch.adaptive_max_pool1d,
+    ) or bool(arg(args, kwargs, 2, "return_indices", False) and is_max)
     if mode.structural:
         value = per_channel(mode, x, nd, lambda t: _ADAPTIVE_AVG[nd](t, sizes))
         if with_indices:
@@ -688,10 +943,38 @@ def adaptive_pool(mode: ProbeMode, func, args, kwargs):
 
 
 _REDUCTIONS = (
-    "mean", "sum", "amax", "amin", "std", "var", "logsumexp", "prod", "nansum", "nanmean",
-    "median", "nanmedian", "max", "min", "std_mean", "var_mean", "aminmax", "mode", "kthvalue", "norm",
+    "mean",
+    "sum",
+    "amax",
+    "amin",
+    "std",
+    "var",
+    "logsumexp",
+    "prod",
+    "nansum",
+    "nanmean",
+    "median",
+    "nanmedian",
+    "max",
+    "min",
+    "std_mean",
+    "var_mean",
+    "aminmax",
+    "mode",
+    "kthvalue",
+    "norm",
 )
-_TUPLE_REDUCTIONS = ("max", "min", "median", "nanmedian", "mode", "kthvalue", "aminmax", "std_mean", "var_mean")
+_TUPLE_REDUCTIONS = (
+    "max",
+    "min",
+    "median",
+    "nanmedian",
+    "mode",
+    "kthvalue",
+    "aminmax",
+    "std_mean",
+    "var_mean",
+)
 
 
 @handles(*ops(*_REDUCTIONS), torch.linalg.vector_norm, symmetric=True)
@@ -707,7 +990,11 @@ def reduction(mode: ProbeMode, func, args, kwargs):
     dims, keepdim = found
     mode.check_batch(x, dims)
     mode.exact = x.dim() >= 3 and 1 in dims
-    value = _mean_reduction(mode, func, args, kwargs, dims, keepdim) if mode.structural else real(mode, func, args, kwargs)
+    value = (
+        _mean_reduction(mode, func, args, kwargs, dims, keepdim)
+        if mode.structural
+        else real(mode, func, args, kwargs)
+    )
     return mode.cut(value, mode.axes_of(x, dims))
 
 
@@ -718,7 +1005,11 @@ def _mean_reduction(mode: ProbeMode, func, args, kwargs, dims: tuple[int, ...], 
     kept = tuple(1 if d in dims else s for d, s in enumerate(x.shape))
     mean = broadcast(mode, mean, kept)
     if not keepdim and dims:
-        mean = broadcast(mode, value_of(mean).squeeze(dims), tuple(s for d, s in enumerate(x.shape) if d not in dims))
+        mean = broadcast(
+            mode,
+            value_of(mean).squeeze(dims),
+            tuple(s for d, s in enumerate(x.shape) if d not in dims),
+        )
     if getattr(func, "__name__", "") not in _TUPLE_REDUCTIONS:
         return mean
     structure = func(x.detach(), *args[1:], **kwargs)
@@ -726,7 +1017,10 @@ def _mean_reduction(mode: ProbeMode, func, args, kwargs, dims: tuple[int, ...], 
         return mean
     from .mode import _rebuild
 
-    return _rebuild(structure, [mean if isinstance(v, torch.Tensor) and v.is_floating_point() else v for v in structure])
+    return _rebuild(
+        structure,
+        [mean if isinstance(v, torch.Tensor) and v.is_floating_point() else v for v in structure],
+    )
 
 
 _SOFTMAX = ops("softmax", "log_softmax", "softmin", "_softmax", "_log_softmax")
@@ -792,7 +1086,14 @@ def _affine(y: torch.Tensor, weight: Any, bias: Any, channel_dim: int | None) ->
     return y
 
 
-def _normalised(mode: ProbeMode, x: torch.Tensor, dims: tuple[int, ...], eps: float, axes: frozenset[int], rms: bool = False) -> torch.Tensor:
+def _normalised(
+    mode: ProbeMode,
+    x: torch.Tensor,
+    dims: tuple[int, ...],
+    eps: float,
+    axes: frozenset[int],
+    rms: bool = False,
+) -> torch.Tensor:
     """``x`` normalised over ``dims`` with statistics cut from the gradient (real weights, local)."""
     if rms:
         return x / torch.sqrt(mode.cut(x.pow(2).mean(dims, keepdim=True), axes) + eps)
@@ -801,7 +1102,9 @@ def _normalised(mode: ProbeMode, x: torch.Tensor, dims: tuple[int, ...], eps: fl
     return (x - mean) / torch.sqrt(var + eps)
 
 
-def _norm_surrogate(mode: ProbeMode, x: torch.Tensor, dims: tuple[int, ...], axes: frozenset[int]) -> torch.Tensor:
+def _norm_surrogate(
+    mode: ProbeMode, x: torch.Tensor, dims: tuple[int, ...], axes: frozenset[int]
+) -> torch.Tensor:
     """``(x + mean over dims) / 2``: every unit sees the statistic's whole extent, positively."""
     base = value_of(x)
     stat = mode.cut(base.mean(dims, keepdim=True), axes)
@@ -822,7 +1125,9 @@ def group_norm(mode: ProbeMode, func, args, kwargs):
         return real(mode, func, args, kwargs)
     groups = int(arg(args, kwargs, 1, "num_groups"))
     grouped = x.reshape(x.shape[0], groups, -1)
-    y = _normalised(mode, grouped, (2,), float(arg(args, kwargs, 4, "eps", 1e-5)), axes).reshape(x.shape)
+    y = _normalised(mode, grouped, (2,), float(arg(args, kwargs, 4, "eps", 1e-5)), axes).reshape(
+        x.shape
+    )
     return _affine(y, arg(args, kwargs, 2, "weight"), arg(args, kwargs, 3, "bias"), 1)
 
 
@@ -903,7 +1208,9 @@ def attention(mode: ProbeMode, func, args, kwargs):
         try:
             broadcast_shape(*(p.shape for p in parts), shape)
             value = broadcast(mode, sum(parts[1:], parts[0]) / len(parts), shape)
-        except RuntimeError:  # grouped-query heads that do not broadcast: the op on positive operands
+        except (
+            RuntimeError
+        ):  # grouped-query heads that do not broadcast: the op on positive operands
             value = real(mode, func, _positive_operands(tuple(args)), kwargs)
     else:
         value = real(mode, func, args, kwargs)
@@ -931,6 +1238,10 @@ def multi_head_attention(mode: ProbeMode, func, args, kwargs):
         batched = q.dim() == 3
         heads = int(arg(args, kwargs, 4, "num_heads"))
         average = arg(args, kwargs, 23, "average_attn_weights", True)
-        shape = ((q.shape[1],) if batched else ()) + (() if average else (heads,)) + (q.shape[0], k.shape[0])
+        shape = (
+            ((q.shape[1],) if batched else ())
+            + (() if average else (heads,))
+            + (q.shape[0], k.shape[0])
+        )
         weights = torch.full(shape, 1.0 / k.shape[0], dtype=torch.float64)
     return mode.cut(out, axes), weights

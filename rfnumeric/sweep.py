@@ -59,15 +59,17 @@ def sweep(
     >>> import torch.nn as nn, rfnumeric
     >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(2))
     >>> table = rfnumeric.sweep(net, (1, 3, 32, 32))
-    >>> list(table.index), table.loc["2", ["op", "n_h", "j_h", "r_h", "start_h"]].tolist()
-    (['input', '0', '1', '2'], ['MaxPool2d', 15, 2, 4, 2.0])
+    >>> list(table.index), table.loc["2", ["op", "n_h", "j_h", "r_h", "start_h"]].astype(str).tolist()
+    (['input', '0', '1', '2'], ['MaxPool2d', '15', '2', '4', '2.0'])
     """
     local = check_mode(mode)
     session = Session(model, input_shape, "structural")
     rows = _survey(session, nodes, local)
     user = session.shape[2:]
     searches = {
-        row.target.name: Search(row.target, user, user, max_size, want_full=not local, keep_heatmap=False, cost=row.cost)
+        row.target.name: Search(
+            row.target, user, user, max_size, want_full=not local, keep_heatmap=False, cost=row.cost
+        )
         for row in rows
         if not row.problem
     }
@@ -95,7 +97,9 @@ def _record(session: Session, row: Row, search: Search | None) -> dict[str, Any]
     if outcome is not None:
         record["flags"] = describe_flags(frozenset(outcome_flags(outcome)), outcome.reached)
     else:
-        reason = row.problem or (str(search.error) if search is not None and search.error else "unknown")
+        reason = row.problem or (
+            str(search.error) if search is not None and search.error else "unknown"
+        )
         record["flags"] = f"not measured: {reason}"
     return record
 
@@ -183,7 +187,11 @@ def _module_rows(session: Session, local: bool) -> list[Row]:
 def _row(session: Session, target: Target, value: Any, op: str, cost: int) -> Row | None:
     if not isinstance(value, torch.Tensor):
         try:
-            value = select_output(value, target.output, target.name) if target.output is not None else None
+            value = (
+                select_output(value, target.output, target.name)
+                if target.output is not None
+                else None
+            )
         except (ValueError, RuntimeError):
             value = None
     if not isinstance(value, torch.Tensor) or not depends(value):
@@ -192,7 +200,13 @@ def _row(session: Session, target: Target, value: Any, op: str, cost: int) -> Ro
     n_axes = len(session.axes)
     if layout is None or not lay.locatable(layout):
         n = lay.map_sizes(layout, n_axes) if layout is not None else (math.nan,) * n_axes
-        return Row(target, op, tuple(value.shape), n, "its dims do not show where the units are (e.g. tokens with a class token)")
+        return Row(
+            target,
+            op,
+            tuple(value.shape),
+            n,
+            "its dims do not show where the units are (e.g. tokens with a class token)",
+        )
     return Row(target, op, tuple(value.shape), lay.map_sizes(layout, n_axes), cost=cost)
 
 
