@@ -266,6 +266,8 @@ def select_output(value: Any, output: int | str | None, where: str) -> torch.Ten
     elif isinstance(value, (tuple, list)):
         keys = list(range(len(value)))
         items = dict(enumerate(value))
+        if isinstance(output, str) and output.isdigit():
+            output = int(output)
     else:
         raise ProbeError(f"{where} returns {type(value).__name__}, not a tensor: nothing to probe")
     described = ", ".join(f"{k!r}: {_describe(items[k])}" for k in keys)

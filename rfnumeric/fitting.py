@@ -68,11 +68,13 @@ class Span:
     def pixels(self) -> tuple[int, ...]:
         return tuple(self.lo + i for i, b in enumerate(self.pattern) if b)
 
-    def within(self, first: int, last: int) -> Span:
-        """The same span, cut where it reaches ``first`` or ``last``: the pixels any unit of its
-        map can see (a strided valid convolution never sees the input's last few pixels)."""
+    def within(self, last: int) -> Span:
+        """The same span, cut where it reaches pixel 0 or ``last``: the input's last pixel, or
+        the last one any unit of its map sees when that moves with the input size (a strided
+        valid convolution never sees the input's last few pixels, and a field reaching the
+        last one it sees may go on beyond the input)."""
         gap = _longest_gap(self.pattern)
-        return replace(self, cut_low=self.lo - first <= gap, cut_high=last - self.hi <= gap)
+        return replace(self, cut_low=self.lo <= gap, cut_high=last - self.hi <= gap)
 
     def covers(self, first: int, last: int) -> bool:
         return self.lo <= first and self.hi >= last

@@ -218,6 +218,15 @@ class Session:
         return self.shape[1]
 
     def target(self, node: str | None, output: int | str | None = None) -> Target:
+        """The feature map ``node`` names; ``'output[key]'`` is one output of the model, as
+        rfarith's report names the outputs of a model that returns several."""
+        if (
+            isinstance(node, str)
+            and output is None
+            and node.startswith("output[")
+            and node.endswith("]")
+        ):
+            return Target(Locator(node, "output"), node[len("output[") : -1])
         return Target(self.resolver.resolve(node), output)
 
     # -- measuring ---------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def build_result(
     fits = outcome.fits
     flags = outcome_flags(outcome)
     if any(
-        a not in outcome.global_axes and not span.within(0, size - 1).whole
+        a not in outcome.global_axes and not span.within(size - 1).whole
         for a, (span, size) in enumerate(zip(probed.spans, sizes))
     ):
         flags.add("clipped")

@@ -7,8 +7,8 @@ For each probed map a :class:`Search` decides what to measure next:
 2. If no pixel receives gradient, the map's main path itself went through a global reduction:
    the field is global along the axes those reductions mix; measure the rest in ``full`` mode.
 3. Per axis: if the centre unit's support touches the input border (or a neighbour's does on
-   both sides), the field may be cut off: grow that axis by half, up to ``max_size``. (At ``max_size``, an axis whose support was the
-   whole input at every size is global through an op the probe does not know as a reduction.)
+   both sides), the field may be cut off: grow that axis by half, up to ``max_size`` (beyond
+   it, an error that says how to go further).
 4. If three adjacent units do not settle the period (after upsampling), measure a window of
    units around the centre, at the same size.
 5. ``mode="full"``: once the local field is known, if global reductions reach the unit, the
@@ -73,6 +73,7 @@ class Search:
     visible: dict[tuple[tuple[int, ...], bool], tuple[tuple[int, int], ...]] = field(
         default_factory=dict
     )
+    visible_ends: list[dict[int, int]] = field(default_factory=list)  # axis: size -> last seen
 
     @property
     def settled(self) -> bool:
@@ -117,7 +118,7 @@ class Search:
             self._no_support(centre)
             return
         visible = self._visible(elements, centre)
-        by_axis = self._spans_by_axis(elements, centre, visible)
+        by_axis = self._spans_by_axis(elements, centre, self._edges(visible))
         own = [by_axis[a][centre.unit[a]] for a in range(self.n_axes)]
         free = [a for a in range(self.n_axes) if a not in self.global_axes]
         touching = {
@@ -189,11 +190,24 @@ class Search:
             self.visible[key] = tuple((s.lo, s.hi) for s in every.spans)
         return self.visible.get(key, tuple((0, size - 1) for size in self.sizes))
 
+    def _edges(self, visible: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
+        """Per axis, the last pixel a field may reach without counting as cut off: the last one
+        the map sees, unless that stayed put while the input grew (a crop): then the input's."""
+        if not self.visible_ends:
+            self.visible_ends = [{} for _ in range(self.n_axes)]
+        edges = []
+        for a, (size, (_, last)) in enumerate(zip(self.sizes, visible)):
+            ends = self.visible_ends[a]
+            ends[size] = last
+            anchored = len(ends) > 1 and len(set(ends.values())) < len(ends)
+            edges.append(size - 1 if anchored else last)
+        return tuple(edges)
+
     def _spans_by_axis(
-        self, elements: Sequence[Element], centre: Element, visible: tuple[tuple[int, int], ...]
+        self, elements: Sequence[Element], centre: Element, edges: tuple[int, ...]
     ) -> list[dict[int, Span | None]]:
         """Per axis, the spans of the centre and the units beside it along that axis, cut where
-        they reach what the map can see."""
+        they reach pixel 0 or the axis's edge."""
         by_axis: list[dict[int, Span | None]] = [{} for _ in range(self.n_axes)]
         for e in elements:
             if not e.unit or e.request.spec.kind == "fixed":
@@ -201,7 +215,7 @@ class Search:
             for a in range(self.n_axes):
                 if all(u == c for b, (u, c) in enumerate(zip(e.unit, centre.unit)) if b != a):
                     span = e.spans[a]
-                    by_axis[a][e.unit[a]] = span.within(*visible[a]) if span is not None else None
+                    by_axis[a][e.unit[a]] = span.within(edges[a]) if span is not None else None
         return by_axis
 
     def _grow(self, axes: set[int]) -> None:
@@ -209,19 +223,31 @@ class Search:
         sizes = list(self.sizes)
         for a in sorted(axes):
             if sizes[a] < self.max_size:
-                sizes[a] = min(max(math.ceil(GROWTH * sizes[a]), sizes[a] + 8), self.max_size)
-            elif self.covered_always[a]:
-                self.global_axes = self.global_axes | {a}
-            else:
-                raise ProbeError(
-                    f"the field of '{self.target.name}' is wider than max_size={self.max_size} along axis "
-                    f"{a}: its support still touches the input border at input size {tuple(sizes)}. Raise "
-                    f"max_size (e.g. max_size={2 * self.max_size}; memory grows with it) or pass "
-                    "size_hint if the field size is known."
-                )
+                sizes[a] = min(grown(sizes[a]), self.max_size)
+                continue
+            unknown = (
+                " It covered the whole input at every size tried: if an op mixes all positions "
+                "without being a reduction the probe knows, the field is global (mode='full' "
+                "does not need a larger input)."
+                if self.covered_always[a]
+                else ""
+            )
+            raise ProbeError(
+                f"the field of '{self.target.name}' is wider than max_size={self.max_size} along axis "
+                f"{a}: its support still touches the input border at input size {tuple(sizes)}. Raise "
+                f"max_size (e.g. max_size={2 * self.max_size}; memory grows with it) or pass "
+                f"size_hint if the field size is known.{unknown}"
+            )
         if tuple(sizes) != self.sizes:
             self.sizes = tuple(sizes)
             self.window = frozenset()
+
+
+def grown(size: int) -> int:
+    """The next input size: about half as large again, and a multiple of the largest power of
+    two dividing ``size`` (a model that needs sizes divisible by its total stride keeps them)."""
+    step = size & -size
+    return max(-(-math.ceil(GROWTH * size) // step) * step, size + step)
 
 
 def start_sizes(
