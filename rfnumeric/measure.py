@@ -307,7 +307,8 @@ class Session:
             dtype=torch.float64,
             requires_grad=True,
         )
-        x = expanded(leaf, shape) if collapse and self.channels > 1 else leaf * 1.0
+        with torch.inference_mode(False), torch.enable_grad():
+            x = expanded(leaf, shape) if collapse and self.channels > 1 else leaf * 1.0
         lay.attach(x, lay.input_layout(shape))
         return leaf, x
 
@@ -324,7 +325,9 @@ class Session:
         if x is None:
             leaf, x_in = self._input(batch, sizes, collapse)
         else:
-            leaf, x_in = x, x * 1.0
+            leaf = x
+            with torch.inference_mode(False), torch.enable_grad():
+                x_in = x * 1.0
             lay.attach(x_in, lay.input_layout(x_in.shape))
         locators = list({t.locator: None for t in targets})
         mode = self._mode(local, collapse, batch)

@@ -146,8 +146,18 @@ class Records:
 
 # ---- collapsed tensors ----------------------------------------------------------------------
 def base_of(t: Any) -> torch.Tensor | None:
-    """The smaller tensor ``t`` is an expanded (stride-0) view of, when the probe made it so."""
-    return getattr(t, _BASE, None) if isinstance(t, torch.Tensor) else None
+    """The smaller tensor ``t`` is an expanded (stride-0) view of, when the probe made it so and
+    ``t`` is still that view: autograd has not re-based it (a custom ``autograd.Function``
+    returning it) and nothing wrote into it since."""
+    if not isinstance(t, torch.Tensor):
+        return None
+    record = getattr(t, _BASE, None)
+    if record is None:
+        return None
+    base, grad_fn, version = record
+    if t.grad_fn is not grad_fn or t._version != version:
+        return None
+    return base
 
 
 def value_of(t: torch.Tensor) -> torch.Tensor:
@@ -170,7 +180,7 @@ def expanded(base: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.T
     if base.dim() < len(shape):
         base = base.reshape((1,) * (len(shape) - base.dim()) + tuple(base.shape))
     out = base.expand(shape)
-    setattr(out, _BASE, base)
+    setattr(out, _BASE, (base, out.grad_fn, out._version))
     return out
 
 
@@ -291,12 +301,16 @@ class ProbeMode(TorchFunctionMode):
 
     # -- bookkeeping -----------------------------------------------------------------------
     def _note_consumers(self, inputs: list[torch.Tensor]) -> None:
+        """Remember which ops read each tensor (on the tensor its gradient hook watches), to
+        name them if a non-finite gradient appears there."""
         for a in inputs:
-            consumers = getattr(a, _CONSUMERS, None)
+            watched = base_of(a)
+            watched = a if watched is None else watched
+            consumers = getattr(watched, _CONSUMERS, None)
             if consumers is None:
                 consumers = []
-                setattr(a, _CONSUMERS, consumers)
-            if len(consumers) < 4:
+                setattr(watched, _CONSUMERS, consumers)
+            if len(consumers) < 4 and self.name not in consumers:
                 consumers.append(self.name)
 
     def _finish(self, func, args, kwargs, out, inputs: list[torch.Tensor]):

@@ -300,6 +300,15 @@ def glu(mode: ProbeMode, func, args, kwargs):
     return (a + b) / 2
 
 
+_INTEGER_CASTS = (
+    torch.Tensor.long,
+    torch.Tensor.int,
+    torch.Tensor.short,
+    torch.Tensor.char,
+    torch.Tensor.byte,
+)
+
+
 @handles(
     torch.Tensor.float,
     torch.Tensor.half,
@@ -307,6 +316,7 @@ def glu(mode: ProbeMode, func, args, kwargs):
     torch.Tensor.double,
     torch.Tensor.to,
     torch.Tensor.type,
+    *_INTEGER_CASTS,
     symmetric=True,
 )
 def cast(mode: ProbeMode, func, args, kwargs):
@@ -318,6 +328,8 @@ def cast(mode: ProbeMode, func, args, kwargs):
     if func in (torch.Tensor.float, torch.Tensor.half, torch.Tensor.bfloat16, torch.Tensor.double):
         return x
     dtypes = [a for a in list(args[1:]) + list(kwargs.values()) if isinstance(a, torch.dtype)]
+    if func in _INTEGER_CASTS:
+        dtypes = [torch.int64]
     if any(not d.is_floating_point for d in dtypes):
         raise ProbeError(
             f"the model converts input-dependent values to {dtypes[0]} at '{mode.name}': no gradient "

@@ -1,0 +1,265 @@
+"""The structural surrogates: nothing cancels, saturates or picks one pixel, for modules and
+functional calls alike; and collapsing channels never changes a gradient."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import rfnumeric
+from rfnumeric.measure import Request, Session, UnitSpec
+from tests.rfnumeric import nets
+
+
+class Cancelling(nn.Module):
+    """conv(x) - conv(x) is identically 0: its real gradient is 0, its structure a 3x3 field."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3)
+
+    def forward(self, x):
+        return self.conv(x) - self.conv(x)
+
+
+class SoftmaxOverChannels(nn.Module):
+    """Softmax's gradient sums to zero over the channels; structurally it is the identity."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3)
+        self.b = nn.Conv2d(4, 4, 3)
+
+    def forward(self, x):
+        return self.b(F.softmax(self.a(x), dim=1))
+
+
+class Saturating(nn.Module):
+    """Clamp, ReLU6, hardtanh, sign and round have zero gradient on most inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(1, 2, 3)
+        self.b = nn.Conv2d(2, 2, 3)
+
+    def forward(self, x):
+        y = torch.clamp(self.a(x), max=0.0)
+        y = F.relu6(y - 10) + torch.sign(y) + torch.round(y) + F.hardtanh(y, 5, 6)
+        return self.b(-y)
+
+
+class ChannelsLast(nn.Module):
+    """A ConvNeXt-style block: 7x7 depthwise conv, then LayerNorm over channels in
+    channels-last layout: per position, so the field stays local and not global."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(4, 4, 7, padding=3, groups=4)
+        self.norm = nn.LayerNorm(4)
+        self.pw = nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.pw(self.norm(self.dw(x).permute(0, 2, 3, 1)))
+        return x + y.permute(0, 3, 1, 2)
+
+
+class SpatialAttention(nn.Module):
+    """Self-attention over positions (queries x keys, softmax over keys): global mixing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = nn.Conv2d(4, 4, 1)
+        self.k = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q = self.q(x).flatten(2).transpose(1, 2)
+        k = self.k(x).flatten(2)
+        weights = torch.softmax(q @ k / c**0.5, dim=-1)
+        v = x.flatten(2).transpose(1, 2)
+        return x + (weights @ v).transpose(1, 2).reshape(b, c, h, w)
+
+
+def field(model, shape, **kw):
+    p = rfnumeric.probe(model.eval(), shape, **kw)
+    return p.r, p.j, p.start, p.describe_flags()
+
+
+def test_subtraction_adds_instead_of_cancelling():
+    assert field(Cancelling(), (1, 2, 16, 16)) == ((3, 3), (1, 1), (1.5, 1.5), "")
+
+
+def test_softmax_over_channels_is_the_identity():
+    assert field(SoftmaxOverChannels(), (1, 3, 16, 16)) == ((5, 5), (1, 1), (2.5, 2.5), "")
+
+
+def test_saturating_and_flat_ops_pass_the_gradient():
+    assert field(Saturating(), (1, 1, 16, 16)) == ((5, 5), (1, 1), (2.5, 2.5), "")
+
+
+def test_layer_norm_over_channels_is_local():
+    """dw 7x7: r = 7, start 0.5 (padding 3); the residual adds the input pixel itself."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 4, stride=4), ChannelsLast())
+    # patchify (2.0, 4, 4); 7x7 padding 3 on a jump of 4: r = 4 + 6*4 = 28, start 2.0
+    assert field(model, (1, 3, 64, 64)) == ((28, 28), (4, 4), (2.0, 2.0), "")
+
+
+@pytest.mark.parametrize(
+    "norm",
+    [nn.GroupNorm(2, 4), nn.InstanceNorm2d(4, affine=True), nn.LayerNorm([4, 14, 14])],
+    ids=["group", "instance", "layer over C,H,W"],
+)
+def test_spatial_normalisation_is_a_global_side_path(norm):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), norm, nn.Conv2d(4, 4, 3))
+    assert field(model, (1, 3, 16, 16)) == ((5, 5), (1, 1), (2.5, 2.5), "global (via 1)")
+    assert field(model, (1, 3, 16, 16), mode="full")[:3] == ((16, 16), (0, 0), (8.0, 8.0))
+
+
+def test_instance_norm_with_running_statistics_is_local():
+    norm = nn.InstanceNorm2d(4, track_running_stats=True).eval()
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), norm, nn.Conv2d(4, 4, 3))
+    assert field(model, (1, 3, 16, 16)) == ((5, 5), (1, 1), (2.5, 2.5), "")
+
+
+def test_attention_over_positions_is_global():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), SpatialAttention(), nn.Conv2d(4, 4, 3))
+    r, j, start, flags = field(model, (1, 3, 16, 16))
+    assert (r, j, start) == ((5, 5), (1, 1), (2.5, 2.5))
+    assert flags.startswith("global (via 1.matmul")
+    assert field(model, (1, 3, 16, 16), mode="full")[:2] == ((16, 16), (0, 0))
+
+
+def test_functional_max_pool_with_indices_and_unpool():
+    class Unpool(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+        def forward(self, x):
+            y, idx = F.max_pool2d(self.conv(x), 2, return_indices=True)
+            return F.max_unpool2d(y, idx, 2, output_size=x.shape[2:])
+
+    # conv (0.5, 3, 1); pool 2 (1.0, 4, 2); unpool 2: output m reads pool unit m // 2, so units
+    # 2q and 2q+1 see pixels 2q-1..2q+2: period 2, jump 2, j = 1; unit 0 sees -1..2: start 1.0
+    p = rfnumeric.probe(Unpool().eval(), (1, 1, 16, 16))
+    assert p.r == (4, 4) and p.j == (1, 1) and p.start == (1.0, 1.0) and p.flags == frozenset()
+
+
+def test_adaptive_max_pool_to_one_is_global_and_dilated_max_pool_exact():
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.AdaptiveMaxPool2d((1, None)), nn.Conv2d(2, 2, (1, 3))
+    )
+    p = rfnumeric.probe(model, (1, 1, 16, 16))
+    # h: pooled to one unit, global; w: conv 3 then conv 3: r = 5
+    assert p.r == (16, 5) and p.j == (0, 1) and p.start == (8.0, 2.5)
+    assert p.flags == {"global"} and p.global_via == ("1",)
+
+
+# ---- collapsing channels is exact -------------------------------------------------------------
+class Dense(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(7, 4, 3, padding=1)
+        self.c = nn.Conv2d(11, 2, 1)
+
+    def forward(self, x):
+        y = torch.cat([x, self.a(x)], 1)
+        y = torch.cat([y, F.relu(self.b(y))], 1)
+        return self.c(F.max_pool2d(y, 2))
+
+
+class GroupedAfterConcat(nn.Module):
+    """A grouped convolution sees one part of a concatenation per group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(2, 2, 5, padding=2)
+        self.b = nn.Conv2d(4, 4, 3, padding=1, groups=2)
+
+    def forward(self, x):
+        return self.b(torch.cat([x, self.a(x)], 1))
+
+
+class ShuffleSplit(nn.Module):
+    """ShuffleNet-style: split channels, process one half, concatenate, shuffle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(2, 4, 3, padding=1)
+        self.branch = nn.Conv2d(2, 2, 5, padding=2)
+
+    def forward(self, x):
+        x = self.stem(x)
+        left, right = x.chunk(2, dim=1)
+        y = torch.cat([left, self.branch(right)], 1)
+        return F.channel_shuffle(y, 2)[:, :1]
+
+
+class InPlace(nn.Module):
+    """``z.add_(y)`` whose result is not assigned must really add in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(2, 2, 3, padding=1)
+        self.b = nn.Conv2d(2, 2, 5, padding=2)
+
+    def forward(self, x):
+        y = self.a(x)
+        z = self.b(y)
+        z.add_(y)
+        return z
+
+
+class UpAndConcat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(2, 2, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(2, 2, 2, stride=2)
+        self.out = nn.Conv2d(4, 1, 3, padding=1)
+
+    def forward(self, x):
+        return self.out(torch.cat([x, self.up(self.down(x))], 1))
+
+
+COLLAPSE_CASES = {
+    "residual (out += x)": (nets.Residual, (1, 3, 16, 16), True),
+    "dense concatenation": (Dense, (1, 3, 16, 16), True),
+    "squeeze-excite": (lambda: nets.SqueezeExcite(2), (1, 2, 16, 16), True),
+    "depthwise": (
+        lambda: nn.Sequential(nn.Conv2d(2, 6, 3), nn.Conv2d(6, 6, 3, groups=6, stride=2)),
+        (1, 2, 16, 16),
+        True,
+    ),
+    "upsample and concatenate": (UpAndConcat, (1, 2, 16, 16), True),
+    "grouped conv after concatenation": (GroupedAfterConcat, (1, 2, 16, 16), False),
+    "split, shuffle, slice": (ShuffleSplit, (1, 2, 16, 16), False),
+    "in-place add_": (InPlace, (1, 2, 16, 16), False),
+}
+
+
+def centre_heatmap(model, shape, collapse):
+    session = Session(model.eval(), shape)
+    session.collapse = collapse
+    target = session.target(None)
+    request = Request(target, UnitSpec("centre"), keep_heatmap=True)
+    measurement = session.measure(shape[2:], [request], local=True)
+    return measurement.elements[0].heatmap, session.collapse
+
+
+@pytest.mark.parametrize("name", list(COLLAPSE_CASES))
+def test_collapsed_channels_give_the_reference_gradient(name):
+    """The reference computes every convolution with its full weight tensor (all 1/fan_in);
+    the collapsed run computes each on the channel sum. Where an op could treat channels
+    differently the collapsed run must notice and fall back (``stays``)."""
+    factory, shape, stays = COLLAPSE_CASES[name]
+    torch.manual_seed(0)
+    model = factory()
+    reference, _ = centre_heatmap(model, shape, collapse=False)
+    collapsed, still_collapsed = centre_heatmap(model, shape, collapse=True)
+    assert still_collapsed == stays
+    assert np.array_equal(collapsed != 0, reference != 0)
+    np.testing.assert_allclose(collapsed, reference, rtol=1e-10, atol=0)
