@@ -1,0 +1,230 @@
+"""Benchmarks of rfcheck against their physical floors, as one table of ratios.
+
+    make bench                        # or: .venv/bin/python benchmarks/run.py [--quick] [--write docs/performance.md]
+
+1. ``rfarith.analyze`` over a bare ``torch.fx.symbolic_trace`` of the same model (the floor:
+   the graph must be traced once), per zoo model, and a depth series showing how analyze time
+   grows with the number of nodes.
+2. ``rfnumeric.probe`` (structural, the smallest input holding the field) over one plain
+   forward+backward of the unmodified model at that input (target <= 0.1).
+3. ``rfnumeric.sweep`` of every spatial node over one probe of the last node (target <= 5).
+4. ``crosscheck.compare`` of a whole ResNet-50: wall time and peak memory.
+5. Peak memory of ``rfarith.analyze`` at a 4096x4096 input (it must not grow with the input).
+
+Times are medians of repeated runs after a warm-up; peak memory is the growth of the process's
+peak resident set, reset before each measurement (Linux), measured in a fresh subprocess.
+Nothing here is a test: it prints what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import crosscheck  # noqa: E402
+import rfarith  # noqa: E402
+import rfnumeric  # noqa: E402
+from crosscheck import zoo  # noqa: E402
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ---- 1. analyze over trace --------------------------------------------------------------------
+def analyze_over_trace(names: list[str], repeats: int) -> list[dict]:
+    rows = []
+    for name in names:
+        model, shape = zoo.build(name), zoo.input_shape(name)
+        nodes = len(fx.symbolic_trace(model).graph.nodes)
+        t_trace = median_time(lambda: fx.symbolic_trace(model), repeats)
+        t_analyze = median_time(lambda: rfarith.analyze(model, shape), repeats)
+        rows.append({"model": name, "nodes": nodes, "trace_ms": 1e3 * t_trace, "analyze_ms": 1e3 * t_analyze, "ratio": t_analyze / t_trace})
+    return rows
+
+
+class _Deep(nn.Module):
+    """A plain residual stack of ``blocks`` blocks (two 3x3 convs each), for the depth series."""
+
+    def __init__(self, blocks: int) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1)) for _ in range(blocks))
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = x + block(x)
+        return x
+
+
+def depth_series(depths: list[int], repeats: int) -> list[dict]:
+    rows = []
+    for blocks in depths:
+        model = _Deep(blocks).eval()
+        nodes = len(fx.symbolic_trace(model).graph.nodes)
+        t = median_time(lambda: rfarith.analyze(model, (1, 3, 64, 64)), repeats)
+        rows.append({"blocks": blocks, "nodes": nodes, "analyze_ms": 1e3 * t, "us_per_node": 1e6 * t / nodes})
+    return rows
+
+
+# ---- 2. probe over forward+backward -------------------------------------------------------------
+def last_spatial_node(report: rfarith.Report) -> str:
+    return [r.name for r in report.rows if max(r.field.n) > 1 and not r.field.flags & {"global"} and r.op != "output"][-1]
+
+
+def probe_over_pass(names: list[str], repeats: int) -> list[dict]:
+    rows = []
+    for name in names:
+        model, shape = zoo.build(name), zoo.input_shape(name)
+        report = rfarith.analyze(model, shape)
+        node = last_spatial_node(report)
+        rf = report[node]
+        result = rfnumeric.probe(model, shape, node=node, size_hint=rf.r)
+        probe_shape = result.input_shape
+        plain_shape = (1, *probe_shape[1:])
+
+        def forward_backward() -> None:
+            x = torch.rand(plain_shape, requires_grad=True)
+            out = model(x)
+            if isinstance(out, dict):
+                out = next(iter(out.values()))
+            out.float().sum().backward()
+
+        t_probe = median_time(lambda: rfnumeric.probe(model, shape, node=node, size_hint=rf.r), repeats)
+        t_pass = median_time(forward_backward, repeats)
+        model.zero_grad(set_to_none=True)
+        rows.append({"model": name, "node": node, "probe_input": "x".join(map(str, probe_shape[2:])), "probe_s": t_probe, "fwd_bwd_s": t_pass, "ratio": t_probe / t_pass})
+    return rows
+
+
+# ---- 3. sweep over probe ------------------------------------------------------------------------
+def sweep_over_probe(names: list[str], repeats: int) -> list[dict]:
+    rows = []
+    for name in names:
+        model, shape = zoo.build(name), zoo.input_shape(name)
+        report = rfarith.analyze(model, shape)
+        node = last_spatial_node(report)
+        rf = report[node]
+        t_probe = median_time(lambda: rfnumeric.probe(model, shape, node=node, size_hint=rf.r), repeats)
+        t_sweep = median_time(lambda: rfnumeric.sweep(model, shape), max(1, repeats // 2))
+        nodes = len(report.rows)
+        rows.append({"model": name, "nodes": nodes, "probe_s": t_probe, "sweep_s": t_sweep, "ratio": t_sweep / t_probe})
+    return rows
+
+
+# ---- 4 and 5: in a fresh interpreter, with the peak reset -----------------------------------------
+PEAK = textwrap.dedent(
+    """
+    import json, sys, time
+    sys.path.insert(0, {root!r})
+    def reset():
+        open("/proc/self/clear_refs", "w").write("5")
+    def peak():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    import crosscheck, rfarith
+    from crosscheck import zoo
+    model = zoo.build({name!r})
+    {warm}
+    reset(); before = peak(); start = time.perf_counter()
+    {body}
+    seconds = time.perf_counter() - start; after = peak()
+    print(json.dumps({{"seconds": seconds, "peak_growth": after - before, "baseline": before}}))
+    """
+)
+
+
+def in_fresh_process(name: str, warm: str, body: str) -> dict:
+    script = PEAK.format(root=str(ROOT), name=name, warm=warm, body=body)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=3600)
+    if done.returncode:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare_resnet50() -> dict:
+    return in_fresh_process("resnet50", "", "frame = crosscheck.compare(model, zoo.input_shape('resnet50'))")
+
+
+def analyze_memory(sizes: list[int]) -> list[dict]:
+    rows = []
+    for size in sizes:
+        result = in_fresh_process(
+            "resnet50",
+            "rfarith.analyze(model, (1, 3, 64, 64))",
+            f"rfarith.analyze(model, (1, 3, {size}, {size}))",
+        )
+        result["input"] = f"{size}x{size}"
+        rows.append(result)
+    return rows
+
+
+# ---- output -------------------------------------------------------------------------------------
+def table(rows: list[dict], title: str) -> str:
+    if not rows:
+        return f"### {title}\n\n(no rows)\n"
+    columns = list(rows[0])
+    lines = [f"### {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and models")
+    parser.add_argument("--write", metavar="FILE", help="also write the tables (markdown) to FILE")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else 5
+    analyze_models = ["alexnet", "vgg16", "resnet18", "resnet50", "resnet152", "inception_v3", "densenet121"]
+    probe_models = ["resnet50"] if args.quick else ["resnet50", "inception_v3"]
+    sections = [
+        f"Machine: {machine()}\n",
+        table(analyze_over_trace(analyze_models, repeats), "1. rfarith.analyze / torch.fx.symbolic_trace"),
+        table(depth_series([8, 16, 32, 64, 128], repeats), "1b. analyze time against graph size (linear: constant us per node)"),
+        table(probe_over_pass(probe_models, repeats), "2. rfnumeric.probe / one forward+backward of the model at the probe's input (target <= 0.1)"),
+        table(sweep_over_probe(probe_models, max(1, repeats // 2)), "3. rfnumeric.sweep of every node / one probe (target <= 5)"),
+        table([compare_resnet50()], "4. crosscheck.compare of the whole ResNet-50 (seconds, peak memory growth in bytes)"),
+        table(analyze_memory([224, 1024, 4096]), "5. peak memory growth of rfarith.analyze (ResNet-50) by input size"),
+    ]
+    text = "\n".join(sections)
+    print(text)
+    if args.write:
+        Path(args.write).write_text("# Performance\n\nGenerated by `make bench` (benchmarks/run.py).\n\n" + text)
+
+
+if __name__ == "__main__":
+    main()
