@@ -36,7 +36,6 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import crosscheck  # noqa: E402
 import rfarith  # noqa: E402
 import rfnumeric  # noqa: E402
 from crosscheck import zoo  # noqa: E402
