@@ -218,10 +218,10 @@ def fit_axis(spans: dict[int, Span | None], centre: int, n: int, window_measured
     return AxisFit(_exact(mean_jump), max(sizes.values()), _centre_of(lo0, hi0), holes, True)
 
 
-def global_axis(extent: int) -> AxisFit:
-    """An axis every unit sees entirely: j = 0, r = the input size, start = its centre (as
-    rfarith reports a global field)."""
-    return AxisFit(0, extent, extent / 2, False, False)
+def global_axis(first: int, last: int) -> AxisFit:
+    """An axis along which every unit sees everything the map sees, pixels ``first .. last``:
+    j = 0, r and start of that hull (as rfarith reports a global field)."""
+    return AxisFit(0, last - first + 1, (first + last + 1) / 2, False, False)
 
 
 def projections(seen: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -133,7 +133,7 @@ class Search:
             if touching - self.global_axes:  # some axis grew: measure again
                 return
         fits = [
-            global_axis(self.user_sizes[a])
+            global_axis(*self._user_visible(a))
             if a in self.global_axes
             else fit_axis(by_axis[a], centre.unit[a], centre.n[a], a in self.window)
             for a in range(self.n_axes)
@@ -189,6 +189,15 @@ class Search:
         if every is not None and not every.empty:
             self.visible[key] = tuple((s.lo, s.hi) for s in every.spans)
         return self.visible.get(key, tuple((0, size - 1) for size in self.sizes))
+
+    def _user_visible(self, axis: int) -> tuple[int, int]:
+        """First and last pixel the map sees along ``axis`` at the user's input size (the
+        whole axis if it was not measured there)."""
+        for local in (True, False):
+            seen = self.visible.get((self.user_sizes, local))
+            if seen is not None:
+                return seen[axis]
+        return 0, self.user_sizes[axis] - 1
 
     def _edges(self, visible: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
         """Per axis, the last pixel a field may reach without counting as cut off: the last one

@@ -687,7 +687,13 @@ def cat(mode: ProbeMode, func, args, kwargs):
     dim = arg(args, kwargs, 1, "dim", 0)
     parts = [t for t in tensors if isinstance(t, torch.Tensor)]
     rank = parts[0].dim() if parts else 0
-    channels = isinstance(dim, int) and rank >= 3 and dim % rank == 1
+    channels = (
+        isinstance(dim, int)
+        and rank >= 3
+        and dim % rank == 1
+        and not any(depends(t) and mode.mixes(t, (1,), "spatial") for t in parts)
+        and not any(depends(t) and mode.mixes(t, (1,), lay.BATCH) for t in parts)
+    )
     if not (mode.structural and mode.collapse and channels and any(depends(t) for t in parts)):
         if mode.blended_input:
             raise Retry("collapse", mode.name)

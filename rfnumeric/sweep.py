@@ -14,7 +14,7 @@ from torch import nn
 from . import layout as lay
 from .capture import Locator, leaf_module_calls, select_output
 from .measure import Session, Target
-from .mode import depends
+from .mode import Retry, depends
 from .probe import check_mode, outcome_flags
 from .result import describe_flags
 from .search import Search, run_searches
@@ -148,7 +148,7 @@ def _output_rows(traced: Any, rows: list[Row]) -> list[Row]:
 def _rows_of(session: Session, targets: list[Target], local: bool) -> list[Row]:
     rows: list[Row] = []
     for group in _by_executor(targets):
-        captured, mode, _ = session.forward(session.shape[2:], group, session.shape[0], local)
+        captured, mode = _survey_forward(session, group, local)
         progress = mode.records.progress
         for target in group:
             cost = progress.get(target.name, mode.records.elements) // session.shape[0]
@@ -157,6 +157,20 @@ def _rows_of(session: Session, targets: list[Target], local: bool) -> list[Row]:
                 rows.append(row)
     order = {t.name: i for i, t in enumerate(targets)}
     return sorted(rows, key=lambda r: order[r.target.name])
+
+
+def _survey_forward(
+    session: Session, targets: list[Target], local: bool
+) -> tuple[dict[str, Any], Any]:
+    """One forward at the user's input shape capturing ``targets``; uncollapsed if needed."""
+    while True:
+        try:
+            captured, mode, _ = session.forward(session.shape[2:], targets, session.shape[0], local)
+            return captured, mode
+        except Retry:
+            if not session.collapse:
+                raise
+            session.collapse = False
 
 
 def _by_executor(targets: list[Target]) -> list[list[Target]]:

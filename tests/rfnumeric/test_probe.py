@@ -225,8 +225,10 @@ def test_squeeze_excite_local_and_full():
 
 
 def test_global_pooling_head_is_global():
+    """The features see pixels 0..30 of 32 (the stride-2 conv never reaches pixel 31); after
+    global pooling every unit sees all of that: r = 31, j = 0, start = 15.5."""
     p = rfnumeric.probe(nets.Classifier().eval(), (1, 3, 32, 32))
-    assert p.r == (32, 32) and p.j == (0, 0) and p.start == (16.0, 16.0)
+    assert p.r == (31, 31) and p.j == (0, 0) and p.start == (15.5, 15.5)
     assert "global" in p.flags and p.global_via == ("pool",)
     assert p.n == (1, 1) and p.unit == (0, 0)
 

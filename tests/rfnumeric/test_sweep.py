@@ -1,0 +1,98 @@
+"""rfnumeric.sweep: every feature map in one table with rfarith's columns and the same answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import rfarith
+import rfnumeric
+from tests.rfnumeric import nets
+from tests.rfnumeric.test_surrogates import Dense, UpAndConcat
+
+MODELS = {
+    "residual": (nets.Residual, (1, 3, 16, 16)),
+    "squeeze-excite": (
+        lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nets.SqueezeExcite()),
+        (1, 3, 16, 16),
+    ),
+    "classifier": (nets.Classifier, (1, 3, 20, 20)),
+    "dense": (Dense, (1, 3, 16, 16)),
+    "decoder": (UpAndConcat, (1, 2, 16, 16)),
+    "geometry": (nets.Geometry, (2, 2, 40, 40)),
+}
+
+
+def comparable(flags: str) -> str:
+    """rfarith's flags without the ones a probe cannot see (misaligned branches, and the holes
+    rfarith adds for them)."""
+    parts = [f for f in flags.split(", ") if f and f not in ("misaligned",)]
+    return ", ".join(parts)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_sweep_reproduces_rfarith_table(name):
+    factory, shape = MODELS[name]
+    model = factory().eval()
+    table = rfnumeric.sweep(model, shape)
+    reference = rfarith.analyze(model, shape).table
+    columns = [c for c in reference.columns if not c.startswith("phases_")]
+    assert list(table.columns) == columns
+    assert list(table.index) == list(reference.index)
+    for node in reference.index:
+        for column in columns[:-1]:
+            assert table.at[node, column] == reference.at[node, column], (node, column)
+        assert table.at[node, "flags"] == comparable(reference.at[node, "flags"]), node
+
+
+def test_sweep_of_an_untraceable_model_covers_every_module_call():
+    table = rfnumeric.sweep(nets.DataDependent().eval(), (1, 3, 32, 32))
+    assert list(table.index) == ["x", "a", "b"]
+    assert list(table["op"]) == ["input", "Conv2d", "Conv2d"]
+    assert list(table["r_h"]) == [1, 3, 7] and list(table["j_w"]) == [1, 1, 2]
+    assert table.at["b", "shape"] == (1, 4, 13, 13) and table.at["b", "n_h"] == 13
+
+
+def test_listed_nodes_in_the_given_order():
+    table = rfnumeric.sweep(nets.Residual(), (1, 3, 16, 16), nodes=["relu_1", "conv1"])
+    assert list(table.index) == ["relu_1", "conv1"]
+    assert list(table["r_h"]) == [5, 3]
+
+
+def test_models_with_several_outputs_get_a_row_per_output():
+    from tests.rfnumeric.test_robustness import TwoHeads
+
+    table = rfnumeric.sweep(TwoHeads(as_dict=True), (1, 1, 16, 16))
+    assert table.loc["output[low]", "r_h"] == 3 and table.loc["output[high]", "r_h"] == 5
+    assert table.loc["output[high]", "op"] == "output"
+
+
+def test_maps_whose_units_cannot_be_located_are_reported_not_measured():
+    class ClassToken(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch = nn.Conv2d(1, 4, 4, stride=4)
+            self.cls = nn.Parameter(torch.zeros(1, 1, 4))
+
+        def forward(self, x):
+            tokens = self.patch(x).flatten(2).transpose(1, 2)
+            tokens = torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], dim=1)
+            return tokens[:, 0]
+
+    table = rfnumeric.sweep(ClassToken(), (1, 1, 16, 16))
+    assert table.at["patch", "r_h"] == 4
+    assert math.isnan(table.at["cat", "r_h"])
+    assert table.at["cat", "flags"].startswith("not measured: ")
+    assert "getattr" not in table.index and "size" not in table.index  # not tensors
+
+
+def test_sweep_in_full_mode_follows_global_paths():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nets.SqueezeExcite())
+    table = rfnumeric.sweep(model, (1, 3, 16, 16), mode="full")
+    assert table.at["0", "r_h"] == 3 and table.at["0", "flags"] == ""
+    assert table.at["1.conv", "r_h"] == 5 and table.at["1.conv", "flags"] == ""
+    assert table.at["1.mul", "r_h"] == 16 and table.at["1.mul", "j_h"] == 0
+    assert table.at["1.mul", "flags"] == "global (via 1.pool)"
