@@ -1,0 +1,130 @@
+"""From supports to n / j / r / start: the pure arithmetic of rfnumeric.fitting."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rfnumeric.fitting import Span, find_period, fit_axis, global_axis, same_pattern, shift_between
+
+Layer = tuple[int, int, int, int]  # kernel, stride, dilation, left padding
+
+
+def supports(layers: list[Layer], size: int) -> list[set[int]]:
+    """Brute force: the input pixels each output unit of a 1-D conv/pool chain reads."""
+    units = [{i} for i in range(size)]
+    for kernel, stride, dilation, pad in layers:
+        n = (len(units) + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+        units = [
+            set().union(
+                *(
+                    units[m * stride - pad + dilation * t]
+                    for t in range(kernel)
+                    if 0 <= m * stride - pad + dilation * t < len(units)
+                )
+            )
+            for m in range(n)
+        ]
+    return units
+
+
+def analytic(layers: list[Layer]) -> tuple[int, int, float]:
+    """The guide's recurrences: j' = j*s, r' = r + d*(k-1)*j, start' = start + (d*(k-1)/2 - p)*j."""
+    j, r, start = 1, 1, 0.5
+    for kernel, stride, dilation, pad in layers:
+        r += dilation * (kernel - 1) * j
+        start += (dilation * (kernel - 1) / 2 - pad) * j
+        j *= stride
+    return j, r, start
+
+
+def span(pixels: set[int], size: int) -> Span:
+    seen = np.zeros(size, dtype=bool)
+    seen[sorted(pixels)] = True
+    return Span.of(seen).within(size - 1)
+
+
+layer = st.tuples(st.integers(1, 5), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(layer, min_size=1, max_size=4))
+def test_fit_recovers_the_guide_arithmetic(layers):
+    j, r, start = analytic(layers)
+    size = 4 * r + 8 * j + 64
+    units = supports(layers, size)
+    n = len(units)
+    centre = n // 2
+    if n < 3 or not units[centre] or any(not units[centre + i] for i in (1, 2)):
+        return
+    spans = {
+        m: span(units[m], size) for m in range(max(0, centre - 8), min(n, centre + 9)) if units[m]
+    }
+    fit = fit_axis(spans, centre, n, window_measured=True)
+    assert (fit.j, fit.r, fit.start) == (j, r, start)
+    assert fit.holes == (len(units[centre]) != r)
+    assert not fit.nonuniform
+
+
+def test_span_reads_first_last_and_holes():
+    seen = np.zeros(12, dtype=bool)
+    seen[[3, 5, 6]] = True
+    s = Span.of(seen)
+    assert (s.lo, s.hi, s.size, s.holes, s.pixels()) == (3, 6, 4, True, (3, 5, 6))
+    assert Span.of(np.zeros(4, dtype=bool)) is None
+
+
+def test_cut_edges_allow_for_holes():
+    """A span 2 pixels from the border with a 2-pixel hole could continue past the border."""
+    seen = np.zeros(10, dtype=bool)
+    seen[[2, 5]] = True
+    s = Span.of(seen).within(9)
+    assert s.cut_low and not s.cut_high and s.usable and not s.whole
+
+
+def test_shifts_and_patterns_compare_what_both_spans_show():
+    whole = Span(10, 14, b"\x01\x01\x00\x01\x01")
+    shifted = Span(14, 18, b"\x01\x01\x00\x01\x01")
+    cut = Span(18, 19, b"\x01\x01", cut_high=True)  # the field of unit + 2, cut at pixel 19
+    assert shift_between(whole, shifted) == 4
+    assert shift_between(shifted, cut) == 4  # read on the low edges
+    assert same_pattern(whole, shifted) and same_pattern(shifted, cut)
+    assert not same_pattern(whole, Span(14, 18, b"\x01\x00\x01\x01\x01"))
+
+
+def test_nearest_upsampling_has_period_two():
+    """Units 2q and 2q+1 read the same unit q of a stride-4 map: period 2, jump 4, j = 2."""
+    spans = {m: Span(4 * (m // 2), 4 * (m // 2) + 6, b"\x01" * 7) for m in range(8, 25)}
+    assert find_period(spans) == (2, 4)
+    fit = fit_axis(spans, 16, 40, window_measured=True)
+    assert fit.j == 2 and fit.r == 7 and fit.start == 3.5 and not fit.nonuniform
+
+
+def test_a_fractional_jump_is_a_fraction():
+    """Upsampling a stride-2 map by 3: period 3, jump 2, j = 2/3."""
+    spans = {m: Span(2 * (m // 3), 2 * (m // 3) + 2, b"\x01" * 3) for m in range(12, 29)}
+    fit = fit_axis(spans, 20, 60, window_measured=True)
+    assert fit.j == Fraction(2, 3) and fit.r == 3
+
+
+def test_three_adjacent_units_ask_for_a_window_when_they_disagree():
+    spans = {
+        10: Span(20, 26, b"\x01" * 7),
+        11: Span(20, 26, b"\x01" * 7),
+        12: Span(24, 30, b"\x01" * 7),
+    }
+    assert fit_axis(spans, 10, 40, window_measured=False).needs_window
+
+
+def test_one_unit_has_no_jump():
+    fit = fit_axis({0: Span(5, 7, b"\x01\x01\x01")}, 0, 1, window_measured=False)
+    assert math.isnan(fit.j) and fit.r == 3 and fit.start == 6.5
+
+
+def test_global_axis_spans_what_the_map_sees():
+    fit = global_axis(0, 30)
+    assert (fit.j, fit.r, fit.start) == (0, 31, 15.5)
