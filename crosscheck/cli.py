@@ -26,6 +26,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
     sub.add_argument("model", help=MODEL_HELP)
     sub.add_argument("--input", metavar="CxHxW", help="input size, channels first, batch implied, e.g. 3x227x227 (default: the zoo entry's, else 3x224x224)")
     sub.add_argument("--nodes", metavar="A,B,...", help="only these nodes (comma-separated qualified names)")
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run(args)
     except (RFError, ValueError, FileNotFoundError, ImportError, KeyError, TypeError) as e:
-        if args.debug:
+        if getattr(args, "debug", False):
             raise
         message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
         print(f"rfcheck: error: {message}", file=sys.stderr)

@@ -22,7 +22,7 @@ EXIT_OK, EXIT_DISAGREE = 0, 1
 
 def run(args: argparse.Namespace) -> int:
     model, default_shape, title = load_model(args.model)
-    shape = parse_input(args.input) if args.input else default_shape
+    shape = parse_input(args.input) if args.input is not None else default_shape
     nodes = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else None
     if args.command == "report":
         return _report(model, shape, title, nodes, args)

@@ -18,7 +18,7 @@ import pandas as pd
 from torch import nn
 
 import rfarith
-from rfarith.errors import ProbeError, RFError
+from rfarith.errors import ProbeError, RFError, UnknownNode
 from rfarith.field import ReceptiveField
 
 from . import numeric
@@ -92,10 +92,10 @@ def compare(
 def _select(report: rfarith.Report, nodes: Iterable[str] | None) -> list[str]:
     if nodes is None:
         return [row.name for row in report.rows[1:] if row.op != "output"]
-    chosen = list(nodes)
+    chosen = set(nodes)
     for name in chosen:
         report[name]  # raises UnknownNode with close names
-    return chosen
+    return [row.name for row in report.rows if row.name in chosen]  # in graph order
 
 
 def _units(rf: ReceptiveField) -> dict[str, tuple[int, ...]]:
@@ -119,11 +119,18 @@ def _check_node(model, shape, report, name, mode, max_size) -> dict[str, Any]:
     record["flags"] = rf.describe_flags()
     if row.source != "rule":
         verdict.numeric_only = True
-        verdict.reasons.append(f"no analytic rule for {row.op}: measured by the probe")
+        if report.traced:
+            verdict.reasons.append(f"no analytic rule for {row.op}: measured by the probe")
+        else:
+            verdict.reasons.append("module not traceable: numeric only")
 
     probe = None
     try:
         probe = numeric.field(model, shape, name, mode, rf.r, max_size)
+    except UnknownNode:
+        verdict.reasons.append(f"the probe cannot address '{name}' without torch.fx (not a module call): analytic only")
+        record["agree"], record["reason"] = False, verdict.text()
+        return record
     except ProbeError as e:
         verdict.reasons.append(f"probe could not measure the field: {e}")
         verdict.explained = "max_size" in str(e)
@@ -196,7 +203,7 @@ def summary(frame: pd.DataFrame) -> dict[str, int]:
         return {"nodes": 0, "agree": 0, "disagree": 0, "explained": 0, "numeric_only": 0}
     agree = int(frame["agree"].sum())
     unexplained = int(frame["reason"].str.contains("unexplained").sum())
-    numeric_only = int(frame["reason"].str.contains("measured by the probe").sum())
+    numeric_only = int(frame["reason"].str.contains("measured by the probe|numeric only").sum())
     return {
         "nodes": len(frame),
         "agree": agree,

@@ -11,22 +11,31 @@ padding the op uses), and then composed analytically like any rule. The report's
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 from torch import nn
 
 import rfarith
+import rfnumeric
 from rfarith import axisfield as af
 from rfarith.errors import TraceError, UnsupportedOp
 from rfarith.rules.common import map_trailing_axes
 from rfarith.rules.registry import Call
 from rfarith.tracing import trace
+from rfarith.walk import Row
 
 from . import numeric
 
 BORDERS = ("zeros", "replicate", "reflect", "circular")
+WAY_OUT = (
+    "give it a rule (rfarith.register_rule / register_window / register_neutral), or measure the "
+    "whole model numerically with rfnumeric.probe / rfnumeric.sweep"
+)
 MAX_LEAVES = 64
 
 
@@ -48,11 +57,58 @@ def hybrid(model: nn.Module, input_shape: Sequence[int], mode: str = "local") ->
             trace(model, leaves)
             break
         except TraceError as e:
-            if not e.module_path or e.module_path in leaves or len(leaves) >= MAX_LEAVES:
+            if not e.module_path:  # the root's own forward: nothing to trace, measure every module
+                return measured_report(model, input_shape, mode)
+            if e.module_path in leaves or len(leaves) >= MAX_LEAVES:
                 raise
             leaves.append(e.module_path)
     fallback = BlackBox(mode)
     return rfarith.analyze(model, input_shape, leaf_modules=leaves, fallback=fallback, title=type(model).__name__)
+
+
+def measured_report(model: nn.Module, input_shape: Sequence[int], mode: str = "local") -> rfarith.Report:
+    """The table of a model fx cannot trace at all: every module call measured by the probe.
+
+    Rows are named by module path; their fields are the probe's (periodic, from its r, j and
+    start), and every row says ``from: probe``.
+    """
+    frame = rfnumeric.sweep(model, input_shape, mode=mode)
+    axes = rfarith.axis_names(len(input_shape) - 2)
+    extent = tuple(int(s) for s in input_shape[2:])
+    rows = []
+    for name, record in frame.iterrows():
+        flags, via = _parse_flags(record["flags"])
+        if any(_missing(record[f"r_{a}"]) for a in axes):
+            continue  # the probe could not measure this map; the sweep says why in its flags
+        terms = (tuple(_measured_axis(record, a) for a in axes),)
+        field = rfarith.ReceptiveField(str(name), axes, terms, extent, via, frozenset(flags - {"global"}) if via else frozenset(flags))
+        source = "rule" if record["op"] == "input" else "probe"
+        rows.append(Row(str(name), str(record["op"]), tuple(record["shape"]), field, source))
+    return rfarith.Report(rows, {"output": rows[-1].name} if rows else {}, tuple(input_shape), type(model).__name__, traced=False)
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _measured_axis(record, axis: str) -> af.AxisField:
+    """A periodic field from the probe's n, j, r, start along one axis (phases alike)."""
+    n, j, r, start = record[f"n_{axis}"], record[f"j_{axis}"], int(record[f"r_{axis}"]), record[f"start_{axis}"]
+    step = Fraction(0) if _missing(j) else Fraction(j).limit_denominator(1 << 16)
+    lo = Fraction(start) - Fraction(r, 2)
+    phases = tuple((int(math.floor(lo + p * step)), (1 << r) - 1) for p in range(step.denominator))
+    return af.AxisField(step.denominator, step.numerator, phases, int(n))
+
+
+def _parse_flags(text: str) -> tuple[set[str], tuple[str, ...]]:
+    flags: set[str] = set()
+    via: tuple[str, ...] = ()
+    for part in filter(None, (p.strip() for p in re.split(r",(?![^()]*\))", text or ""))):
+        word = part.split(" ")[0]
+        flags.add(word)
+        if word == "global" and "(via " in part:
+            via = (part.split("(via ", 1)[1].rstrip(")").split(",")[0].strip(),)
+    return flags, via
 
 
 class _Applied(nn.Module):
@@ -110,12 +166,12 @@ class BlackBox:
         inputs = [(i, t) for i, t in enumerate(call.args) if isinstance(t, torch.Tensor) and call.value(t) is not None]
         others = [t for t, v in call.tensors() if v is not None and all(t is not u for _, u in inputs)]
         if len(inputs) != 1 or others:
-            raise UnsupportedOp(call.node, call.op, "the probe measures black boxes of one input-dependent tensor")
+            raise UnsupportedOp(call.node, call.op, "the probe measures black boxes of one input-dependent tensor", WAY_OUT)
         position, tensor = inputs[0]
         x = call.value(tensor)
         out = call.out
         if not isinstance(out, torch.Tensor) or out.dim() != tensor.dim():
-            raise UnsupportedOp(call.node, call.op, "a black box whose output is not a tensor of its input's rank")
+            raise UnsupportedOp(call.node, call.op, "a black box whose output is not a tensor of its input's rank", WAY_OUT)
         box = _Applied(call, position)
         shape = tuple(tensor.shape)
         nd = len(shape) - 2
@@ -124,7 +180,7 @@ class BlackBox:
             try:
                 fitted = fit_axis(box, shape, tuple(out.shape), axis, self.mode)
             except ValueError as e:
-                raise UnsupportedOp(call.node, call.op, f"measured as a black box along axis {axis}: {e}") from None
+                raise UnsupportedOp(call.node, call.op, f"measured as a black box along axis {axis}: {e}", WAY_OUT) from None
             maps.append(_axis_map(fitted))
         value = map_trailing_axes(call, x, nd, maps)
         reached = numeric.global_reach(box, shape, self.mode)
@@ -159,6 +215,8 @@ def _fit(seen: dict[int, tuple[int, ...]], n_in: int, n_out: int) -> FittedAxis:
         if candidate is None:
             continue
         shift, sources = candidate
+        if shift < 0:
+            raise ValueError("its units read the input in reverse order (a flip), which no field with a positive jump describes")
         for border in BORDERS:
             fitted = FittedAxis(period, shift, sources, border)
             if all(_predict(fitted, m, n_in) == tuple(pixels) for m, pixels in seen.items()):

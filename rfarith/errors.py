@@ -16,16 +16,16 @@ class RFError(Exception):
 class UnsupportedOp(RFError):
     """An op on the model's path has no receptive-field rule and is not on the neutral list."""
 
-    def __init__(self, node: str, op: str, detail: str = "") -> None:
+    WAY_OUT = (
+        "register one with rfarith.register_rule / register_neutral / register_window, or run "
+        "crosscheck.hybrid(model, input_shape), which measures this op with the gradient probe"
+    )
+
+    def __init__(self, node: str, op: str, detail: str = "", way_out: str | None = None) -> None:
         self.node = node
         self.op = op
         reason = f": {detail}" if detail else ""
-        super().__init__(
-            f"no receptive-field rule for {op} at node '{node}'{reason}. "
-            "Way out: register one with rfarith.register_rule / register_neutral / "
-            "register_window, or run crosscheck.hybrid(model, input_shape), which measures "
-            "this op with the gradient probe."
-        )
+        super().__init__(f"no receptive-field rule for {op} at node '{node}'{reason}. Way out: {way_out or self.WAY_OUT}.")
 
 
 class TraceError(RFError):

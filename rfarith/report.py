@@ -54,8 +54,16 @@ class Report:
     (4, 4)
     """
 
-    def __init__(self, rows: list[Row], outputs: dict[str, str], input_shape: tuple[int, ...], title: str = "") -> None:
+    def __init__(
+        self,
+        rows: list[Row],
+        outputs: dict[str, str],
+        input_shape: tuple[int, ...],
+        title: str = "",
+        traced: bool = True,
+    ) -> None:
         self.rows = rows
+        self.traced = traced  # False: torch.fx could not trace the model; every row was measured
         self.input_shape = input_shape
         self.title = title
         self._by_name = {row.name: row for row in rows}

@@ -7,9 +7,11 @@ inputs to the field of its output.
 
 from __future__ import annotations
 
+import logging
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -344,4 +346,18 @@ def _fetch_attr(model: nn.Module, target: str) -> Any:
 
 def walk(model: nn.Module, traced: Traced, shape: tuple[int, ...], fallback: Fallback | None = None) -> WalkResult:
     """Run the analysis. ``fallback(call)`` is asked for ops without a rule (hybrid mode)."""
-    return _Walk(model, traced, shape, fallback).run()
+    with _quiet_fake_tensor_log():
+        return _Walk(model, traced, shape, fallback).run()
+
+
+@contextmanager
+def _quiet_fake_tensor_log() -> Iterator[None]:
+    """Fake tensors log every failing op at ERROR level; rfarith turns those failures into its
+    own errors (a too small input, a channel mismatch), so the log would only repeat them."""
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

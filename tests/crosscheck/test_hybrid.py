@@ -223,12 +223,6 @@ class MoodyRoot(nn.Module):
         return self.b(x)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="crosscheck bug: hybrid raises TraceError for a model whose root forward fx cannot "
-    "trace (and the message's way out is 'use crosscheck.hybrid'); issue 4 says such a model "
-    "still gets a full table",
-)
 def test_untraceable_root_still_gets_a_table():
     report = crosscheck.hybrid(MoodyRoot(), SHAPE)
     out = report.output
@@ -292,11 +286,6 @@ def test_compare_marks_measured_rows_numeric_only():
     crosscheck.assert_agree(StemMoody(), SHAPE)  # numeric-only is not a failure
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="crosscheck bug: compare() on a model fx cannot trace whole raises UnknownNode for a "
-    "function node ('blur') the probe cannot name, instead of a row with a stated reason",
-)
 def test_compare_on_the_custom_model_gives_a_row_per_node():
     frame = crosscheck.compare(Custom(), SHAPE)
     assert list(frame.index) == ["stem", "blur", "moody", "head"]
