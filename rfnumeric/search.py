@@ -32,7 +32,7 @@ from .measure import Element, Measurement, Request, Session, Target, UnitSpec
 MEMORY_BUDGET = 2**30  # bytes one measurement may use for the probe's tensors
 BYTES_PER_ELEMENT = 64  # per float64 element a forward produces: value, saved copies, gradient
 GROWTH = 1.5  # an input too small for the field grows by this factor
-UNKNOWN_COST = 2**22  # tensor elements assumed per probe before anything was measured
+ELEMENTS_PER_PIXEL = 8  # tensor elements a collapsed probe produces per input pixel, until measured
 
 
 @dataclass
@@ -371,7 +371,7 @@ def _cost(search: Search, sizes: tuple[int, ...], measured: int) -> int:
     user's input scaled by area, else what a probe cost in an earlier measurement."""
     if search.cost:
         return search.cost * _area(sizes) // max(1, _area(search.user_sizes))
-    return measured or UNKNOWN_COST
+    return measured or ELEMENTS_PER_PIXEL * _area(sizes)
 
 
 def _take(group: list[Search], sizes: tuple[int, ...], budget: int, measured: int) -> list[Search]:
