@@ -268,8 +268,8 @@ class Session:
     def _forward_error(self, error: Exception, sizes: tuple[int, ...]) -> RFError:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         where = ""
-        if self.naming.stack:
-            path, module = self.naming.stack[-1]
+        if self.naming.failed is not None:
+            path, module = self.naming.failed
             where = f" in module '{path}' ({type(module).__name__})"
         elif self.naming.node:
             where = f" at node '{self.naming.node}'"

@@ -86,6 +86,7 @@ class Naming:
 
     def __init__(self, model: nn.Module) -> None:
         self.node: str | None = None
+        self.failed: tuple[str, nn.Module] | None = None
         self.stack: list[tuple[str, nn.Module]] = []
         self.counts: dict[str, int] = {}
         self.paths = {id(m): path for path, m in model.named_modules()}
@@ -95,6 +96,7 @@ class Naming:
         self.node = None
         self.stack.clear()
         self.counts.clear()
+        self.failed = None
 
     def unique(self, base: str) -> str:
         count = self.counts.get(base, 0)
@@ -107,6 +109,8 @@ class Naming:
 
     def leave(self) -> None:
         if self.stack:
+            if self.failed is None and sys.exc_info()[1] is not None:
+                self.failed = self.stack[-1]  # the innermost module an exception left
             self.stack.pop()
 
     def current(self, func: Any) -> str:

@@ -542,7 +542,7 @@ def conv(mode: ProbeMode, func, args, kwargs):
     if c_in != expected:
         raise ShapeError(
             f"layer '{mode.name}' ({getattr(func, '__name__', 'conv')}) expects {expected} input channels "
-            f"but gets {c_in} (input shape {tuple(x.shape)}). Way out: check the channel count of "
+            f"but gets {c_in} (input of shape {tuple(x.shape[1:])} per batch element). Way out: check the channel count of "
             "input_shape (batch, channels, *spatial).",
             node=mode.name,
         )
@@ -593,7 +593,7 @@ def linear(mode: ProbeMode, func, args, kwargs):
         if x.shape[-1] != weight.shape[-1]:
             raise ShapeError(
                 f"layer '{mode.name}' (linear) expects {weight.shape[-1]} input features but gets "
-                f"{x.shape[-1]} (input shape {tuple(x.shape)}). Way out: the model needs a different "
+                f"{x.shape[-1]} (input of shape {tuple(x.shape[1:])} per batch element). Way out: the model needs a different "
                 "input size; check input_shape.",
                 node=mode.name,
             )
