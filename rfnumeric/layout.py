@@ -156,7 +156,8 @@ def factor_index(
 
 
 # ---- generic rules --------------------------------------------------------------------------
-def _tensors(values: Any) -> list[torch.Tensor]:
+def tensors_in(values: Any) -> list[torch.Tensor]:
+    """Every tensor in ``values``, looking into lists and tuples (``torch.cat``'s argument)."""
     found: list[torch.Tensor] = []
 
     def visit(v: Any) -> None:
@@ -306,7 +307,7 @@ def _arg(args: Sequence[Any], kwargs: dict, index: int, name: str, default: Any 
 
 
 def _first_layout(args: Sequence[Any]) -> tuple[torch.Tensor, Layout] | None:
-    for t in _tensors(args):
+    for t in tensors_in(args):
         lay = get(t)
         if lay is not None:
             return t, lay
@@ -326,32 +327,22 @@ def _names(*names: str) -> list[Any]:
     return [fn for name in names for fn in _getattr(name)]
 
 
-_REDUCTIONS = (
-    "mean",
-    "sum",
-    "amax",
-    "amin",
-    "std",
-    "var",
-    "logsumexp",
-    "prod",
-    "nansum",
-    "nanmean",
-    "median",
-    "nanmedian",
+FLOAT_REDUCTIONS = (
+    "mean", "sum", "amax", "amin", "std", "var", "logsumexp", "prod", "nansum", "nanmean",
+    "median", "nanmedian", "max", "min", "std_mean", "var_mean", "aminmax", "mode", "kthvalue",
+)  # fmt: skip
+TUPLE_REDUCTIONS = (
     "max",
     "min",
-    "any",
-    "all",
-    "count_nonzero",
-    "std_mean",
-    "var_mean",
-    "aminmax",
-    "argmax",
-    "argmin",
+    "median",
+    "nanmedian",
     "mode",
     "kthvalue",
+    "aminmax",
+    "std_mean",
+    "var_mean",
 )
+INDEX_REDUCTIONS = ("any", "all", "count_nonzero", "argmax", "argmin")
 
 
 def reduction_dims(
@@ -383,7 +374,12 @@ def reduction_dims(
     return normalise_dims(dim, x.dim()), keepdim
 
 
-@_rule(*_names(*_REDUCTIONS), torch.norm, *_getattr("norm"), torch.linalg.vector_norm)
+@_rule(
+    *_names(*FLOAT_REDUCTIONS, *INDEX_REDUCTIONS),
+    torch.norm,
+    *_getattr("norm"),
+    torch.linalg.vector_norm,
+)
 def _reduction(func, args, kwargs, out):
     first = _first_layout(args[:1])
     found = reduction_dims(func, args, kwargs)
@@ -532,7 +528,7 @@ def _select(func, args, kwargs, out):
 
 @_rule(*_names("stack"))
 def _stack(func, args, kwargs, out):
-    tensors = _tensors(_arg(args, kwargs, 0, "tensors"))
+    tensors = tensors_in(_arg(args, kwargs, 0, "tensors"))
     lay = _first_layout([tensors])
     if lay is None or not isinstance(out, torch.Tensor):
         return None
@@ -615,7 +611,7 @@ def _matmul(func, args, kwargs, out):
 
 
 def _default(func, args, kwargs, out):
-    inputs = _tensors(list(args) + list(kwargs.values()))
+    inputs = tensors_in(list(args) + list(kwargs.values()))
     return _each(out, lambda t: elementwise_layout(inputs, t.shape))
 
 

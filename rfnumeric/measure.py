@@ -125,6 +125,17 @@ class Measurement:
     compressed: bool
     elements_per_probe: int  # tensor elements the forward produced per batch element
 
+    @classmethod
+    def merge(cls, parts: Sequence[Measurement]) -> Measurement:
+        """One measurement from several made at the same size (split to save memory)."""
+        return cls(
+            parts[0].sizes,
+            parts[0].input_shape,
+            [e for p in parts for e in p.elements],
+            any(p.compressed for p in parts),
+            max(p.elements_per_probe for p in parts),
+        )
+
 
 def seed_for(
     tensor: torch.Tensor,
@@ -239,14 +250,7 @@ class Session:
             try:
                 if self.batched or len(requests) == 1:
                     return self._measure(sizes, list(requests), local)
-                parts = [self._measure(sizes, [r], local) for r in requests]
-                return Measurement(
-                    sizes,
-                    parts[0].input_shape,
-                    [e for p in parts for e in p.elements],
-                    any(p.compressed for p in parts),
-                    max(p.elements_per_probe for p in parts),
-                )
+                return Measurement.merge([self._measure(sizes, [r], local) for r in requests])
             except Retry as retry:
                 if retry.reason == "collapse" and self.collapse:
                     self.collapse = False

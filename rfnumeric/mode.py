@@ -273,13 +273,13 @@ class ProbeMode(TorchFunctionMode):
             if not _holds_tensor(out):
                 return out  # metadata: .shape, .dim(), .size(), comparisons to Python values
             self.name = self.naming.current(func)
-            inputs = [a for a in _flat_tensors(list(args) + list(kwargs.values())) if depends(a)]
+            inputs = [a for a in lay.tensors_in(list(args) + list(kwargs.values())) if depends(a)]
             if any(getattr(a, _BLEND, False) for a in inputs):
                 raise Retry("collapse", self.name)  # an op that may treat channels differently
             self.exact = self.blends = False
         else:
             self.name = self.naming.current(func)
-            inputs = [a for a in _flat_tensors(list(args) + list(kwargs.values())) if depends(a)]
+            inputs = [a for a in lay.tensors_in(list(args) + list(kwargs.values())) if depends(a)]
             self.origins = tuple(dict.fromkeys(o for a in inputs for o in getattr(a, _ORIGINS, ())))
             self.only_global = bool(inputs) and all(getattr(a, _GLOBAL, False) for a in inputs)
             self.blended_input = any(getattr(a, _BLEND, False) for a in inputs)
@@ -477,16 +477,6 @@ def _holds_tensor(out: Any) -> bool:
     if isinstance(out, torch.Tensor):
         return True
     return isinstance(out, (tuple, list)) and any(isinstance(t, torch.Tensor) for t in out)
-
-
-def _flat_tensors(values: Any) -> list[torch.Tensor]:
-    out = []
-    for v in values:
-        if isinstance(v, torch.Tensor):
-            out.append(v)
-        elif isinstance(v, (list, tuple)):
-            out.extend(x for x in v if isinstance(x, torch.Tensor))
-    return out
 
 
 def _is_inplace(func: Any) -> bool:

@@ -353,16 +353,11 @@ def _measure_within(
     per_forward = max(1, budget // max(1, cost * BYTES_PER_ELEMENT))
     if len(requests) <= per_forward:
         return session.measure(sizes, requests, local)
-    parts = [
-        session.measure(sizes, requests[i : i + per_forward], local)
-        for i in range(0, len(requests), per_forward)
-    ]
-    return Measurement(
-        sizes,
-        parts[0].input_shape,
-        [e for p in parts for e in p.elements],
-        any(p.compressed for p in parts),
-        max(p.elements_per_probe for p in parts),
+    return Measurement.merge(
+        [
+            session.measure(sizes, requests[i : i + per_forward], local)
+            for i in range(0, len(requests), per_forward)
+        ]
     )
 
 

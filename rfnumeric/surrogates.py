@@ -84,16 +84,6 @@ def real(mode: ProbeMode, func: Any, args: tuple, kwargs: dict) -> Any:
     return mode._passthrough(func, args, kwargs)
 
 
-def _tensors(values: Any) -> list[torch.Tensor]:
-    found: list[torch.Tensor] = []
-    for v in values:
-        if isinstance(v, torch.Tensor):
-            found.append(v)
-        elif isinstance(v, (list, tuple)):
-            found.extend(x for x in v if isinstance(x, torch.Tensor))
-    return found
-
-
 def _per_axis(value: Any, nd: int) -> tuple[int, ...]:
     if isinstance(value, int):
         return (value,) * nd
@@ -452,7 +442,7 @@ def mix(mode: ProbeMode, func, args, kwargs):
     combination, so ``x - conv(x)`` adds and ``x * gate`` reaches both ``x`` and the gate."""
     if not mode.structural or "out" in kwargs:
         return real(mode, func, args, kwargs)
-    tensors = _tensors(list(args) + list(kwargs.values()))
+    tensors = lay.tensors_in(list(args) + list(kwargs.values()))
     operands = [t for t in tensors if depends(t)]
     if not operands:
         return real(mode, func, args, kwargs)
@@ -628,7 +618,7 @@ _MATMULS = ops("matmul", "mm", "bmm", "addmm", "baddbmm", "addbmm", "__matmul__"
 def matmul(mode: ProbeMode, func, args, kwargs):
     """Constant operands become all-ones (every connection present, positive); a product that
     sums over a spatial dim (attention: weights @ values) is a global reduction."""
-    tensors = _tensors(list(args))
+    tensors = lay.tensors_in(list(args))
     if not any(depends(t) for t in tensors):
         return real(mode, func, args, kwargs)
     pairs = lay.contracted_dims(func, args, kwargs)
@@ -769,6 +759,18 @@ def window_average(x: torch.Tensor, kernel, stride, padding, dilation, ceil: boo
     return y.squeeze(0) if unbatched else y
 
 
+def _window(
+    args: tuple, kwargs: dict, index: int, nd: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Kernel and stride of a pooling call whose kernel_size is argument ``index`` and stride
+    the next one (a missing or empty stride is the kernel, as in PyTorch)."""
+    kernel = _per_axis(arg(args, kwargs, index, "kernel_size"), nd)
+    stride = arg(args, kwargs, index + 1, "stride", None)
+    if stride is None or (not isinstance(stride, int) and len(stride) == 0):
+        return kernel, kernel
+    return kernel, _per_axis(stride, nd)
+
+
 _MAX_POOL = {
     F.max_pool1d: 1,
     F.max_pool2d: 2,
@@ -797,13 +799,7 @@ def max_pool(mode: ProbeMode, func, args, kwargs):
     if not mode.structural or not depends(x):
         return real(mode, func, args, kwargs)
     nd = {**_MAX_POOL, **_MAX_POOL_INDICES}[func]
-    kernel = _per_axis(arg(args, kwargs, 1, "kernel_size"), nd)
-    stride_arg = arg(args, kwargs, 2, "stride", None)
-    stride = (
-        kernel
-        if stride_arg is None or (not isinstance(stride_arg, int) and len(stride_arg) == 0)
-        else _per_axis(stride_arg, nd)
-    )
+    kernel, stride = _window(args, kwargs, 1, nd)
     padding = _per_axis(arg(args, kwargs, 3, "padding", 0), nd)
     dilation = _per_axis(arg(args, kwargs, 4, "dilation", 1), nd)
     ceil = bool(arg(args, kwargs, 5, "ceil_mode", False))
@@ -836,9 +832,7 @@ def lp_pool(mode: ProbeMode, func, args, kwargs):
     if not mode.structural or not depends(x):
         return real(mode, func, args, kwargs)
     nd = _LP_POOL[func]
-    kernel = _per_axis(arg(args, kwargs, 2, "kernel_size"), nd)
-    stride_arg = arg(args, kwargs, 3, "stride", None)
-    stride = kernel if stride_arg is None else _per_axis(stride_arg, nd)
+    kernel, stride = _window(args, kwargs, 2, nd)
     ceil = bool(arg(args, kwargs, 4, "ceil_mode", False))
     return per_channel(
         mode, x, nd, lambda t: window_average(t, kernel, stride, (0,) * nd, (1,) * nd, ceil)
@@ -856,9 +850,7 @@ def max_unpool(mode: ProbeMode, func, args, kwargs):
     if not mode.structural or not depends(x):
         return real(mode, func, args, kwargs)
     nd = _UNPOOL[func]
-    kernel = _per_axis(arg(args, kwargs, 2, "kernel_size"), nd)
-    stride_arg = arg(args, kwargs, 3, "stride", None)
-    stride = kernel if stride_arg is None else _per_axis(stride_arg, nd)
+    kernel, stride = _window(args, kwargs, 2, nd)
     padding = _per_axis(arg(args, kwargs, 4, "padding", 0), nd)
     output_size = arg(args, kwargs, 5, "output_size", None)
     default = [
@@ -960,42 +952,7 @@ def adaptive_pool(mode: ProbeMode, func, args, kwargs):
     return mode.cut(value, mode.axes_of(x, pooled_dims))
 
 
-_REDUCTIONS = (
-    "mean",
-    "sum",
-    "amax",
-    "amin",
-    "std",
-    "var",
-    "logsumexp",
-    "prod",
-    "nansum",
-    "nanmean",
-    "median",
-    "nanmedian",
-    "max",
-    "min",
-    "std_mean",
-    "var_mean",
-    "aminmax",
-    "mode",
-    "kthvalue",
-    "norm",
-)
-_TUPLE_REDUCTIONS = (
-    "max",
-    "min",
-    "median",
-    "nanmedian",
-    "mode",
-    "kthvalue",
-    "aminmax",
-    "std_mean",
-    "var_mean",
-)
-
-
-@handles(*ops(*_REDUCTIONS), torch.linalg.vector_norm, symmetric=True)
+@handles(*ops(*lay.FLOAT_REDUCTIONS, "norm"), torch.linalg.vector_norm, symmetric=True)
 def reduction(mode: ProbeMode, func, args, kwargs):
     """Structurally every reduction is a mean (max and min would pick one pixel). Reducing a
     spatial axis is a global reduction."""
@@ -1028,7 +985,7 @@ def _mean_reduction(mode: ProbeMode, func, args, kwargs, dims: tuple[int, ...], 
             value_of(mean).squeeze(dims),
             tuple(s for d, s in enumerate(x.shape) if d not in dims),
         )
-    if getattr(func, "__name__", "") not in _TUPLE_REDUCTIONS:
+    if getattr(func, "__name__", "") not in lay.TUPLE_REDUCTIONS:
         return mean
     structure = func(x.detach(), *args[1:], **kwargs)
     if not isinstance(structure, tuple):
