@@ -110,6 +110,7 @@ class Element:
     reached_axes: frozenset[int]  # the axes those reductions are global along
     heatmap: np.ndarray | None
     connected: bool  # whether the feature map depends on the input at all
+    box_holes: bool = False  # some pixel inside the box its support spans receives no gradient
 
     @property
     def empty(self) -> bool:
@@ -135,6 +136,14 @@ class Measurement:
             any(p.compressed for p in parts),
             max(p.elements_per_probe for p in parts),
         )
+
+
+def _box_holes(seen: np.ndarray, spans: tuple[Span | None, ...]) -> bool:
+    """Whether some pixel inside the box of a unit's support receives no gradient (a hole along
+    an axis, or a corner that factorised 1xn / nx1 branches leave unseen)."""
+    if any(s is None for s in spans):
+        return False
+    return not bool(seen[tuple(slice(s.lo, s.hi + 1) for s in spans)].all())
 
 
 def seed_for(
@@ -414,17 +423,19 @@ class Session:
             reached_axes = frozenset().union(
                 *(mode.records.cut_axes.get(name, frozenset()) for name in reached)
             )
+            spans = tuple(Span.of(p) for p in projections(seen))
             elements.append(
                 Element(
                     request,
                     units.get(e),
                     n,
                     shape,
-                    tuple(Span.of(p) for p in projections(seen)),
+                    spans,
                     reached,
                     reached_axes,
                     heat[e].copy() if request.keep_heatmap else None,
                     connected,
+                    _box_holes(seen, spans),
                 )
             )
         return Measurement(

@@ -140,7 +140,7 @@ def outcome_flags(outcome: Outcome) -> set[str]:
     flags = set()
     if outcome.fallback or outcome.reached or outcome.global_axes:
         flags.add("global")
-    if any(f.holes for f in outcome.fits):
+    if any(f.holes for f in outcome.fits) or outcome.box_holes:
         flags.add("holes")
     if any(f.nonuniform for f in outcome.fits):
         flags.add("nonuniform")

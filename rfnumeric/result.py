@@ -49,8 +49,10 @@ class ProbeResult:
       exactly the non-zero input gradient, no threshold); ``heatmap``: ``|input gradient|``
       summed over channels, over the input's spatial axes.
     - ``flags``: ``global`` (some path reaching the unit passes a global spatial reduction;
-      ``global_via`` names them when known), ``holes`` (pixels inside the hull unseen),
-      ``nonuniform`` (sizes differ between adjacent units), ``clipped`` (the probed unit's
+      ``global_via`` names them when known), ``holes`` (a pixel inside the box a unit's
+      support spans gets no gradient: a gap along an axis, or corners that factorised 1xn /
+      nx1 branches leave unseen), ``nonuniform`` (sizes differ between adjacent units, or the
+      spacing has no period the probe can find), ``clipped`` (the probed unit's
       support touches the input border), ``underflow`` (gradients came within reach of
       float64's smallest numbers and were compressed: the support is exact, the heatmap's
       magnitudes are not).

@@ -47,6 +47,19 @@ class Outcome:
     reached: tuple[str, ...]
     fallback: bool
 
+    @property
+    def box_holes(self) -> bool:
+        """Whether a unit measured entirely inside the input leaves a pixel of its box unseen."""
+        return any(
+            e.box_holes
+            and all(
+                s is not None and s.within(size - 1).whole
+                for s, size in zip(e.spans, self.measurement.sizes)
+            )
+            for e in self.elements
+            if e.unit and e.request.spec.kind != "fixed"
+        )
+
 
 @dataclass
 class Search:

@@ -27,7 +27,8 @@ class Aligned(nn.Module):
 class Misaligned(nn.Module):
     """Branch A: F.pad(x, (0, 3, 0, 3)), then 5x5 conv stride 2: unit m sees 2m..2m+4.
     Branch B: 3x3 conv stride 2 padding 1 (unit k sees 2k-1..2k+1), then 3x3 conv padding 1
-    (units m-1..m+1): 2m-3..2m+3. The sum sees 2m-3..2m+4: r = 8, j = 2, start = 1.0.
+    (units m-1..m+1): 2m-3..2m+3. The sum sees 2m-3..2m+4: r = 8, j = 2, start = 1.0. In 2-D
+    the two squares leave two corners of the 8x8 box unseen: holes.
     """
 
     def __init__(self) -> None:
