@@ -415,8 +415,7 @@ class Session:
                 dict.fromkeys(
                     name
                     for (names, _), g in zip(mode.records.cuts, grads[1:])
-                    if g is not None
-                    and bool((g.reshape(-1)[e] if g.numel() == batch else g.reshape(-1)[0]) != 0)
+                    if g is not None and bool(g[e] != 0)
                     for name in names
                 )
             )

@@ -262,6 +262,7 @@ class ProbeMode(TorchFunctionMode):
         self.frame: Any = None
         self.origins: tuple[str, ...] = ()
         self.only_global = False
+        self.call: tuple[Any, tuple, dict] | None = None  # the op a handler is running
 
     # -- dispatch --------------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -286,7 +287,9 @@ class ProbeMode(TorchFunctionMode):
             if self.blended_input and func not in self.symmetric:
                 raise Retry("collapse", self.name)
             self.exact = self.blends = False
+            self.call = (func, args, kwargs)
             out = handler(self, func, args, kwargs)
+            self.call = None
         self._note_consumers(inputs)
         return self._finish(func, args, kwargs, out, inputs)
 
@@ -426,9 +429,10 @@ class ProbeMode(TorchFunctionMode):
 
     def cut(self, value: Any, axes: frozenset[int]) -> Any:
         """``local`` mode: keep the value of a reduction that is global along ``axes`` but not its
-        gradient path. The value is multiplied by a scalar 1 that requires grad, so whether the
-        path reaches a probed unit is still recorded (the scalar then receives gradient). Tuples
-        are cut element-wise. Outside local mode, or with no axes, the value is kept as is."""
+        gradient path. The value is multiplied by a scale of ones, one per probe (batch
+        element), that requires grad, so whether the path reaches a probed unit is still
+        recorded (its scale then receives gradient). Tuples are cut element-wise. Outside local
+        mode, or with no axes, the value is kept as is."""
         if not self.local or not axes:
             return value
         if isinstance(value, (tuple, list)):
@@ -437,31 +441,68 @@ class ProbeMode(TorchFunctionMode):
             return value
         if self.only_global:  # already cut upstream: a side path of a side path adds nothing
             return value
-        base = value_of(value)
-        layout = self.layout_of(value)
-        per_element = (
-            layout is not None
-            and value.dim() >= 1
-            and len(layout[0]) == 1
-            and layout[0][0][0] == lay.BATCH
-            and base.shape[0] == self.batch
+        layout = (
+            lay.get(value) or self._call_layout(value) or lay.assumed(value.shape, self.input_rank)
         )
-        shape = (self.batch,) + (1,) * (base.dim() - 1) if per_element else ()
-        scale = torch.ones(shape, dtype=base.dtype, requires_grad=True)
+        scale = torch.ones(self.batch, dtype=value.dtype, requires_grad=True)
         origins = tuple(dict.fromkeys((*self.origins, self.name)))
         self.records.cuts.append((origins, scale))
         self.records.cut_axes[self.name] = self.records.cut_axes.get(self.name, frozenset()) | axes
-        detached = base.detach() * scale
-        out = (
-            expanded(detached, value.shape)
-            if self.collapse
-            else detached.expand(value.shape).contiguous()
-        )
+        base = value_of(value)
+        if self.batch == 1:
+            detached = base.detach() * scale.reshape((1,) * base.dim())
+        elif layout is not None and (lay.BATCH, self.batch, 1) in [
+            d[0] for d in layout if len(d) == 1
+        ]:
+            where = [d[0] if len(d) == 1 else None for d in layout].index(
+                (lay.BATCH, self.batch, 1)
+            )
+            placed = [self.batch if d == where else 1 for d in range(base.dim())]
+            detached = base.detach() * scale.reshape(placed)  # the batch has a dim of its own
+        else:
+            detached = value.detach() * _per_element(scale, layout, value.shape, self.name)
+        out = broadcast_to(detached, value.shape, self.collapse)
         lay.attach(out, layout)
         for t in (out, detached):
             setattr(t, _ORIGINS, origins)
             setattr(t, _GLOBAL, True)
         return out
+
+    def _call_layout(self, value: torch.Tensor) -> lay.Layout | None:
+        """The layout the running op gives a tensor of ``value``'s shape (for values a handler
+        made itself)."""
+        if self.call is None:
+            return None
+        try:
+            layouts = lay.propagate(*self.call, value)
+        except Exception:  # an unusual call the layout rules do not read
+            return None
+        return (
+            layouts
+            if isinstance(layouts, tuple)
+            and layouts
+            and isinstance(layouts[0], tuple)
+            and lay.matches(layouts, value.shape)
+            else None
+        )
+
+
+def _per_element(
+    scale: torch.Tensor, layout: lay.Layout | None, shape: torch.Size, where: str
+) -> torch.Tensor:
+    """``scale`` (one entry per batch element) laid out to multiply a tensor of ``shape``."""
+    if layout is None or not any(label == lay.BATCH for dim in layout for label, _, _ in dim):
+        raise Retry("batch", where)  # cannot tell the probes apart in this tensor
+    factors = [size for dim in layout for _, size, _ in dim]
+    placed = [size if label == lay.BATCH else 1 for dim in layout for label, size, _ in dim]
+    return scale.reshape(placed).expand(factors).reshape(shape)
+
+
+def broadcast_to(value: torch.Tensor, shape: torch.Size, collapse: bool) -> torch.Tensor:
+    """``value`` at ``shape``: a stride-0 view when collapsing, a real tensor otherwise."""
+    if tuple(value.shape) == tuple(shape):
+        return value
+    return expanded(value, shape) if collapse else value.expand(tuple(shape)).contiguous()
 
 
 def _rebuild(template: Any, parts: list) -> Any:

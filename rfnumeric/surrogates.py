@@ -36,6 +36,7 @@ from .mode import (
     ProbeMode,
     Retry,
     augmented_assignment,
+    broadcast_to,
     depends,
     expanded,
     overlapping,
@@ -106,11 +107,7 @@ def broadcast_shape(*shapes: Sequence[int]) -> tuple[int, ...]:
 
 def broadcast(mode: ProbeMode, value: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """``value`` at ``shape``: a stride-0 view when collapsing, a real tensor otherwise."""
-    if tuple(value.shape) == tuple(shape):
-        return value
-    if mode.collapse:
-        return expanded(value, tuple(shape))
-    return value.expand(tuple(shape)).contiguous()
+    return broadcast_to(value, tuple(shape), mode.collapse)
 
 
 def per_channel(

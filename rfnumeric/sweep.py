@@ -75,7 +75,18 @@ def sweep(
     }
     run_searches(session, list(searches.values()), isolate=True)
     records = [_record(session, row, searches.get(row.target.name)) for row in rows]
-    return pd.DataFrame.from_records(records, columns=_columns(session.axes)).set_index("node")
+    return _table(records, _columns(session.axes))
+
+
+def _table(records: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    """The records as a DataFrame; a column holding NaN keeps its other values as they are
+    (ints stay ints, as in rfarith's table, instead of becoming floats)."""
+    table = pd.DataFrame.from_records(records, columns=columns)
+    for column in columns[3:-1]:
+        values = [record[column] for record in records]
+        if any(isinstance(v, float) and math.isnan(v) for v in values):
+            table[column] = pd.Series(values, dtype=object)
+    return table.set_index("node")
 
 
 def _columns(axes: Sequence[str]) -> list[str]:
