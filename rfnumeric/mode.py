@@ -259,7 +259,7 @@ class ProbeMode(TorchFunctionMode):
         self.exact = False  # set by a handler whose output is exact even from a blend
         self.blends = False  # set by a handler whose output is a blend
         self.name = ""
-        self.frame: Any = None
+        self.frame: Any = None  # the caller's frame while a handler runs (to spot ``x += y``)
         self.origins: tuple[str, ...] = ()
         self.only_global = False
         self.call: tuple[Any, tuple, dict] | None = None  # the op a handler is running
@@ -267,10 +267,9 @@ class ProbeMode(TorchFunctionMode):
     # -- dispatch --------------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        self.frame = sys._getframe(1)
         handler = self.table.get(func)
         if handler is None:
-            out = self._passthrough(func, args, kwargs)
+            out = self.passthrough(func, args, kwargs)
             if not _holds_tensor(out):
                 return out  # metadata: .shape, .dim(), .size(), comparisons to Python values
             self.name = self.naming.current(func)
@@ -287,13 +286,15 @@ class ProbeMode(TorchFunctionMode):
             if self.blended_input and func not in self.symmetric:
                 raise Retry("collapse", self.name)
             self.exact = self.blends = False
-            self.call = (func, args, kwargs)
-            out = handler(self, func, args, kwargs)
-            self.call = None
+            self.call, self.frame = (func, args, kwargs), sys._getframe(1)
+            try:
+                out = handler(self, func, args, kwargs)
+            finally:
+                self.call = self.frame = None
         self._note_consumers(inputs)
         return self._finish(func, args, kwargs, out, inputs)
 
-    def _passthrough(self, func, args, kwargs):
+    def passthrough(self, func, args, kwargs):
         """Run the op as it is, except what a collapsed (stride-0) tensor cannot take."""
         if self.collapse:
             target = args[0] if args else None
