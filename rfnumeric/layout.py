@@ -71,10 +71,11 @@ def attach(t: torch.Tensor, layout: Layout | None) -> None:
 
 
 def matches(layout: Layout, shape: Sequence[int]) -> bool:
-    return len(layout) == len(shape) and all(_dim_size(d) == s for d, s in zip(layout, shape))
+    return len(layout) == len(shape) and all(dim_size(d) == s for d, s in zip(layout, shape))
 
 
-def _dim_size(dim: Dim) -> int:
+def dim_size(dim: Dim) -> int:
+    """The size of a tensor dimension with these factors."""
     return math.prod(size for _, size, _ in dim)
 
 
@@ -568,7 +569,7 @@ def _getitem(func, args, kwargs, out):
         return None
     return tuple(
         dim
-        if _dim_size(dim) == size
+        if dim_size(dim) == size
         else (((dim[0][0], size, dim[0][2]),) if len(dim) == 1 and size > 1 else _plain(size))
         for dim, size in zip(result, out.shape)
     )

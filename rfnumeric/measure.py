@@ -198,7 +198,7 @@ def _seed_index(
                 choices.append([(unit[label] // stride) % size])
             else:
                 choices.append(list(range(size)))
-        if shape[d] == 1 and lay._dim_size(dim) > 1:  # broadcast: every chosen position is index 0
+        if shape[d] == 1 and lay.dim_size(dim) > 1:  # broadcast: every chosen position is index 0
             weight *= math.prod(len(c) for c in choices)
             flat = [0]
         else:

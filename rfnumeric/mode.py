@@ -143,7 +143,7 @@ class Records:
     cuts: list[tuple[tuple[str, ...], torch.Tensor]] = field(default_factory=list)
     cut_axes: dict[str, frozenset[int]] = field(default_factory=dict)
     first_nonfinite: tuple[str, tuple[str, ...]] | None = None
-    compressed: list[str] = field(default_factory=list)
+    compressed: list[str] = field(default_factory=list)  # where gradients neared float64's limits
     elements: int = 0  # tensor elements the forward has produced so far
     progress: dict[str, int] = field(default_factory=dict)  # elements when each map was captured
 
@@ -398,14 +398,16 @@ class ProbeMode(TorchFunctionMode):
                 if records.first_nonfinite is None:
                     records.first_nonfinite = (name, tuple(consumers))
                 return None
-            if not structural or float(peak) == 0.0:
-                return None
             peak_value = float(peak)
+            if peak_value == 0.0:
+                return None
             smallest = float(torch.where(size > 0, size, math.inf).min())
             if smallest < _TINY or smallest < peak_value * _RANGE:
                 records.compressed.append(name)
+                if not structural:  # real gradients may cancel later: only say so
+                    return None
                 return torch.sign(grad) * (size / peak_value) ** 0.25
-            if peak_value > _HUGE or peak_value < _RANGE:
+            if structural and (peak_value > _HUGE or peak_value < _RANGE):
                 return grad / peak_value
             return None
 

@@ -54,8 +54,9 @@ class ProbeResult:
       nx1 branches leave unseen), ``nonuniform`` (sizes differ between adjacent units, or the
       spacing has no period the probe can find), ``clipped`` (the probed unit's
       support touches the input border), ``underflow`` (gradients came within reach of
-      float64's smallest numbers and were compressed: the support is exact, the heatmap's
-      magnitudes are not).
+      float64's smallest numbers: the structural probe compresses them so the support stays
+      exact, but the heatmap's magnitudes are not gradients any more; with ``weights='real'``
+      nothing is changed and the support may miss pixels whose gradient underflowed).
     - ``mode`` ('local' or 'full', the mode the answer was measured in) and ``weights``.
     """
 

@@ -81,7 +81,6 @@ class Search:
     window: frozenset[int] = frozenset()
     outcome: Outcome | None = None
     error: Exception | None = None
-    history: list[tuple[tuple[int, ...], bool]] = field(default_factory=list)
     known_n: dict[tuple[int, ...], tuple[int, ...]] = field(default_factory=dict)
     visible: dict[tuple[tuple[int, ...], bool], tuple[tuple[int, int], ...]] = field(
         default_factory=dict
@@ -122,7 +121,6 @@ class Search:
 
     def update(self, measurement: Measurement) -> None:
         """Read this search's elements of ``measurement`` and decide the next step."""
-        self.history.append((measurement.sizes, self.local))
         elements = [e for e in measurement.elements if e.request.target == self.target]
         centre = next(e for e in elements if e.request.spec.kind == "centre")
         self._check_map(centre)

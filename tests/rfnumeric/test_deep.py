@@ -44,3 +44,17 @@ def test_700_conv_layers_would_underflow_and_the_probe_says_so():
     assert p.r == (r,) and p.j == (1,) and p.start == (r / 2,)
     assert len(p.support[0]) == r  # every pixel, edges included
     assert "underflow" in p.flags  # the gradients were compressed to stay representable
+
+
+def test_real_weights_report_the_underflow_they_cannot_avoid():
+    """With the model's own weights the probe changes nothing: the same stack with weights 1/3
+    loses the field's edges, and the result says so instead of passing it off as exact."""
+    depth, size = 700, 1500
+    model = nets.conv_stack(depth, dims=1)
+    with torch.no_grad():
+        for conv in model:
+            conv.weight.fill_(1 / 3)
+            conv.bias.zero_()
+    p = rfnumeric.probe(model, (1, 1, size), weights="real")
+    assert "underflow" in p.flags
+    assert p.r[0] < 1 + depth * 2
