@@ -26,8 +26,8 @@ How it works, module by module: ``copying`` (the private float64 copy), ``mode``
 from __future__ import annotations
 
 from .effective import effective
-from .probe import probe
+from .probe import GrownInputWarning, probe
 from .result import EffectiveField, ProbeResult
 from .sweep import sweep
 
-__all__ = ["EffectiveField", "ProbeResult", "effective", "probe", "sweep"]
+__all__ = ["EffectiveField", "GrownInputWarning", "ProbeResult", "effective", "probe", "sweep"]

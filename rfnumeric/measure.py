@@ -111,6 +111,7 @@ class Element:
     heatmap: np.ndarray | None
     connected: bool  # whether the feature map depends on the input at all
     box_holes: bool = False  # some pixel inside the box its support spans receives no gradient
+    size_dependent: tuple[str, ...] = ()  # ops before the map whose geometry follows the input size
 
     @property
     def empty(self) -> bool:
@@ -300,6 +301,7 @@ class Session:
     def _executor(self, locators: Sequence[Locator], mode: ProbeMode):
         def mark(name: str) -> None:
             mode.records.progress[name] = mode.records.elements
+            mode.records.size_dependent_before[name] = len(mode.records.size_dependent)
 
         if any(loc.kind == "graph" for loc in locators):
             if any(loc.kind != "graph" for loc in locators):
@@ -407,6 +409,18 @@ class Session:
         gradient = grads[0] if grads[0] is not None else torch.zeros_like(leaf)
         self._check_finite(gradient, mode)
         heat = gradient.detach().abs().sum(1).numpy()
+        before = {
+            t: tuple(
+                dict.fromkeys(
+                    mode.records.size_dependent[
+                        : mode.records.size_dependent_before.get(
+                            t.name, len(mode.records.size_dependent)
+                        )
+                    ]
+                )
+            )
+            for t in targets
+        }
         elements = []
         for e, request in enumerate(requests):
             n, shape, connected = maps[request.target]
@@ -435,6 +449,7 @@ class Session:
                     heat[e].copy() if request.keep_heatmap else None,
                     connected,
                     _box_holes(seen, spans),
+                    before.get(request.target, ()),
                 )
             )
         return Measurement(

@@ -144,8 +144,12 @@ class Records:
     cut_axes: dict[str, frozenset[int]] = field(default_factory=dict)
     first_nonfinite: tuple[str, tuple[str, ...]] | None = None
     compressed: list[str] = field(default_factory=list)  # where gradients neared float64's limits
+    size_dependent: list[str] = field(
+        default_factory=list
+    )  # ops whose geometry follows the input size
     elements: int = 0  # tensor elements the forward has produced so far
     progress: dict[str, int] = field(default_factory=dict)  # elements when each map was captured
+    size_dependent_before: dict[str, int] = field(default_factory=dict)  # ... and how many such ops
 
 
 # ---- collapsed tensors ----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,6 +77,7 @@ def probe(
     )
     run_searches(session, [search])
     assert search.outcome is not None
+    warn_if_size_dependent({target.name: search.outcome}, user)
     return build_result(session, search.outcome, requested, weights)
 
 
@@ -86,6 +88,33 @@ def _check_unit(unit: Any, n_axes: int) -> tuple[int, ...] | None:
     if len(unit) != n_axes:
         raise ValueError(f"unit {unit} needs one index per spatial axis ({n_axes})")
     return unit
+
+
+class GrownInputWarning(UserWarning):
+    """A field was measured on a larger input than asked, through ops whose geometry follows
+    the input size (adaptive pooling, resampling to a fixed size): at the asked size it may
+    differ."""
+
+
+def warn_if_size_dependent(outcomes: dict[str, Outcome], user_sizes: tuple[int, ...]) -> None:
+    """Warn about fields measured on a grown input through size-dependent ops."""
+    grown = {
+        name: o for name, o in outcomes.items()
+        if o.measurement.sizes != tuple(user_sizes) and o.size_dependent
+    }  # fmt: skip
+    if not grown:
+        return
+    names = list(grown)
+    first = grown[names[0]]
+    more = f" (and {len(names) - 1} more maps)" if len(names) > 1 else ""
+    warnings.warn(
+        f"the field of '{names[0]}'{more} does not fit input size {tuple(user_sizes)} and was "
+        f"measured at {first.measurement.sizes}, where {', '.join(first.size_dependent)} "
+        "(whose windows follow the input size) work differently: at the asked size the field may "
+        "differ. rfarith's arithmetic gives it at that size.",
+        GrownInputWarning,
+        stacklevel=3,
+    )
 
 
 def build_result(

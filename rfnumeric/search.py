@@ -48,6 +48,11 @@ class Outcome:
     fallback: bool
 
     @property
+    def size_dependent(self) -> tuple[str, ...]:
+        """Ops before the map whose geometry follows the input size (adaptive pooling...)."""
+        return next(e.size_dependent for e in self.elements if e.request.spec.kind == "centre")
+
+    @property
     def box_holes(self) -> bool:
         """Whether a unit measured entirely inside the input leaves a pixel of its box unseen."""
         return any(
@@ -78,6 +83,7 @@ class Search:
     global_axes: frozenset[int] = frozenset()
     reached: tuple[str, ...] = ()
     covered_always: tuple[bool, ...] = ()
+    grown_through_size_dependent: bool = False
     window: frozenset[int] = frozenset()
     outcome: Outcome | None = None
     error: Exception | None = None
@@ -140,6 +146,7 @@ class Search:
         covers = tuple(own[a].covers(*visible[a]) for a in range(self.n_axes))
         self.covered_always = tuple(c and b for c, b in zip(covers, self.covered_always or covers))
         if touching:
+            self._refuse_to_chase(centre)
             self._grow(touching)
             if touching - self.global_axes:  # some axis grew: measure again
                 return
@@ -162,6 +169,20 @@ class Search:
         )
 
     # -- steps -------------------------------------------------------------------------------
+    def _refuse_to_chase(self, centre: Element) -> None:
+        """A field that still does not fit after the input grew through ops whose windows grow
+        with the input (adaptive pooling to a fixed size) may never fit: say so."""
+        if not centre.size_dependent:
+            return
+        if self.grown_through_size_dependent:
+            raise ProbeError(
+                f"the field of '{self.target.name}' grows with the input: "
+                f"{', '.join(centre.size_dependent)} scales its windows with the input size, so the "
+                f"field did not fit at input size {self.sizes} either. Probe a node before it, or read "
+                "the field at the input size with rfarith."
+            )
+        self.grown_through_size_dependent = True
+
     def _check_map(self, centre: Element) -> None:
         if not centre.connected:
             raise ProbeError(

@@ -728,6 +728,8 @@ def resize(mode: ProbeMode, func, args, kwargs):
         nd = max(1, len(arg(args, kwargs, 1, "pad")) // 2)
     if nd < 1 or nd > x.dim() - 1:
         return real(mode, func, args, kwargs)
+    if func not in (F.pad, torch.constant_pad_nd) and arg(args, kwargs, 1, "size") is not None:
+        mode.records.size_dependent.append(mode.name)  # resampling to a fixed size
     return per_channel(mode, x, nd, lambda t: real(mode, func, (t, *args[1:]), kwargs))
 
 
@@ -767,6 +769,8 @@ def adaptive_pool(mode: ProbeMode, func, args, kwargs):
     pooled_dims = tuple(
         x.dim() - nd + i for i, s in enumerate(sizes) if s == 1 and x.shape[-nd + i] > 1
     )
+    if any(s not in (1, n) for s, n in zip(sizes, x.shape[-nd:])):
+        mode.records.size_dependent.append(mode.name)  # its windows follow the input size
     is_max = func not in (
         F.adaptive_avg_pool1d,
         F.adaptive_avg_pool2d,

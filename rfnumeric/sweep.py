@@ -15,7 +15,7 @@ from . import layout as lay
 from .capture import Locator, leaf_module_calls, select_output
 from .measure import Session, Target
 from .mode import Retry, depends
-from .probe import check_mode, outcome_flags
+from .probe import check_mode, outcome_flags, warn_if_size_dependent
 from .result import describe_flags
 from .search import Search, run_searches
 
@@ -74,6 +74,7 @@ def sweep(
         if not row.problem
     }
     run_searches(session, list(searches.values()), isolate=True)
+    warn_if_size_dependent({name: s.outcome for name, s in searches.items() if s.outcome}, user)
     records = [_record(session, row, searches.get(row.target.name)) for row in rows]
     return _table(records, _columns(session.axes))
 

@@ -290,3 +290,29 @@ def test_arguments_are_checked():
         rfnumeric.probe(model, (1, 8))
     with pytest.raises(ValueError, match="outside the map"):
         rfnumeric.probe(model, (1, 1, 8, 8), unit=(9, 9))
+
+
+def test_growing_through_input_size_dependent_ops_is_said():
+    """11 padded 3x3 convs (r = 23) then adaptive pooling to 24: the identity on a 24-pixel
+    input, where the centre unit sees pixels 1..23 (touching the border). On the grown input
+    the pooling averages 2-pixel windows: the field measured there is not the one at 24."""
+    model = nn.Sequential(nets.conv_stack(11, padding=1), nn.AdaptiveAvgPool2d(24))
+    with pytest.warns(
+        rfnumeric.GrownInputWarning,
+        match=r"'output' does not fit input size \(24, 24\).*where 1 \(whose",
+    ):
+        p = rfnumeric.probe(model, (1, 1, 24, 24))
+    assert p.input_shape[2:] != (24, 24)
+
+
+def test_a_field_that_grows_with_the_input_is_an_error():
+    """Adaptive pooling to 2x2: every unit sees about half the input at any input size."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 7, stride=4), nn.AdaptiveAvgPool2d(2), nn.Conv2d(2, 2, 1))
+    with pytest.raises(rfarith.ProbeError, match=r"grows with the input: 1 scales its windows"):
+        rfnumeric.probe(model, (1, 1, 24, 24))
+    assert rfnumeric.probe(model, (1, 1, 24, 24), node="0").r == (7, 7)  # before it: fine
+
+
+def test_growing_through_size_independent_ops_is_silent(recwarn):
+    rfnumeric.probe(nets.conv_stack(20, padding=1), (1, 1, 24, 24))
+    assert not [w for w in recwarn if issubclass(w.category, rfnumeric.GrownInputWarning)]
