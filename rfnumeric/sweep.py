@@ -11,6 +11,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from rfarith.errors import ProbeError
+
 from . import layout as lay
 from .capture import Locator, leaf_module_calls, select_output
 from .measure import Session, Target
@@ -174,15 +176,22 @@ def _rows_of(session: Session, targets: list[Target], local: bool) -> list[Row]:
 def _survey_forward(
     session: Session, targets: list[Target], local: bool
 ) -> tuple[dict[str, Any], Any]:
-    """One forward at the user's input shape capturing ``targets``; uncollapsed if needed."""
+    """One forward at the user's input shape capturing ``targets``: uncollapsed if needed, and
+    with one batch element if the model mixes batch elements (its shapes then show batch 1)."""
+    batch = session.shape[0]
     while True:
         try:
-            captured, mode, _ = session.forward(session.shape[2:], targets, session.shape[0], local)
+            captured, mode, _ = session.forward(session.shape[2:], targets, batch, local)
             return captured, mode
-        except Retry:
-            if not session.collapse:
-                raise
-            session.collapse = False
+        except Retry as retry:
+            if retry.reason == "collapse" and session.collapse:
+                session.collapse = False
+            elif retry.reason == "batch" and batch > 1:
+                batch = 1
+            else:
+                raise ProbeError(
+                    f"the probe cannot run this model at '{retry.where}' ({retry.reason})"
+                ) from None
 
 
 def _by_executor(targets: list[Target]) -> list[list[Target]]:

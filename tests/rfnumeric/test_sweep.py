@@ -96,3 +96,21 @@ def test_sweep_in_full_mode_follows_global_paths():
     assert table.at["1.conv", "r_h"] == 5 and table.at["1.conv", "flags"] == ""
     assert table.at["1.mul", "r_h"] == 16 and table.at["1.mul", "j_h"] == 0
     assert table.at["1.mul", "flags"] == "global (via 1.pool)"
+
+
+def test_sweep_of_a_model_that_mixes_the_batch():
+    """With several images the survey runs one (the model mixes batch elements); the probes run
+    one unit at a time."""
+
+    class BatchMean(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y * y.mean(dim=0, keepdim=True)
+
+    table = rfnumeric.sweep(BatchMean(), (4, 1, 16, 16))
+    assert list(table["r_h"]) == [1, 3, 3, 3]
+    assert table.at["conv", "shape"] == (1, 2, 14, 14)
