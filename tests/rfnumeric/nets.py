@@ -139,6 +139,18 @@ class Classifier(nn.Module):
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
 
+class BatchMean(nn.Module):
+    """Mixes batch elements (multiplies by the batch mean): probes cannot share a batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y * y.mean(dim=0, keepdim=True)
+
+
 def conv_stack(
     depth: int, kernel: int = 3, channels: int = 1, dims: int = 2, padding: int = 0
 ) -> nn.Sequential:

@@ -9,6 +9,7 @@ from torch import nn
 
 import rfarith
 import rfnumeric
+from tests.rfnumeric import nets
 
 
 class NaNBackward(torch.autograd.Function):
@@ -59,16 +60,7 @@ def test_nan_with_real_weights_names_the_layer():
 
 
 def test_a_model_that_mixes_the_batch_is_probed_one_unit_at_a_time():
-    class BatchMean(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(1, 2, 3)
-
-        def forward(self, x):
-            y = self.conv(x)
-            return y * y.mean(dim=0, keepdim=True)
-
-    p = rfnumeric.probe(BatchMean().eval(), (1, 1, 16, 16))
+    p = rfnumeric.probe(nets.BatchMean().eval(), (1, 1, 16, 16))
     assert p.r == (3, 3) and p.j == (1, 1) and p.flags == frozenset()
 
 

@@ -101,16 +101,6 @@ def test_sweep_in_full_mode_follows_global_paths():
 def test_sweep_of_a_model_that_mixes_the_batch():
     """With several images the survey runs one (the model mixes batch elements); the probes run
     one unit at a time."""
-
-    class BatchMean(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(1, 2, 3)
-
-        def forward(self, x):
-            y = self.conv(x)
-            return y * y.mean(dim=0, keepdim=True)
-
-    table = rfnumeric.sweep(BatchMean(), (4, 1, 16, 16))
+    table = rfnumeric.sweep(nets.BatchMean(), (4, 1, 16, 16))
     assert list(table["r_h"]) == [1, 3, 3, 3]
     assert table.at["conv", "shape"] == (1, 2, 14, 14)
