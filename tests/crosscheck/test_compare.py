@@ -167,20 +167,8 @@ CASES = {
     "squeeze_excite": (SqueezeExcite, (1, 1, 8, 8), SQUEEZE_EXCITE),
     "line": (line, (1, 1, 10), LINE),
 }
-HOLES_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="rfnumeric bug: the probe's 'holes' flag looks at each axis's projection, so the 2-D "
-    "union of two misaligned squares (corners of the box unseen, which rfarith flags) reads "
-    "'holes only analytic', an unexplained difference",
-)
-
-
-def cases(*, xfail_misaligned: bool = False):
-    out = []
-    for name in CASES:
-        marks = [HOLES_BUG] if (xfail_misaligned and name == "misaligned") else []
-        out.append(pytest.param(name, marks=marks, id=name))
-    return out
+def cases():
+    return [pytest.param(name, id=name) for name in CASES]
 
 
 _FRAMES: dict[str, pd.DataFrame] = {}
@@ -246,7 +234,7 @@ def test_numeric_columns_equal_the_analytic_ones(name):
                 assert row[f"{q}_{a}_num"] == row[f"{q}_{a}"], (node, q, a)
 
 
-@pytest.mark.parametrize("name", cases(xfail_misaligned=True))
+@pytest.mark.parametrize("name", cases())
 def test_every_row_agrees(name):
     frame = frame_of(name)
     assert frame["agree"].tolist() == [True] * len(frame), crosscheck.render(frame)
@@ -313,7 +301,7 @@ def test_assert_agree_passes_and_returns_the_frame():
     pd.testing.assert_frame_equal(frame, frame_of("chain"))
 
 
-@pytest.mark.parametrize("name", cases(xfail_misaligned=True))
+@pytest.mark.parametrize("name", cases())
 def test_assert_agree_passes_on_every_net(name):
     factory, shape, expected = CASES[name]
     assert list(crosscheck.assert_agree(factory(), shape).index) == list(expected)
