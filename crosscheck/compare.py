@@ -18,7 +18,7 @@ import pandas as pd
 from torch import nn
 
 import rfarith
-from rfarith.errors import ProbeError, RFError, UnknownNode
+from rfarith.errors import UnknownNode
 from rfarith.field import ReceptiveField
 
 from . import numeric
@@ -28,22 +28,43 @@ COMPARED_FLAGS = ("global", "holes", "nonuniform")
 UNIT_NAMES = ("first", "centre", "last")
 
 
+# Why a part of the comparison could not be made: ProbeError.kind -> the reason, in plain words.
+SKIP_REASONS = {
+    "too_wide": "field wider than the largest input the probe may use (max_size={max_size}): r, j, start not measured",
+    "size_dependent": "the field grows with the input (adaptive pooling or a resize to a fixed size): r, j, start compared only through the units at the given input",
+    "layout": "the probe cannot locate this map's units (tokens with a class token in front): analytic only",
+    "forward": "the model rejects the larger input the field needs: r, j, start not measured",
+}
+
+
 @dataclass
 class Verdict:
-    """The outcome for one node: the differences found and the reasons that explain them."""
+    """The outcome for one node: what differs, what could not be compared, and why.
+
+    ``differences`` are exact mismatches; ``skipped`` says which comparisons could not be made
+    and why (a stated, legitimate reason); ``notes`` are facts about the field (global). A
+    difference is explained only by a probe underflow (the probe's support may then be short).
+    """
 
     differences: list[str] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
-    explained: bool = True
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     numeric_only: bool = False
+    underflow: bool = False
 
     @property
     def agree(self) -> bool:
-        return not self.differences and not self.numeric_only
+        return not self.differences and not self.skipped and not self.numeric_only
+
+    @property
+    def unexplained(self) -> bool:
+        return bool(self.differences) and not self.underflow
 
     def text(self) -> str:
-        parts = list(self.reasons)
-        if self.differences and not self.explained:
+        parts = self.notes + self.skipped
+        if self.underflow:
+            parts.append("probe underflow")
+        if self.unexplained:
             parts.append("unexplained: " + "; ".join(self.differences))
         elif self.differences:
             parts.append("(" + "; ".join(self.differences) + ")")
@@ -75,13 +96,9 @@ def compare(
     report = hybrid(model, input_shape, mode)  # the analysis, with black boxes measured
     shape = report.input_shape
     names = _select(report, nodes)
-    records = []
-    for index, name in enumerate(names):
-        if progress is not None:
-            progress(index, len(names), name)
-        records.append(_check_node(model, shape, report, name, mode, max_size))
-    if progress is not None:
-        progress(len(names), len(names), "")
+    plans = {name: (report[name].r, list(_units(report[name]).values())) for name in names}
+    measured = numeric.measure_nodes(model, shape, plans, mode, max_size, progress)
+    records = [_record(report, name, measured[name], max_size) for name in names]
     frame = pd.DataFrame.from_records(records).set_index("node") if records else pd.DataFrame()
     frame.attrs["summary"] = summary(frame)
     frame.attrs["input_shape"] = shape
@@ -106,7 +123,7 @@ def _units(rf: ReceptiveField) -> dict[str, tuple[int, ...]]:
     }
 
 
-def _check_node(model, shape, report, name, mode, max_size) -> dict[str, Any]:
+def _record(report: rfarith.Report, name: str, measured: numeric.NodeMeasurement, max_size: int) -> dict[str, Any]:
     row = report.row(name)
     rf = row.field
     record: dict[str, Any] = {"node": name, "op": row.op}
@@ -117,24 +134,20 @@ def _check_node(model, shape, report, name, mode, max_size) -> dict[str, Any]:
     for key, unit in units.items():
         record[key] = rf.real_bounds(unit)
     record["flags"] = rf.describe_flags()
+    if rf.global_via or any(f.is_global for f in rf.fields):
+        via = rf.global_via[0] if rf.global_via else rf.node
+        verdict.notes.append(f"global: every unit sees the whole input (via {via})")
     if row.source != "rule":
         verdict.numeric_only = True
-        if report.traced:
-            verdict.reasons.append(f"no analytic rule for {row.op}: measured by the probe")
-        else:
-            verdict.reasons.append("module not traceable: numeric only")
-
-    probe = None
-    try:
-        probe = numeric.field(model, shape, name, mode, rf.r, max_size)
-    except UnknownNode:
-        verdict.reasons.append(f"the probe cannot address '{name}' without torch.fx (not a module call): analytic only")
+        verdict.notes.append(f"no analytic rule for {row.op}: measured by the probe" if report.traced else "module not traceable: numeric only")
+    probe = measured.field
+    if isinstance(probe, UnknownNode):
+        verdict.skipped.append(f"the probe cannot address '{name}' without torch.fx (not a module call): analytic only")
         record["agree"], record["reason"] = False, verdict.text()
         return record
-    except ProbeError as e:
-        verdict.reasons.append(f"probe could not measure the field: {e}")
-        verdict.explained = "max_size" in str(e)
-        verdict.differences.append("no numeric field")
+    if isinstance(probe, Exception):
+        _skip_or_differ(verdict, probe, "the field", max_size)
+        probe = None
     if probe is not None:
         for i, a in enumerate(rf.axes):
             record.update({f"j_{a}_num": probe.j[i], f"r_{a}_num": probe.r[i], f"start_{a}_num": probe.start[i]})
@@ -142,49 +155,38 @@ def _check_node(model, shape, report, name, mode, max_size) -> dict[str, Any]:
                 if not _same(mine, theirs):
                     verdict.differences.append(f"{quantity}_{a} {_fmt(mine)} vs {_fmt(theirs)}")
         flags_num = probe.flags
-        record["flags_num"] = ", ".join(sorted(flags_num))
+        record["flags_num"] = probe.describe_flags()
         for flag in COMPARED_FLAGS:
             if (flag in rf.flags) != (flag in flags_num):
                 side = "analytic" if flag in rf.flags else "numeric"
                 verdict.differences.append(f"{flag} only {side}")
-        if "underflow" in flags_num:
-            verdict.reasons.append("probe underflow")
-    unit_mode = probe.mode if probe is not None else mode
-    try:
-        n_num, supports = numeric.units_at(model, shape, name, list(units.values()), unit_mode)
-    except RFError as e:
-        verdict.differences.append(f"units not measured ({e})")
-        n_num, supports = (), []
+        verdict.underflow = "underflow" in flags_num
+    if measured.units_error is not None:
+        _skip_or_differ(verdict, measured.units_error, "the first, centre and last units", max_size)
     for i, a in enumerate(rf.axes):
-        record[f"n_{a}_num"] = n_num[i] if n_num else None
-        if n_num and n_num[i] != rf.n[i]:
-            verdict.differences.append(f"n_{a} {rf.n[i]} vs {n_num[i]}")
-    by_unit = {s.unit: s for s in supports}
+        record[f"n_{a}_num"] = measured.n[i] if measured.n else None
+        if measured.n and measured.n[i] != rf.n[i]:
+            verdict.differences.append(f"n_{a} {rf.n[i]} vs {measured.n[i]}")
+    by_unit = {s.unit: s for s in measured.units}
     for key, unit in units.items():
-        measured = by_unit.get(unit)
-        record[f"{key}_num"] = measured.bounds if measured else None
-        if measured is None:
-            continue
-        if rf.real_seen(unit) != measured.pixels:
-            verdict.differences.append(f"{key} unit {unit}: {rf.real_bounds(unit)} vs {measured.bounds}")
-    _explain(verdict, rf, probe, max_size)
+        support = by_unit.get(unit)
+        record[f"{key}_num"] = support.bounds if support else None
+        if support is not None and rf.real_seen(unit) != support.pixels:
+            verdict.differences.append(f"{key} unit {unit}: {rf.real_bounds(unit)} vs {support.bounds}")
     record["agree"] = verdict.agree
     record["reason"] = verdict.text()
     return record
 
 
-def _explain(verdict: Verdict, rf: ReceptiveField, probe, max_size: int) -> None:
-    """Reasons that make a difference legitimate."""
-    if rf.global_via or any(f.is_global for f in rf.fields):
-        via = rf.global_via[0] if rf.global_via else rf.node
-        verdict.reasons.insert(0, f"global: every unit sees the whole input (via {via})")
-    if verdict.differences and any(r > max_size for r in rf.r):
-        verdict.reasons.append(f"field wider than the largest input the probe may use ({max_size})")
-        verdict.explained = True
-    elif verdict.differences and not verdict.reasons:
-        verdict.explained = False
-    elif verdict.differences:
-        verdict.explained = any(reason.startswith(("probe underflow", "field wider")) for reason in verdict.reasons)
+def _skip_or_differ(verdict: Verdict, error: Exception, what: str, max_size: int) -> None:
+    """A probe failure with a known, legitimate cause skips the comparison with that reason;
+    any other failure is a difference nobody explained."""
+    kind = getattr(error, "kind", "other")
+    reason = SKIP_REASONS.get(kind)
+    if reason is None:
+        verdict.differences.append(f"the probe could not measure {what}: {error}")
+    elif reason.format(max_size=max_size) not in verdict.skipped:
+        verdict.skipped.append(reason.format(max_size=max_size))
 
 
 def _same(a, b) -> bool:
@@ -202,7 +204,7 @@ def summary(frame: pd.DataFrame) -> dict[str, int]:
     if frame.empty:
         return {"nodes": 0, "agree": 0, "disagree": 0, "explained": 0, "numeric_only": 0}
     agree = int(frame["agree"].sum())
-    unexplained = int(frame["reason"].str.contains("unexplained").sum())
+    unexplained = int(frame["reason"].str.contains("unexplained:").sum())
     numeric_only = int(frame["reason"].str.contains("measured by the probe|numeric only").sum())
     return {
         "nodes": len(frame),
@@ -268,7 +270,7 @@ def assert_agree(
     >>> _ = crosscheck.assert_agree(nn.Sequential(nn.Conv2d(1, 2, 3, dilation=2), nn.MaxPool2d(2)), (1, 1, 24, 24))
     """
     frame = compare(model, input_shape, nodes, mode, max_size)
-    failing = frame[frame["reason"].str.contains("unexplained")] if not frame.empty else frame
+    failing = frame[frame["reason"].str.contains("unexplained:")] if not frame.empty else frame
     if len(failing):
         raise AssertionError(
             f"analytic and numeric receptive fields disagree on {len(failing)} of {len(frame)} nodes:\n"

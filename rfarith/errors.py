@@ -75,4 +75,14 @@ class UnknownNode(RFError, KeyError):
 
 
 class ProbeError(RFError):
-    """The numeric probe could not produce a trustworthy answer (NaN, underflow, size limit)."""
+    """The numeric probe could not produce a trustworthy answer (NaN, underflow, size limit).
+
+    ``kind`` says why, for callers that explain it: ``"too_wide"`` (the field does not fit
+    ``max_size``), ``"size_dependent"`` (the field grows with the input), ``"layout"`` (the
+    probe cannot locate the map's units), ``"forward"`` (the model rejected the probe's input),
+    ``"other"``.
+    """
+
+    def __init__(self, message: str, kind: str = "other") -> None:
+        self.kind = kind
+        super().__init__(message)

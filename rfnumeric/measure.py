@@ -294,9 +294,10 @@ class Session:
             return ShapeError(
                 message + " Way out: check input_shape (batch, channels, *spatial); the "
                 "probe may also have grown the input past what the model accepts "
-                "(pass size_hint or a larger input_shape)."
+                "(pass size_hint or a larger input_shape).",
+                kind="forward",
             )
-        return ProbeError(message)
+        return ProbeError(message, kind="forward")
 
     def _executor(self, locators: Sequence[Locator], mode: ProbeMode):
         def mark(name: str) -> None:
@@ -394,7 +395,8 @@ class Session:
                     f"cannot tell where the units of '{target.name}' (shape {tuple(tensor.shape)}) are: "
                     "its dims do not carry the spatial axes in a way the probe can follow (e.g. patch "
                     "tokens with a class token in front). Probe a node with a (batch, channels, *spatial) "
-                    "or token-grid output."
+                    "or token-grid output.",
+                    kind="layout",
                 )
             n = lay.map_sizes(layout, len(self.axes))
             maps[target] = (n, tuple(tensor.shape), depends(tensor))

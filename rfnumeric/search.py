@@ -179,7 +179,8 @@ class Search:
                 f"the field of '{self.target.name}' grows with the input: "
                 f"{', '.join(centre.size_dependent)} scales its windows with the input size, so the "
                 f"field did not fit at input size {self.sizes} either. Probe a node before it, or read "
-                "the field at the input size with rfarith."
+                "the field at the input size with rfarith.",
+                kind="size_dependent",
             )
         self.grown_through_size_dependent = True
 
@@ -277,7 +278,8 @@ class Search:
                 f"the field of '{self.target.name}' is wider than max_size={self.max_size} along axis "
                 f"{a}: its support still touches the input border at input size {tuple(sizes)}. Raise "
                 f"max_size (e.g. max_size={2 * self.max_size}; memory grows with it) or pass "
-                f"size_hint if the field size is known.{unknown}"
+                f"size_hint if the field size is known.{unknown}",
+                kind="too_wide",
             )
         if tuple(sizes) != self.sizes:
             self.sizes = tuple(sizes)
@@ -295,7 +297,7 @@ def start_sizes(
     user: Sequence[int], size_hint: int | Sequence[int] | None, max_size: int
 ) -> tuple[int, ...]:
     """Where the search starts: the user's input, or enough for a field of ``size_hint`` pixels
-    with room around it."""
+    with room around it (keeping the divisibility of the user's size)."""
     if size_hint is None:
         return tuple(user)
     hints = (
@@ -303,7 +305,14 @@ def start_sizes(
     )
     if len(hints) != len(user):
         raise ValueError(f"size_hint {size_hint!r} needs one size per spatial axis ({len(user)})")
-    return tuple(min(max(u, h + max(8, h // 4)), max(max_size, u)) for u, h in zip(user, hints))
+    return tuple(min(max(u, _aligned(h + max(8, h // 4), u)), max(max_size, u)) for u, h in zip(user, hints))
+
+
+def _aligned(size: int, user: int) -> int:
+    """``size`` rounded up to a multiple of the largest power of two dividing the user's size, so
+    that a model needing sizes divisible by its total stride (a U-Net) accepts it."""
+    step = user & -user
+    return -(-size // step) * step
 
 
 def run_searches(

@@ -310,13 +310,16 @@ def test_assert_agree_passes_on_every_net(name):
 @pytest.fixture
 def doctored_probe(monkeypatch):
     """The probe, except that on chain's pool ('2') it reports r two pixels wider: 6, not 4."""
-    real = numeric.field
+    real = numeric.measure_nodes
 
-    def field(model, shape, node, mode, size_hint, max_size):
-        result = real(model, shape, node, mode, size_hint, max_size)
-        return dataclasses.replace(result, r=tuple(r + 2 for r in result.r)) if node == "2" else result
+    def measure_nodes(*args, **kwargs):
+        results = real(*args, **kwargs)
+        if "2" in results:
+            field = results["2"].field
+            results["2"].field = dataclasses.replace(field, r=tuple(r + 2 for r in field.r))
+        return results
 
-    monkeypatch.setattr(numeric, "field", field)
+    monkeypatch.setattr(numeric, "measure_nodes", measure_nodes)
 
 
 def test_an_unexplained_difference_disagrees(doctored_probe):
@@ -347,7 +350,7 @@ def test_a_stated_reason_does_not_fail():
     frame = crosscheck.assert_agree(chain(), (1, 1, 8, 8), max_size=8)
     assert frame["agree"].tolist() == [True, True, True, False]
     reason = frame.loc["3", "reason"]
-    assert "field wider than the largest input the probe may use (8)" in reason
+    assert "field wider than the largest input the probe may use (max_size=8)" in reason
     assert "unexplained" not in reason
     assert frame.attrs["summary"] == {"nodes": 4, "agree": 3, "disagree": 0, "explained": 1, "numeric_only": 0}
     # the unit bounds are still measured at the user's input: '3' (first) sees 0..6
