@@ -125,7 +125,7 @@ def test_page_examples_run_and_print_what_they_show(page, tmp_path, monkeypatch)
 def test_the_docs_have_examples_to_run():
     counts = {"pycon": 0, "console": 0}
     for page in PAGES:
-        for lang, body, keep, _ in blocks(page.read_text()):
+        for lang, _body, keep, _ in blocks(page.read_text()):
             if lang in counts and not keep:
                 counts[lang] += 1
     assert counts["pycon"] >= 10 and counts["console"] >= 4, counts
