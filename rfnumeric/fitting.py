@@ -138,7 +138,14 @@ def _period_one(spans: dict[int, Span | None], centre: int) -> int | None:
     """The shift if the centre and up to two units on one side repeat one pattern with a
     constant non-zero shift; None otherwise."""
     d = _direction(spans, centre)
-    chain = [s for s in (spans.get(centre + i * d) for i in range(3)) if s is not None]
+    chain = []
+    for i in range(3):
+        m = centre + i * d
+        if m not in spans:  # not measured (beyond the map)
+            break
+        if spans[m] is None:  # a unit that sees nothing: the field is not one pattern shifted
+            return None
+        chain.append(spans[m])
     if len(chain) < 2 or not all(same_pattern(chain[0], s) for s in chain[1:]):
         return None
     shifts = {shift_between(a, b) for a, b in zip(chain, chain[1:])}
@@ -151,23 +158,38 @@ def _period_one(spans: dict[int, Span | None], centre: int) -> int | None:
 def find_period(spans: dict[int, Span | None]) -> tuple[int, int] | None:
     """Smallest ``P`` (up to MAX_PERIOD) with unit ``m+P`` seeing unit ``m``'s pattern shifted by a
     constant ``J``, over every measured pair: ``(P, J)``; ``J = 0`` means every unit sees the
-    same pixels. None if no period explains the measurements."""
-    units = sorted(m for m, s in spans.items() if s is not None)
+    same pixels. None if no period explains the measurements. Spans cut at a border are left
+    out: their patterns are truncated."""
+    whole = {m: s for m, s in spans.items() if s is not None and s.whole}
+    units = sorted(whole)
     for period in range(1, MAX_PERIOD + 1):
         shifts: set[int | None] = set()
         consistent = True
         for m in units:
-            other = spans.get(m + period)
+            other = whole.get(m + period)
             if other is None:
                 continue
-            if not same_pattern(spans[m], other):
+            if not same_pattern(whole[m], other):
                 consistent = False
                 break
-            shifts.add(shift_between(spans[m], other))
+            shifts.add(shift_between(whole[m], other))
         shifts.discard(None)
         if consistent and len(shifts) == 1:
             return period, shifts.pop()
     return None
+
+
+def _reference(candidates: list[int], whole: dict[int, Span], period: int, centre: int) -> int:
+    """The unit to read a phase's pattern from: the candidate nearest the centre among those
+    whose pattern a unit one period away repeats (a unit near a border can look whole and
+    still be cut: with holes, its first pixel inside the input says nothing of the rest)."""
+    confirmed = [
+        m for m in candidates
+        if any(
+            o in whole and same_pattern(whole[m], whole[o]) for o in (m - period, m + period)
+        )
+    ]  # fmt: skip
+    return min(confirmed or candidates, key=lambda m: abs(m - centre))
 
 
 def fit_axis(spans: dict[int, Span | None], centre: int, n: int, window_measured: bool) -> AxisFit:
@@ -197,8 +219,13 @@ def fit_axis(spans: dict[int, Span | None], centre: int, n: int, window_measured
         period, jump = found
         j = _exact(Fraction(jump, period))
         phase_zero = sorted(m for m in whole if m % period == 0)
-        if phase_zero:  # unit 0 has the phase of every multiple of the period
-            ref = phase_zero[0]
+        # units measured that see nothing (a transposed convolution with kernel < stride)
+        blind = {m % period for m, span in spans.items() if span is None}
+        if 0 in blind:  # unit 0's phase sees nothing: it has no centre (start undefined)
+            lo0 = hi0 = None
+            one_period = [0, *sizes.values()]
+        elif phase_zero:  # unit 0 has the phase of every multiple of the period
+            ref = _reference(phase_zero, whole, period, centre)
             lo0, hi0 = (
                 whole[ref].lo - (ref // period) * jump,
                 whole[ref].hi - (ref // period) * jump,
@@ -207,9 +234,10 @@ def fit_axis(spans: dict[int, Span | None], centre: int, n: int, window_measured
         else:
             lo0, hi0 = own.lo - centre * Fraction(j), own.hi - centre * Fraction(j)
             one_period = list(sizes.values())
-        return AxisFit(
-            j, max(sizes.values()), _centre_of(lo0, hi0), holes, len(set(one_period)) > 1
-        )
+        if blind:
+            one_period = [*one_period, 0]
+        start = NAN if lo0 is None else _centre_of(lo0, hi0)
+        return AxisFit(j, max(sizes.values()), start, holes, len(set(one_period)) > 1)
     # no period: report the mean jump over the window and flag the field nonuniform
     first_unit, last_unit = min(whole), max(whole)
     mean_jump = Fraction(whole[last_unit].lo - whole[first_unit].lo, max(last_unit - first_unit, 1))

@@ -189,7 +189,7 @@ def elementwise_layout(inputs: Sequence[torch.Tensor], shape: Sequence[int]) -> 
                 break
         if chosen is None:
             for t, lay in known:
-                if t.dim() == rank and len(lay[d]) == 1 and size != 1:
+                if t.dim() == rank and len(lay[d]) == 1:  # a map cut to 1 unit keeps its axis
                     label, _, stride = lay[d][0]
                     chosen = ((label, int(size), stride),)
                     break

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from rfarith.errors import ProbeError, RFError, ShapeError
 
@@ -32,6 +33,7 @@ from .measure import Element, Measurement, Request, Session, Target, UnitSpec
 MEMORY_BUDGET = 2**30  # bytes one measurement may use for the probe's tensors
 BYTES_PER_ELEMENT = 64  # per float64 element a forward produces: value, saved copies, gradient
 GROWTH = 1.5  # an input too small for the field grows by this factor
+CONFIRMATIONS = 2  # growths to check that an irregular field is not cut inside the model
 ELEMENTS_PER_PIXEL = 8  # tensor elements a collapsed probe produces per input pixel, until measured
 
 
@@ -92,6 +94,8 @@ class Search:
         default_factory=dict
     )
     visible_ends: list[dict[int, int]] = field(default_factory=list)  # axis: size -> last seen
+    strictness: int = 0  # grow keeping more residues of the user's size (see keeping_residues)
+    confirmations: int = 0  # growths to tell a truly irregular field from one cut inside the model
 
     @property
     def settled(self) -> bool:
@@ -160,6 +164,10 @@ class Search:
         if missing:
             self.window = self.window | missing
             return
+        suspect = self._clipped_irregular(fits, by_axis, free)
+        if suspect:
+            self._grow(suspect)
+            return
         if self.local and self.want_full and centre.reached:
             self._follow_global(centre)
             return
@@ -167,6 +175,27 @@ class Search:
         self.outcome = Outcome(
             tuple(fits), self.global_axes, elements, measurement, self.local, reached, self.fallback
         )
+
+    def _clipped_irregular(
+        self, fits: list[AxisFit], by_axis: list[dict[int, Span | None]], free: list[int]
+    ) -> set[int]:
+        """Axes to measure again on a larger input: their units looked nonuniform or periodic
+        (a window of units was measured) while some of them were cut at a border. Zero padding or a crop inside the model cuts the fields of
+        the units near its ends (not only at the input's border), which makes a uniform field
+        look irregular; on a larger input the units around the centre lie clear of it. Up to
+        ``CONFIRMATIONS`` times per search; a field still irregular then is reported as such."""
+        if self.confirmations >= CONFIRMATIONS:
+            return set()
+        axes = {
+            a
+            for a in free
+            if (fits[a].nonuniform or isinstance(fits[a].j, Fraction) or a in self.window)
+            and any(s is not None and not s.whole for s in by_axis[a].values())
+            and self.sizes[a] < self.max_size
+        }
+        if axes:
+            self.confirmations += 1
+        return axes
 
     # -- steps -------------------------------------------------------------------------------
     def _refuse_to_chase(self, centre: Element) -> None:
@@ -198,6 +227,17 @@ class Search:
             )
 
     def _no_support(self, centre: Element) -> None:
+        if not centre.reached and self.confirmations < CONFIRMATIONS:
+            # no global reduction was cut: the centre unit may see only zero padding inside
+            # the model, which a larger input moves away from it
+            growable = {
+                a for a in range(self.n_axes)
+                if a not in self.global_axes and self.sizes[a] < self.max_size
+            }  # fmt: skip
+            if growable:
+                self.confirmations += 1
+                self._grow(growable)
+                return
         if self.local:  # every path to the input passes a global reduction
             self.fallback = True
             self._follow_global(centre)
@@ -260,12 +300,30 @@ class Search:
                     by_axis[a][e.unit[a]] = span.within(edges[a]) if span is not None else None
         return by_axis
 
+    def realign(self) -> bool:
+        """After the model rejected a grown input: move to the nearest size at least as large
+        that keeps more residues of the user's size (up to ``STRICTNESS`` times). False if
+        there is none left to try."""
+        if self.sizes == self.user_sizes:
+            return False
+        while self.strictness < STRICTNESS:
+            self.strictness += 1
+            sizes = tuple(
+                min(keeping_residues(s, u, self.strictness), max(self.max_size, u))
+                for s, u in zip(self.sizes, self.user_sizes)
+            )
+            if sizes != self.sizes:
+                self.sizes = sizes
+                self.window = frozenset()
+                return True
+        return False
+
     def _grow(self, axes: set[int]) -> None:
         """Grow the touching axes; at max_size an axis seen whole at every size is global."""
         sizes = list(self.sizes)
         for a in sorted(axes):
             if sizes[a] < self.max_size:
-                sizes[a] = min(grown(sizes[a]), self.max_size)
+                sizes[a] = min(grown(sizes[a], self.user_sizes[a], self.strictness), self.max_size)
                 continue
             unknown = (
                 " It covered the whole input at every size tried: if an op mixes all positions "
@@ -286,18 +344,43 @@ class Search:
             self.window = frozenset()
 
 
-def grown(size: int) -> int:
-    """The next input size: about half as large again, and a multiple of the largest power of
-    two dividing ``size`` (a model that needs sizes divisible by its total stride keeps them)."""
-    step = size & -size
-    return max(-(-math.ceil(GROWTH * size) // step) * step, size + step)
+# Growth steps for a model that rejected a grown input: each a multiple of the one before (so a
+# larger step keeps what a smaller one kept), dividing by the small strides 2, 3, 4, 5, 6, 8, 9...
+DIVISIBLE_STEPS = (1, 2, 6, 12, 60, 120, 360, 720, 2520, 5040)
+STRICTNESS = 3  # how many ever stricter growth steps to try after the model rejects an input
+
+
+def keeping_residues(target: int, user: int, strictness: int = 0) -> int:
+    """The smallest size ``>= target`` congruent to the user's size ``user`` modulo a step.
+
+    The step is the largest power of two dividing ``user`` (a model that needs sizes divisible
+    by its total stride keeps them). With ``strictness`` k > 0 it is also a multiple of the k-th
+    of the ever more divisible steps (:data:`DIVISIBLE_STEPS`), or of a larger one where the
+    growth ``target - user`` leaves room: for a model that crops or pads its branches by fixed
+    amounts to make them match, every map's size then grows by a whole number of units, alike in
+    every branch whose total stride divides the step, and the branches still match.
+    """
+    if target <= user:
+        return user
+    step = user & -user
+    if strictness:
+        steps = sorted({math.lcm(step, d) for d in DIVISIBLE_STEPS})
+        least = steps[min(strictness, len(steps) - 1)]
+        step = max([least, *(m for m in steps if m <= target - user)])
+    return user + -(-(target - user) // step) * step
+
+
+def grown(size: int, user: int, strictness: int = 0) -> int:
+    """The next input size after ``size``: about half as large again, keeping the residues of
+    the user's size ``user`` (:func:`keeping_residues`)."""
+    return keeping_residues(max(math.ceil(GROWTH * size), size + 1), user, strictness)
 
 
 def start_sizes(
     user: Sequence[int], size_hint: int | Sequence[int] | None, max_size: int
 ) -> tuple[int, ...]:
     """Where the search starts: the user's input, or enough for a field of ``size_hint`` pixels
-    with room around it (keeping the divisibility of the user's size)."""
+    with room around it (keeping the residues of the user's size: :func:`keeping_residues`)."""
     if size_hint is None:
         return tuple(user)
     hints = (
@@ -305,14 +388,9 @@ def start_sizes(
     )
     if len(hints) != len(user):
         raise ValueError(f"size_hint {size_hint!r} needs one size per spatial axis ({len(user)})")
-    return tuple(min(max(u, _aligned(h + max(8, h // 4), u)), max(max_size, u)) for u, h in zip(user, hints))
-
-
-def _aligned(size: int, user: int) -> int:
-    """``size`` rounded up to a multiple of the largest power of two dividing the user's size, so
-    that a model needing sizes divisible by its total stride (a U-Net) accepts it."""
-    step = user & -user
-    return -(-size // step) * step
+    return tuple(
+        min(keeping_residues(h + max(8, h // 4), u), max(max_size, u)) for u, h in zip(user, hints)
+    )
 
 
 def run_searches(
@@ -356,6 +434,13 @@ def _advance(
             budget,
         )
     except RFError as e:
+        if getattr(e, "kind", None) == "forward":  # the model may only accept certain sizes
+            realigned = [s.realign() for s in chunk]
+            if any(realigned):
+                rest = [s for s, moved in zip(chunk, realigned) if not moved]
+                if rest:
+                    _advance(session, rest, sizes, local, per_probe, isolate, budget)
+                return
         if not isolate:
             raise
         if len(chunk) > 1:  # find which searches fail

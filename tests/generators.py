@@ -5,10 +5,17 @@ into an ``nn.Module`` by :func:`build`. Shapes stay valid by construction: every
 knowing the size of its input, and the branches of a merge are padded or cropped (asymmetrically,
 so branches end up centred differently) to equal sizes. Networks are 1-D, 2-D or 3-D with
 non-square everything, in a module-based or a functional forward.
+
+With ``decoders=True`` the layers also upsample (transposed convolution with any stride,
+padding, output padding and dilation; ``nn.Upsample`` / ``F.interpolate`` in every mode, with
+integer and fractional scale factors or a ``size``; ``PixelShuffle``), and chains may hold
+U-Net-style blocks: a strided encoder, an inner chain, an upsampling decoder, cropped or padded
+back onto the block's input and merged with a skip path by addition or concatenation.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -43,6 +50,34 @@ class Pad:
     """F.pad amounts per axis as (left, right); negative amounts crop."""
 
     amounts: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class ConvT:
+    """A transposed convolution."""
+
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    output_padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Resize:
+    """``F.interpolate`` with a per-axis ``scale`` or a ``size`` (one of them is None)."""
+
+    mode: str
+    scale: tuple[float, ...] | None
+    size: tuple[int, ...] | None
+    align_corners: bool | None
+
+
+@dataclass(frozen=True)
+class Shuffle:
+    """A 1x1 convolution to ``channels * factor**2`` channels, then ``PixelShuffle(factor)`` (2-D)."""
+
+    factor: int
 
 
 @dataclass(frozen=True)
@@ -103,6 +138,19 @@ def size_after(layer, sizes: tuple[int, ...]) -> tuple[int, ...]:
         )
     if isinstance(layer, Pad):
         return tuple(n + left + right for n, (left, right) in zip(sizes, layer.amounts))
+    if isinstance(layer, ConvT):
+        return tuple(
+            (n - 1) * s - 2 * p + d * (k - 1) + o + 1
+            for n, k, s, p, o, d in zip(
+                sizes, layer.kernel, layer.stride, layer.padding, layer.output_padding, layer.dilation
+            )
+        )
+    if isinstance(layer, Resize):
+        if layer.size is not None:
+            return layer.size
+        return tuple(math.floor(n * f) for n, f in zip(sizes, layer.scale))
+    if isinstance(layer, Shuffle):
+        return tuple(n * layer.factor for n in sizes)
     raise TypeError(layer)
 
 
@@ -174,13 +222,56 @@ def _unit_stride(layer):
     return layer
 
 
+LINEAR_MODE = {1: "linear", 2: "bilinear", 3: "trilinear"}
+MAX_SIZE = {1: 80, 2: 40, 3: 14}  # upsampling stops where a map would grow past this
+SIMPLE_RATIOS = ((2, 1), (3, 1), (3, 2), (5, 2), (4, 3), (1, 2), (2, 3))  # size-based resizes
+
+
 @st.composite
-def layers(draw, sizes: tuple[int, ...], strided: bool = True):
-    maker = draw(st.sampled_from([conv_layers, conv_layers, conv_layers, pool_layers, pad_layers]))
-    layer = draw(maker(sizes))
+def conv_transpose_layers(draw, sizes: tuple[int, ...]):
+    nd = len(sizes)
+    kernel = tuple(draw(st.integers(1, 4)) for _ in range(nd))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+    dilation = tuple(draw(st.integers(1, 2)) if k > 1 else 1 for k in kernel)
+    padding = tuple(draw(st.integers(0, d * (k - 1))) for k, d in zip(kernel, dilation))
+    output_padding = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation))
+    return ConvT(kernel, stride, padding, output_padding, dilation)
+
+
+@st.composite
+def resize_layers(draw, sizes: tuple[int, ...]):
+    nd = len(sizes)
+    modes = ["nearest", "nearest-exact", LINEAR_MODE[nd]] + (["bicubic"] if nd == 2 else [])
+    mode = draw(st.sampled_from(modes))
+    align = draw(st.booleans()) if mode not in ("nearest", "nearest-exact") else None
+    if draw(st.booleans()):
+        scale = tuple(draw(st.sampled_from([2.0, 3.0, 1.5, 2.5, 0.5, 0.75, 1.0])) for _ in range(nd))
+        return Resize(mode, scale, None, align)
+    size = []
+    for n in sizes:
+        a, b = draw(st.sampled_from(SIMPLE_RATIOS))
+        size.append(n * a // b if n * a % b == 0 else 2 * n)
+    return Resize(mode, None, tuple(size), align)
+
+
+@st.composite
+def shuffle_layers(draw, sizes: tuple[int, ...]):
+    return Shuffle(draw(st.integers(2, 3)))
+
+
+def up_makers(nd: int) -> list:
+    return [conv_transpose_layers, resize_layers] + ([shuffle_layers] if nd == 2 else [])
+
+
+@st.composite
+def layers(draw, sizes: tuple[int, ...], strided: bool = True, decoders: bool = False):
+    makers = [conv_layers, conv_layers, conv_layers, pool_layers, pad_layers]
+    if decoders and strided:
+        makers += up_makers(len(sizes))
+    layer = draw(draw(st.sampled_from(makers))(sizes))
     if not strided:
         layer = _unit_stride(layer)
-    if not _fits(layer, sizes):
+    if not _fits(layer, sizes) or max(size_after(layer, sizes)) > MAX_SIZE[len(sizes)]:
         layer = _identity(len(sizes))
     return layer
 
@@ -189,8 +280,8 @@ def jump(spec) -> tuple[int, ...] | None:
     """Product of strides along each axis (None for a spec without layers)."""
     if isinstance(spec, (Conv, Pool)):
         return spec.stride
-    if isinstance(spec, Pad):
-        return None
+    if isinstance(spec, (Pad, ConvT, Resize, Shuffle)):
+        return None  # upsampling: no whole stride (branches are cropped to size anyway)
     if isinstance(spec, Chain):
         total = None
         for item in spec.layers:
@@ -202,16 +293,30 @@ def jump(spec) -> tuple[int, ...] | None:
 
 
 @st.composite
-def chains(draw, sizes: tuple[int, ...], depth: int, max_len: int = 4, strided: bool = True):
-    """A chain of layers and (if depth allows) nested merges; returns (spec, out sizes)."""
+def chains(
+    draw,
+    sizes: tuple[int, ...],
+    depth: int,
+    max_len: int = 4,
+    strided: bool = True,
+    decoders: bool = False,
+    upsampling: bool | None = None,
+):
+    """A chain of layers and (if depth allows) nested merges; returns (spec, out sizes).
+
+    ``decoders`` allows U-Net blocks (which keep the jump), ``upsampling`` (default: as
+    ``decoders``) upsampling layers in the chain itself (which change it)."""
+    upsampling = decoders if upsampling is None else upsampling
     items = []
     for _ in range(draw(st.integers(1, max_len))):
-        if depth > 0 and draw(st.integers(0, 3)) == 0:
-            block, out = draw(merges(sizes, depth - 1))
+        if depth > 0 and decoders and draw(st.integers(0, 3)) == 0:
+            block, out = draw(unet_blocks(sizes, depth - 1))
+        elif depth > 0 and draw(st.integers(0, 3)) == 0:
+            block, out = draw(merges(sizes, depth - 1, decoders))
             if not strided and any(j != 1 for j in (jump(block) or ())):
                 block, out = _identity(len(sizes)), sizes
         else:
-            block = draw(layers(sizes, strided))
+            block = draw(layers(sizes, strided, upsampling))
             out = size_after(block, sizes)
         sizes = out
         items.append(block)
@@ -231,10 +336,11 @@ def _match(sizes: tuple[int, ...], target: tuple[int, ...], draw) -> Pad | None:
 
 
 @st.composite
-def merges(draw, sizes: tuple[int, ...], depth: int):
+def merges(draw, sizes: tuple[int, ...], depth: int, decoders: bool = False):
     kind = draw(st.sampled_from([Add, Concat]))
     count = draw(st.integers(2, 3))
-    first, first_out = draw(chains(sizes, depth, max_len=3))
+    # no upsampling in the branches: the others could not match the first one's jump
+    first, first_out = draw(chains(sizes, depth, max_len=3, decoders=decoders, upsampling=False))
     branches = [first]
     outs = [first_out]
     step = jump(first) or (1,) * len(sizes)
@@ -259,11 +365,44 @@ def merges(draw, sizes: tuple[int, ...], depth: int):
 
 
 @st.composite
-def nets(draw, max_depth: int = 2):
+def unet_blocks(draw, sizes: tuple[int, ...], depth: int):
+    """A U-Net level: encoder (stride s) -> inner chain -> decoder (up by s) -> crop or pad to the
+    block's input, merged with a skip path; returns (spec, out sizes = sizes)."""
+    nd = len(sizes)
+    factor = tuple(draw(st.integers(2, 3)) if n >= 6 else 1 for n in sizes)
+    if draw(st.booleans()):
+        kernel = tuple(draw(st.integers(f, f + 1)) for f in factor)
+        down = Conv(kernel, factor, (1,) * nd, tuple(k // 2 for k in kernel))
+    else:
+        down = Pool(draw(st.sampled_from(["max", "avg"])), factor, factor, (0,) * nd, (1,) * nd, False)
+    if not _fits(down, sizes):
+        down, factor = _identity(nd), (1,) * nd
+    inner_sizes = size_after(down, sizes)
+    inner, inner_out = draw(chains(inner_sizes, depth, max_len=2, strided=False, decoders=True))
+    if draw(st.booleans()):
+        kernel = tuple(draw(st.integers(f, f + 2)) for f in factor)
+        up = ConvT(kernel, factor, tuple((k - f) // 2 for k, f in zip(kernel, factor)), (0,) * nd, (1,) * nd)
+    else:
+        mode = draw(st.sampled_from(["nearest", LINEAR_MODE[nd]]))
+        align = draw(st.booleans()) if mode != "nearest" else None
+        up = Resize(mode, tuple(float(f) for f in factor), None, align)
+    if not _fits(up, inner_out) or max(size_after(up, inner_out)) > MAX_SIZE[nd]:
+        up = _identity(nd)
+    decoded = size_after(up, inner_out)
+    decoder = Chain((down, *inner.layers, up) + ((_match(decoded, sizes, draw),) if decoded != sizes else ()))
+    skip, skip_out = draw(chains(sizes, 0, max_len=1, strided=False))
+    if skip_out != sizes:
+        skip = Chain(skip.layers + (_match(skip_out, sizes, draw),))
+    kind = draw(st.sampled_from([Add, Concat]))
+    return kind((skip, decoder)), sizes
+
+
+@st.composite
+def nets(draw, max_depth: int = 2, decoders: bool = False):
     nd = draw(st.sampled_from([1, 2, 2, 2, 3]))
     low, high = {1: (6, 40), 2: (6, 24), 3: (5, 10)}[nd]
     sizes = tuple(draw(st.integers(low, high)) for _ in range(nd))
-    spec, _ = draw(chains(sizes, max_depth))
+    spec, _ = draw(chains(sizes, max_depth, decoders=decoders))
     return Net(spec, sizes, functional=draw(st.booleans()))
 
 
@@ -287,6 +426,20 @@ class _Layer(nn.Module):
                 self.weight, self.bias = conv.weight, conv.bias
             else:
                 self.conv = conv
+        elif isinstance(spec, ConvT):
+            conv_t = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)[nd - 1](
+                channels, channels, spec.kernel, spec.stride, padding=spec.padding,
+                output_padding=spec.output_padding, dilation=spec.dilation,
+            )
+            if functional:
+                self.weight, self.bias = conv_t.weight, conv_t.bias
+            else:
+                self.conv_t = conv_t
+        elif isinstance(spec, Resize) and not functional:
+            self.resize = nn.Upsample(spec.size, spec.scale, spec.mode, spec.align_corners)
+        elif isinstance(spec, Shuffle):
+            self.widen = nn.Conv2d(channels, channels * spec.factor**2, 1)
+            self.shuffle = nn.PixelShuffle(spec.factor)
         elif isinstance(spec, Pool) and not functional:
             if spec.kind == "max":
                 self.pool = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)[nd - 1](
@@ -311,6 +464,19 @@ class _Layer(nn.Module):
                 x = F.pad(x, flat, mode=s.padding_mode)
                 return conv_fn(x, self.weight, self.bias, s.stride, 0, s.dilation)
             return conv_fn(x, self.weight, self.bias, s.stride, s.padding, s.dilation)
+        if isinstance(s, ConvT):
+            if not self.functional:
+                return self.conv_t(x)
+            conv_t_fn = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[self.nd - 1]
+            return conv_t_fn(x, self.weight, self.bias, s.stride, s.padding, s.output_padding, 1, s.dilation)
+        if isinstance(s, Resize):
+            if not self.functional:
+                return self.resize(x)
+            return F.interpolate(x, s.size, s.scale, s.mode, s.align_corners)
+        if isinstance(s, Shuffle):
+            if not self.functional:
+                return self.shuffle(self.widen(x))
+            return F.pixel_shuffle(F.conv2d(x, self.widen.weight, self.widen.bias), s.factor)
         if not self.functional:
             return self.pool(x)
         if s.kind == "max":
