@@ -36,7 +36,15 @@ def load_model(spec: str) -> tuple[nn.Module, tuple[int, ...], str]:
     module = _import(where)
     factory = getattr(module, factory_name, None)
     if factory is None or not callable(factory):
-        raise ValueError(f"'{where}' has no callable '{factory_name}'")
+        defined = [
+            n for n, v in vars(module).items()
+            if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__
+        ]
+        listed = f" (it defines: {', '.join(defined)})" if defined else ""
+        raise ValueError(
+            f"'{where}' has no callable '{factory_name}'{listed}; give {where}:NAME for a function NAME "
+            "that returns a torch.nn.Module"
+        )
     try:
         model = factory()
     except Exception as e:
@@ -50,7 +58,10 @@ def _import(where: str):
     if where.endswith(".py"):
         path = Path(where)
         if not path.is_file():
-            raise FileNotFoundError(f"model file '{where}' does not exist")
+            raise FileNotFoundError(
+                f"model file '{where}' does not exist; give MODEL as path/to/file.py:factory with a "
+                "path that exists (relative to the current folder), or a zoo name"
+            )
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules.setdefault(path.stem, module)

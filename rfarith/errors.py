@@ -36,9 +36,10 @@ class TraceError(RFError):
         self.module_type = module_type
         self.reason = reason
         where = f"module '{module_path}' ({module_type})" if module_path else f"the model ({module_type})"
+        leaf = f"['{module_path}']" if module_path else f"[{module_type}] (the class)"  # the root has no path
         super().__init__(
             f"torch.fx could not trace {where}: {reason}. "
-            f"Way out: pass leaf_modules=['{module_path or module_type}'] together with a rule "
+            f"Way out: pass leaf_modules={leaf} together with a rule "
             "for it (rfarith.register_rule), or use crosscheck.hybrid / rfnumeric.probe, "
             "which need no trace."
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -24,3 +25,28 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, training in flags:
             m.training = training
+
+
+_HOOKS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
+
+
+@contextmanager
+def hooks_suspended(model: nn.Module) -> Iterator[nn.Module]:
+    """Run with the user's module hooks set aside, then put the very same hook dicts back.
+
+    Tracing calls the modules it traces into, and a leaf that fake tensors cannot run is run
+    once on zeros: the user's hooks must not see those Proxy or placeholder values (the probe
+    likewise runs a hook-free copy). Handles stay valid: the dicts are restored, not rebuilt.
+    """
+    saved = []
+    try:
+        for m in model.modules():
+            for attr in _HOOKS:
+                hooks = getattr(m, attr, None)
+                if hooks:
+                    saved.append((m, attr, hooks))
+                    setattr(m, attr, OrderedDict())
+        yield model
+    finally:
+        for m, attr, hooks in saved:
+            setattr(m, attr, hooks)

@@ -108,7 +108,11 @@ class Report:
         if len(self._outputs) == 1:
             return self[next(iter(self._outputs.values()))]
         if not self._outputs:
-            raise ValueError("the model output does not depend on its input")
+            more = ", ..." if len(self.names) > 8 else ""
+            raise ValueError(
+                "the model output is not a tensor that depends on its input; pick a feature map "
+                f"with rep[name] (rep.names: {', '.join(self.names[:8])}{more})"
+            )
         raise ValueError(
             f"the model has {len(self._outputs)} outputs ({', '.join(self._outputs)}); "
             "pick one with rep.outputs[key]"

@@ -17,6 +17,7 @@ import torch.fx as fx
 from torch import nn
 
 from .errors import TraceError
+from .guard import hooks_suspended
 from .rules.registry import has_module_rule
 
 _FX_SUFFIX = re.compile(r"_\d+$")
@@ -115,7 +116,8 @@ def trace(model: nn.Module, leaf_modules: Iterable[str | type] = ()) -> Traced:
     root = root_for_tracing(model, leaf_modules)
     tracer = NamingTracer(leaf_modules)
     try:
-        graph = tracer.trace(root)
+        with hooks_suspended(model):  # fx calls the modules it traces into: not the user's hooks
+            graph = tracer.trace(root)
     except TraceError:
         raise
     except Exception as e:  # FX raises many types; all mean "could not trace"

@@ -22,6 +22,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from .errors import RFError, ShapeError, UnsupportedOp
 from .field import ReceptiveField, axis_names
+from .guard import hooks_suspended
 from .rules.pointwise import SAME_SHAPE_FUNCTIONS, SAME_SHAPE_MODULES
 from .rules.registry import Call, describe_target, find_rule
 from .tracing import Traced
@@ -166,6 +167,8 @@ class _Walk:
             raise
         except Exception as e:
             out = self._run_leaf_for_real(node, module, args, kwargs, mode)
+            if out is None and self._needs_rule(node, module):  # a leaf nobody gave a rule
+                raise UnsupportedOp(name, op, "a leaf module that fake tensors cannot run") from e
             if out is None:
                 raise self._shape_error(name, op, args, e) from e
         self.fake[node] = out
@@ -212,6 +215,15 @@ class _Walk:
         except Exception:
             return None
         return fx.node.map_aggregate(out, lambda t: mode.from_tensor(t) if isinstance(t, torch.Tensor) else t)
+
+    def _needs_rule(self, node: fx.Node, module: nn.Module | None) -> bool:
+        """A module call on the input's path with no rule and no fallback to measure it."""
+        return (
+            node.op == "call_module"
+            and self.fallback is None
+            and find_rule(node.op, node.target, module) is None
+            and bool(self._input_values(node))
+        )
 
     def _input_values(self, node: fx.Node) -> dict[int, Value]:
         mapping: dict[int, Value] = {}
@@ -346,7 +358,7 @@ def _fetch_attr(model: nn.Module, target: str) -> Any:
 
 def walk(model: nn.Module, traced: Traced, shape: tuple[int, ...], fallback: Fallback | None = None) -> WalkResult:
     """Run the analysis. ``fallback(call)`` is asked for ops without a rule (hybrid mode)."""
-    with _quiet_fake_tensor_log():
+    with _quiet_fake_tensor_log(), hooks_suspended(model):  # a leaf may run for real on zeros
         return _Walk(model, traced, shape, fallback).run()
 
 

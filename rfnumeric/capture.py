@@ -207,6 +207,7 @@ class _CapturingInterpreter(fx.Interpreter):
         mark: Callable[[str], None],
     ) -> None:
         super().__init__(module, garbage_collect_values=True, graph=traced.graph)
+        self.extra_traceback = False  # errors keep their own one-line message (no fx node dump)
         self.names = traced.names
         self.wanted = wanted
         self.naming = naming
@@ -269,7 +270,11 @@ def select_output(value: Any, output: int | str | None, where: str) -> torch.Ten
         if isinstance(output, str) and output.isdigit():
             output = int(output)
     else:
-        raise ProbeError(f"{where} returns {type(value).__name__}, not a tensor: nothing to probe")
+        raise ProbeError(
+            f"{where} returns {type(value).__name__}, not a tensor: nothing to probe. Way out: probe "
+            "one of its feature maps with node=<module path or node name> (rfarith.node_names(model) "
+            "lists them)"
+        )
     described = ", ".join(f"{k!r}: {_describe(items[k])}" for k in keys)
     if output is None:
         raise ValueError(

@@ -76,6 +76,15 @@ def probe_copy(model: nn.Module, weights: str) -> nn.Module:
     check_ready(model)
     if weights not in ("structural", "real"):
         raise ValueError(f"weights must be 'structural' or 'real', got {weights!r}")
+    if weights == "real":
+        meta = [name for name, t in model.state_dict(keep_vars=True).items() if t.device.type == "meta"]
+        if meta:
+            raise ProbeError(
+                f"weights='real' needs the model's values, but {len(meta)} of its tensors are on the meta "
+                f"device (no values: {', '.join(meta[:3])}{', ...' if len(meta) > 3 else ''}). Way out: load "
+                "real weights first (e.g. model.to_empty(device='cpu') and load_state_dict), or use "
+                "weights='structural', which needs no values."
+            )
     memo: dict[int, Any] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         if id(p) not in memo:

@@ -366,8 +366,13 @@ class Session:
         mode = self._mode(local, self.collapse, self.shape[0])
         leaf, x = self._input(self.shape[0], self.shape[2:], self.collapse)
         self.naming.reset()
-        with torch.inference_mode(False), torch.enable_grad(), mode:
-            calls = self._executor([], mode).calls(x, paths)
+        try:
+            with torch.inference_mode(False), torch.enable_grad(), mode:
+                calls = self._executor([], mode).calls(x, paths)
+        except (RFError, Retry):
+            raise
+        except Exception as e:  # the model rejects the input: say where, as measure() does
+            raise self._forward_error(e, self.shape[2:]) from e
         return calls, x, mode.records.progress
 
     def _mode(self, local: bool, collapse: bool, batch: int) -> ProbeMode:

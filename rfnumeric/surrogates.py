@@ -365,12 +365,21 @@ def conv(mode: ProbeMode, func, args, kwargs):
     c_in = x.shape[1]
     expected = weight.shape[0] if transposed else weight.shape[1] * groups
     c_out = weight.shape[1] * groups if transposed else weight.shape[0]
+    if c_in != expected and unbatched and mode.input_rank != nd + 2:  # torch read it unbatched
+        raise ShapeError(
+            f"layer '{mode.name}' ({getattr(func, '__name__', 'conv')}) works on {nd} spatial axes but "
+            f"input_shape has {mode.input_rank - 2}. Way out: give input_shape as (batch, channels, "
+            f"*{nd} spatial sizes).",
+            node=mode.name,
+            kind="rank",
+        )
     if c_in != expected:
         raise ShapeError(
             f"layer '{mode.name}' ({getattr(func, '__name__', 'conv')}) expects {expected} input channels "
             f"but gets {c_in} (input of shape {tuple(x.shape[1:])} per batch element). Way out: check the channel count of "
             "input_shape (batch, channels, *spatial).",
             node=mode.name,
+            kind="channels",
         )
     if mode.blended_input and 1 < groups < c_in:
         raise Retry("collapse", mode.name)  # groups would see different parts of a blend

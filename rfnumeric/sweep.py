@@ -15,7 +15,7 @@ from rfarith.errors import ProbeError
 
 from . import layout as lay
 from .capture import Locator, leaf_module_calls, select_output
-from .measure import Session, Target
+from .measure import ForwardFailed, Session, Target
 from .mode import Retry, depends
 from .probe import check_mode, outcome_flags, warn_if_size_dependent
 from .result import describe_flags
@@ -183,6 +183,11 @@ def _survey_forward(
         try:
             captured, mode, _ = session.forward(session.shape[2:], targets, batch, local)
             return captured, mode
+        except ForwardFailed as failed:  # as Session.measure: uncollapsed once, then say where
+            if session.collapse:
+                session.collapse = False
+                continue
+            raise session._forward_error(failed.error, session.shape[2:]) from failed.error
         except Retry as retry:
             if retry.reason == "collapse" and session.collapse:
                 session.collapse = False
