@@ -56,7 +56,10 @@ class Outcome:
 
     @property
     def box_holes(self) -> bool:
-        """Whether a unit measured entirely inside the input leaves a pixel of its box unseen."""
+        """Whether the centre unit, or a unit of the window around it (a periodic field's
+        other phases), leaves a pixel of its box unseen while inside the input. The side
+        neighbours are not asked: two units further, a field may reach zero padding or a crop
+        inside the model, where it has holes that interior units do not."""
         return any(
             e.box_holes
             and all(
@@ -64,7 +67,7 @@ class Outcome:
                 for s, size in zip(e.spans, self.measurement.sizes)
             )
             for e in self.elements
-            if e.unit and e.request.spec.kind != "fixed"
+            if e.unit and e.request.spec.kind in ("centre", "step")
         )
 
 

@@ -128,3 +128,42 @@ def test_one_unit_has_no_jump():
 def test_global_axis_spans_what_the_map_sees():
     fit = global_axis(0, 30)
     assert (fit.j, fit.r, fit.start) == (0, 31, 15.5)
+
+
+def test_units_that_see_nothing_make_a_blind_phase():
+    """A transposed conv with kernel 1 < stride 2: unit 2q sees pixel 3q, unit 2q+1 nothing.
+    Period 2, jump 3 (j = 3/2); sizes 1 and 0 differ (nonuniform); unit 0 sees pixel 0."""
+    spans = {m: (Span(3 * (m // 2), 3 * (m // 2), b"\x01") if m % 2 == 0 else None) for m in range(8, 25)}
+    fit = fit_axis(spans, 16, 40, window_measured=True)
+    assert fit.j == Fraction(3, 2) and fit.r == 1 and fit.start == 0.5 and fit.nonuniform
+
+
+def test_a_blind_unit_zero_has_no_start():
+    """The same with the phases swapped: unit 0 sees nothing, so there is no centre to report."""
+    spans = {m: (Span(3 * (m // 2), 3 * (m // 2), b"\x01") if m % 2 == 1 else None) for m in range(8, 25)}
+    fit = fit_axis(spans, 17, 40, window_measured=True)
+    assert fit.j == Fraction(3, 2) and math.isnan(fit.start) and fit.nonuniform
+
+
+def test_a_blind_neighbour_is_not_period_one():
+    """Units 10 and 12 see shifted copies of one pattern, unit 11 nothing: not a jump of 3."""
+    spans = {10: Span(15, 15, b"\x01"), 11: None, 12: Span(18, 18, b"\x01")}
+    assert fit_axis(spans, 10, 40, window_measured=False).needs_window
+
+
+def test_the_period_ignores_units_cut_at_a_border():
+    """Period 3, jump 3 (j = 1); units 0..2 are cut at pixel 0 and show truncated patterns."""
+    patterns = [b"\x01\x00\x01\x01", b"\x01\x01\x00\x01\x01", b"\x01\x00\x00\x01"]
+
+    def unit(m: int) -> Span:
+        lo = 3 * (m // 3) - 2
+        pattern = patterns[m % 3]
+        full = Span(lo, lo + len(pattern) - 1, pattern)
+        if lo >= 0:
+            return full
+        return Span(0, full.hi, pattern[-lo:].lstrip(b"\x00") and pattern[-lo:], cut_low=True)
+
+    spans = {m: unit(m) for m in range(0, 17)}
+    assert find_period(spans) == (3, 3)
+    fit = fit_axis(spans, 8, 40, window_measured=True)
+    assert fit.j == 1 and fit.r == 5 and fit.start == 0.0 and fit.nonuniform  # unit 0: -2..1

@@ -1,0 +1,54 @@
+"""How the probe grows its input: sizes that keep what the user's size divides by."""
+
+from __future__ import annotations
+
+import pytest
+from torch import nn
+
+import rfnumeric
+from rfnumeric.search import grown, keeping_residues, start_sizes
+
+
+@pytest.mark.parametrize("user", [13, 24, 64, 224, 227])
+def test_growth_keeps_the_power_of_two_of_the_users_size(user):
+    power = user & -user
+    size = user
+    for _ in range(6):
+        bigger = grown(size, user)
+        assert bigger > size and (bigger - user) % power == 0
+        size = bigger
+
+
+@pytest.mark.parametrize("user", [13, 16, 21, 24])
+@pytest.mark.parametrize("strictness", [1, 2, 3])
+def test_strict_growth_keeps_more_residues(user, strictness):
+    """Strictness k divides the step by the k-th of 2, 6, 12, ... (times the power of two)."""
+    divisor = (2, 6, 12)[strictness - 1]
+    for target in (user + 1, user + 7, 2 * user, 5 * user):
+        size = keeping_residues(target, user, strictness)
+        assert size >= target and (size - user) % divisor == 0 and (size - user) % (user & -user) == 0
+
+
+def test_start_sizes_hold_the_hinted_field_with_room():
+    assert start_sizes((24, 24), 41, 4096) == (56, 56)  # 41 + 8 = 49, up to 24 + 4 * 8
+    assert start_sizes((13,), 100, 64) == (64,)  # capped at max_size
+
+
+class FixedCrop(nn.Module):
+    """Two stride-3 branches cropped to match at the user's size 13 (sizes 5 and 4 + 1): at a
+    grown size they only match when it is congruent to 13 mod 3. r = 3 + 4 * 2 * 3 = 27."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv1d(1, 1, 1, stride=3)
+        self.b = nn.Conv1d(1, 1, 3, stride=3)
+        self.tail = nn.Sequential(*[nn.Conv1d(1, 1, 3, padding=1) for _ in range(4)])
+
+    def forward(self, x):
+        return self.tail(self.a(x) + nn.functional.pad(self.b(x), (0, 1)))
+
+
+def test_a_model_that_rejects_a_grown_size_is_measured_at_a_stricter_one():
+    p = rfnumeric.probe(FixedCrop(), (1, 1, 13))
+    assert p.r == (27,) and p.j == (3,) and p.start == (1.5,)
+    assert (p.input_shape[2] - 13) % 3 == 0
