@@ -10,6 +10,8 @@ exact: no tolerance anywhere.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,7 +100,7 @@ def compare(
     report = hybrid(model, input_shape, mode)  # the analysis, with black boxes measured
     shape = report.input_shape
     names = _select(report, nodes)
-    plans = {name: (report[name].r, list(_units(report[name]).values())) for name in names}
+    plans = {name: (_size_hint(report[name]), list(_units(report[name]).values())) for name in names}
     measured = numeric.measure_nodes(model, shape, plans, mode, max_size, progress)
     records = [_record(report, name, measured[name], max_size) for name in names]
     frame = pd.DataFrame.from_records(records).set_index("node") if records else pd.DataFrame()
@@ -115,6 +117,13 @@ def _select(report: rfarith.Report, nodes: Iterable[str] | None) -> list[str]:
     for name in chosen:
         report[name]  # raises UnknownNode with close names
     return [row.name for row in report.rows if row.name in chosen]  # in graph order
+
+
+def _size_hint(rf: ReceptiveField) -> tuple[int, ...]:
+    """The input the probe should start from, per axis: the field and two jumps on either side,
+    so that the units beside the centre it measures lie inside the input too (next to a reflect
+    or replicate border, a unit's field folds back and no longer shows the jump)."""
+    return tuple(r + 4 * math.ceil(j) for r, j in zip(rf.r, rf.j))
 
 
 def _units(rf: ReceptiveField) -> dict[str, tuple[int, ...]]:

@@ -73,9 +73,10 @@ class UnitSpec:
     axis: int = 0
     offset: int = 0
     unit: tuple[int, ...] = ()
+    shift: int = 0  # the centre moved this many units along every axis (a centre that sees nothing)
 
     def resolve(self, n: Sequence[int]) -> tuple[int, ...] | None:
-        centre = [size // 2 for size in n]
+        centre = [min(size // 2 + self.shift, size - 1) for size in n]
         if self.kind == "centre":
             return tuple(centre)
         if self.kind == "all":

@@ -27,7 +27,7 @@ from fractions import Fraction
 
 from rfarith.errors import ProbeError, RFError, ShapeError
 
-from .fitting import WINDOW, AxisFit, Span, fit_axis, global_axis
+from .fitting import MAX_PERIOD, WINDOW, AxisFit, Span, fit_axis, global_axis
 from .measure import Element, Measurement, Request, Session, Target, UnitSpec
 
 MEMORY_BUDGET = 2**30  # bytes one measurement may use for the probe's tensors
@@ -99,6 +99,7 @@ class Search:
     visible_ends: list[dict[int, int]] = field(default_factory=list)  # axis: size -> last seen
     strictness: int = 0  # grow keeping more residues of the user's size (see keeping_residues)
     confirmations: int = 0  # growths to tell a truly irregular field from one cut inside the model
+    centre_shift: int = 0  # units the probed centre moved because the centre unit saw nothing
 
     @property
     def settled(self) -> bool:
@@ -110,7 +111,8 @@ class Search:
 
     def requests(self) -> list[Request]:
         wants_centre_map = self.keep_heatmap and self.unit is None
-        requests = [Request(self.target, UnitSpec("centre"), wants_centre_map)]
+        shift = self.centre_shift
+        requests = [Request(self.target, UnitSpec("centre", shift=shift), wants_centre_map)]
         if (self.sizes, self.local) not in self.visible:
             requests.append(Request(self.target, UnitSpec("all")))
         if self.unit is not None:
@@ -120,9 +122,9 @@ class Search:
         for axis in range(self.n_axes):
             if axis in self.window:
                 offsets = [o for o in range(-WINDOW, WINDOW + 1) if o != 0]
-                requests += [Request(self.target, UnitSpec("step", axis, o)) for o in offsets]
+                requests += [Request(self.target, UnitSpec("step", axis, o, shift=shift)) for o in offsets]
             else:
-                requests += [Request(self.target, UnitSpec("side", axis, o)) for o in (1, 2)]
+                requests += [Request(self.target, UnitSpec("side", axis, o, shift=shift)) for o in (1, 2)]
         n = self.known_n.get(self.sizes)
         if n is not None:  # the map's size at this input is known: skip units it does not have
             requests = [
@@ -139,6 +141,7 @@ class Search:
         self._check_map(centre)
         self.known_n[measurement.sizes] = centre.n
         if centre.empty:
+            self._visible(elements, centre)  # records whether any unit of the map sees a pixel
             self._no_support(centre)
             return
         visible = self._visible(elements, centre)
@@ -230,6 +233,10 @@ class Search:
             )
 
     def _no_support(self, centre: Element) -> None:
+        if not centre.reached and self._map_sees_something() and self.centre_shift < MAX_PERIOD:
+            # a unit of a phase that sees nothing (a transposed conv with kernel < stride): move on
+            self.centre_shift += 1
+            return
         if not centre.reached and self.confirmations < CONFIRMATIONS:
             # no global reduction was cut: the centre unit may see only zero padding inside
             # the model, which a larger input moves away from it
@@ -250,6 +257,10 @@ class Search:
             f"(input size {self.sizes}). With weights='real' the model's own nonlinearities can block "
             "every path; weights='structural' measures what the architecture allows."
         )
+
+    def _map_sees_something(self) -> bool:
+        """Whether some unit of the map saw a pixel at the current size and mode."""
+        return (self.sizes, self.local) in self.visible
 
     def _follow_global(self, centre: Element) -> None:
         """Measure again in full mode: global along the axes the reached reductions mix."""

@@ -13,7 +13,8 @@ mode, pixel shuffle and U-Net blocks) is checked two ways:
 
 The CI profile runs a fixed, derandomised set of examples; ``pytest -m slow
 tests/crosscheck/test_properties.py`` runs many more random ones (``RFCHECK_SLOW_EXAMPLES``,
-default 2000 per strategy). The suite summary prints how many nets were checked. Counterexamples
+default 2000 per strategy; the CI counts are ``RFCHECK_PROPERTY_EXAMPLES`` and
+``RFCHECK_DECODER_EXAMPLES``). The suite summary prints how many nets were checked. Counterexamples
 found along the way are kept below as regression tests (``REGRESSIONS``).
 """
 
@@ -45,11 +46,13 @@ from tests.generators import (
 )
 from tests.snapshot import ModelSnapshot
 
-CI_EXAMPLES = int(os.environ.get("RFCHECK_PROPERTY_EXAMPLES", "60"))
+CI_EXAMPLES = int(os.environ.get("RFCHECK_PROPERTY_EXAMPLES", "150"))  # conv / pool nets
+CI_DECODER_EXAMPLES = int(os.environ.get("RFCHECK_DECODER_EXAMPLES", "60"))
 SLOW_EXAMPLES = int(os.environ.get("RFCHECK_SLOW_EXAMPLES", "2000"))
 
 QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 CI = settings(max_examples=CI_EXAMPLES, deadline=None, database=None, derandomize=True, suppress_health_check=QUIET)
+CI_DECODERS = settings(CI, max_examples=CI_DECODER_EXAMPLES)
 SLOW = settings(max_examples=SLOW_EXAMPLES, deadline=None, database=None, suppress_health_check=QUIET)
 
 # Legitimate reasons a summary comparison is skipped (the units are still compared pixel for pixel):
@@ -113,7 +116,7 @@ def test_conv_pool_nets_agree(net):
     tally.add("generated nets checked (conv/pool)")
 
 
-@CI
+@CI_DECODERS
 @given(nets(decoders=True))
 def test_decoder_nets_agree_unit_by_unit(net):
     check_net(net)
@@ -142,6 +145,14 @@ def _conv(k, s=(1, 1), d=(1, 1), p=(0, 0), mode="zeros"):
 
 
 REGRESSIONS = {
+    # a 3-unit map next to a reflect border: the unit beside the centre folded back onto pixels
+    # that made it look like a shifted copy (j 2 instead of 4); crosscheck now starts the probe
+    # on an input with two jumps of room on either side of the field
+    "reflect_border_folds_a_neighbour": Net(
+        Chain((Add((Chain((_conv((1, 1), (2, 1)),)), Chain((_conv((2, 1), d=(2, 1), p=(2, 0), mode="reflect"), _conv((1, 1), (2, 1)), Pad(((0, -1), (0, 0))))))), _conv((1, 1), (2, 1)))),
+        (6, 6),
+        functional=False,
+    ),
     # a conv cut its map to one unit along h, then F.pad widened it: the probe lost the axis and
     # reported n_h = 1 (rfnumeric.layout: a map cut to one unit keeps its axis)
     "pad_after_one_unit_map": Net(
@@ -190,3 +201,20 @@ REGRESSIONS = {
 @pytest.mark.parametrize("name", sorted(REGRESSIONS))
 def test_regression(name):
     check_net(REGRESSIONS[name])
+
+
+# Found and not fixed yet: nested U-Net levels (pool 2x3, then pool 3x1 and nearest x3x1 inside,
+# nearest x2x3 out) give a field of period 6 along w whose window of units, at the sizes the probe
+# reaches, still holds units cut by the crops inside the model; the probe finds no period and
+# reports the mean jump 15/16 and start 1.6875 where rfarith has j 1 and start 3. Every unit
+# compared pixel for pixel agrees; only the summary is wrong.
+KNOWN_COUNTEREXAMPLE = Net(
+    Chain(layers=(Add(branches=(Chain(layers=(Conv(kernel=(1, 1), stride=(1, 1), dilation=(1, 1), padding=(0, 0), padding_mode='zeros'),)), Chain(layers=(Pool(kind='max', kernel=(2, 3), stride=(2, 3), padding=(0, 0), dilation=(1, 1), ceil_mode=False), Add(branches=(Chain(layers=(Conv(kernel=(1, 1), stride=(1, 1), dilation=(1, 1), padding=(0, 0), padding_mode='zeros'),)), Chain(layers=(Pool(kind='max', kernel=(3, 1), stride=(3, 1), padding=(0, 0), dilation=(1, 1), ceil_mode=False), Conv(kernel=(1, 2), stride=(1, 1), dilation=(1, 1), padding=(0, 0), padding_mode='zeros'), Resize(mode='nearest', scale=(3.0, 1.0), size=None, align_corners=None), Pad(amounts=((1, 0), (0, 1))))))), Resize(mode='nearest', scale=(2.0, 3.0), size=None, align_corners=None), Pad(amounts=((0, 1), (0, 2))))))),)),
+    (15, 11),
+    functional=False,
+)
+
+
+@pytest.mark.xfail(strict=True, reason="the probe's window fit on nested U-Net levels (see KNOWN_COUNTEREXAMPLE)")
+def test_known_counterexample_nested_unet_levels():
+    check_net(KNOWN_COUNTEREXAMPLE)
