@@ -11,7 +11,6 @@ exact: no tolerance anywhere.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,7 +100,8 @@ def compare(
     shape = report.input_shape
     names = _select(report, nodes)
     plans = {name: (_size_hint(report[name]), list(_units(report[name]).values())) for name in names}
-    measured = numeric.measure_nodes(model, shape, plans, mode, max_size, progress)
+    periodic = {name: frozenset(a for a, p in enumerate(report[name].phases) if p > 1) for name in names}
+    measured = numeric.measure_nodes(model, shape, plans, mode, max_size, progress, periodic=periodic)
     records = [_record(report, name, measured[name], max_size) for name in names]
     frame = pd.DataFrame.from_records(records).set_index("node") if records else pd.DataFrame()
     frame.attrs["summary"] = summary(frame)

@@ -49,8 +49,11 @@ def measure_nodes(
     max_size: int,
     progress: Callable[[int, int, str], None] | None = None,
     chunk: int = 32,
+    periodic: dict[str, frozenset[int]] | None = None,
 ) -> dict[str, NodeMeasurement]:
     """``plans``: node -> (size hint per axis, units to measure at ``input_shape``).
+    ``periodic``: node -> axes along which the field is known to be periodic (after upsampling):
+    the probe measures a window of units there instead of trusting three adjacent ones.
 
     Searches run ``chunk`` nodes at a time (sharing measurements within a chunk), and
     ``progress(done, total, node)`` is called after each chunk.
@@ -67,7 +70,8 @@ def measure_nodes(
         except RFError as e:  # a node the probe cannot address (a function call without fx)
             results[name].field = e
             continue
-        searches[name] = Search(targets[name], user, start_sizes(user, hint, max_size), max_size, want_full=not local, keep_heatmap=False)
+        windows = (periodic or {}).get(name, frozenset())
+        searches[name] = Search(targets[name], user, start_sizes(user, hint, max_size), max_size, want_full=not local, keep_heatmap=False, periodic=windows)
     pending = list(searches.values())
     with warnings.catch_warnings():  # crosscheck states size-dependent growth as a reason itself
         warnings.simplefilter("ignore", rfnumeric.GrownInputWarning)
@@ -103,7 +107,7 @@ def _retry_at_user_size(session, part: list[Search], searches: dict[str, Search]
     node gets a 'size_dependent' error instead of a field measured at another geometry."""
     user = tuple(user)
     redo = [s for s in part if _needs_user_size(s, user)]
-    retries = {s.target.name: Search(s.target, user, user, user_max(user, max_size), want_full=not local, keep_heatmap=False) for s in redo}
+    retries = {s.target.name: Search(s.target, user, user, user_max(user, max_size), want_full=not local, keep_heatmap=False, periodic=s.periodic) for s in redo}
     if not retries:
         return
     run_searches(session, list(retries.values()), isolate=True)

@@ -204,7 +204,9 @@ def fit_axis(spans: dict[int, Span | None], centre: int, n: int, window_measured
     holes = any(s.holes for s in whole.values())
     if n == 1:
         return AxisFit(NAN, own.size, _centre_of(own.lo, own.hi), holes, False)
-    shift = _period_one(spans, centre)
+    # three adjacent units can repeat one shifted pattern by chance (a nearest resize 6 -> 9
+    # reads 2, 3, 4 at units 4, 5, 6): with a window measured, the period decides
+    shift = None if window_measured else _period_one(spans, centre)
     if shift is not None:
         lo0, hi0 = own.lo - centre * shift, own.hi - centre * shift
         return AxisFit(shift, own.size, _centre_of(lo0, hi0), holes, False)

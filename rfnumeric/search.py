@@ -100,6 +100,7 @@ class Search:
     strictness: int = 0  # grow keeping more residues of the user's size (see keeping_residues)
     confirmations: int = 0  # growths to tell a truly irregular field from one cut inside the model
     centre_shift: int = 0  # units the probed centre moved because the centre unit saw nothing
+    periodic: frozenset[int] = frozenset()  # axes known to be periodic: always measure a window
 
     @property
     def settled(self) -> bool:
@@ -120,7 +121,7 @@ class Search:
                 Request(self.target, UnitSpec("fixed", unit=self.unit), self.keep_heatmap)
             )
         for axis in range(self.n_axes):
-            if axis in self.window:
+            if axis in self.window or axis in self.periodic:
                 offsets = [o for o in range(-WINDOW, WINDOW + 1) if o != 0]
                 requests += [Request(self.target, UnitSpec("step", axis, o, shift=shift)) for o in offsets]
             else:
@@ -163,7 +164,7 @@ class Search:
         fits = [
             global_axis(*self._user_visible(a))
             if a in self.global_axes
-            else fit_axis(by_axis[a], centre.unit[a], centre.n[a], a in self.window)
+            else fit_axis(by_axis[a], centre.unit[a], centre.n[a], a in self.window or a in self.periodic)
             for a in range(self.n_axes)
         ]
         missing = frozenset(a for a, f in enumerate(fits) if f.needs_window)
@@ -195,7 +196,7 @@ class Search:
         axes = {
             a
             for a in free
-            if (fits[a].nonuniform or isinstance(fits[a].j, Fraction) or a in self.window)
+            if (fits[a].nonuniform or isinstance(fits[a].j, Fraction) or a in self.window or a in self.periodic)
             and any(s is not None and not s.whole for s in by_axis[a].values())
             and self.sizes[a] < self.max_size
         }

@@ -239,12 +239,12 @@ def conv_transpose_layers(draw, sizes: tuple[int, ...]):
 
 
 @st.composite
-def resize_layers(draw, sizes: tuple[int, ...]):
+def resize_layers(draw, sizes: tuple[int, ...], fixed_size: bool = True):
     nd = len(sizes)
     modes = ["nearest", "nearest-exact", LINEAR_MODE[nd]] + (["bicubic"] if nd == 2 else [])
     mode = draw(st.sampled_from(modes))
     align = draw(st.booleans()) if mode not in ("nearest", "nearest-exact") else None
-    if draw(st.booleans()):
+    if not fixed_size or draw(st.booleans()):
         scale = tuple(draw(st.sampled_from([2.0, 3.0, 1.5, 2.5, 0.5, 0.75, 1.0])) for _ in range(nd))
         return Resize(mode, scale, None, align)
     size = []
@@ -259,15 +259,21 @@ def shuffle_layers(draw, sizes: tuple[int, ...]):
     return Shuffle(draw(st.integers(2, 3)))
 
 
-def up_makers(nd: int) -> list:
-    return [conv_transpose_layers, resize_layers] + ([shuffle_layers] if nd == 2 else [])
+def up_makers(nd: int, fixed_size: bool = True) -> list:
+    resizes = resize_layers if fixed_size else scale_resize_layers
+    return [conv_transpose_layers, resizes] + ([shuffle_layers] if nd == 2 else [])
+
+
+def scale_resize_layers(sizes: tuple[int, ...]):
+    """Resizes by a scale factor only (no fixed output ``size``)."""
+    return resize_layers(sizes, fixed_size=False)
 
 
 @st.composite
-def layers(draw, sizes: tuple[int, ...], strided: bool = True, decoders: bool = False):
+def layers(draw, sizes: tuple[int, ...], strided: bool = True, decoders: bool = False, fixed_size: bool = True):
     makers = [conv_layers, conv_layers, conv_layers, pool_layers, pad_layers]
     if decoders and strided:
-        makers += up_makers(len(sizes))
+        makers += up_makers(len(sizes), fixed_size)
     layer = draw(draw(st.sampled_from(makers))(sizes))
     if not strided:
         layer = _unit_stride(layer)
@@ -301,6 +307,7 @@ def chains(
     strided: bool = True,
     decoders: bool = False,
     upsampling: bool | None = None,
+    fixed_size: bool = True,
 ):
     """A chain of layers and (if depth allows) nested merges; returns (spec, out sizes).
 
@@ -310,13 +317,13 @@ def chains(
     items = []
     for _ in range(draw(st.integers(1, max_len))):
         if depth > 0 and decoders and draw(st.integers(0, 3)) == 0:
-            block, out = draw(unet_blocks(sizes, depth - 1))
+            block, out = draw(unet_blocks(sizes, depth - 1, fixed_size))
         elif depth > 0 and draw(st.integers(0, 3)) == 0:
-            block, out = draw(merges(sizes, depth - 1, decoders))
+            block, out = draw(merges(sizes, depth - 1, decoders, fixed_size))
             if not strided and any(j != 1 for j in (jump(block) or ())):
                 block, out = _identity(len(sizes)), sizes
         else:
-            block = draw(layers(sizes, strided, upsampling))
+            block = draw(layers(sizes, strided, upsampling, fixed_size))
             out = size_after(block, sizes)
         sizes = out
         items.append(block)
@@ -336,11 +343,11 @@ def _match(sizes: tuple[int, ...], target: tuple[int, ...], draw) -> Pad | None:
 
 
 @st.composite
-def merges(draw, sizes: tuple[int, ...], depth: int, decoders: bool = False):
+def merges(draw, sizes: tuple[int, ...], depth: int, decoders: bool = False, fixed_size: bool = True):
     kind = draw(st.sampled_from([Add, Concat]))
     count = draw(st.integers(2, 3))
     # no upsampling in the branches: the others could not match the first one's jump
-    first, first_out = draw(chains(sizes, depth, max_len=3, decoders=decoders, upsampling=False))
+    first, first_out = draw(chains(sizes, depth, max_len=3, decoders=decoders, upsampling=False, fixed_size=fixed_size))
     branches = [first]
     outs = [first_out]
     step = jump(first) or (1,) * len(sizes)
@@ -365,7 +372,7 @@ def merges(draw, sizes: tuple[int, ...], depth: int, decoders: bool = False):
 
 
 @st.composite
-def unet_blocks(draw, sizes: tuple[int, ...], depth: int):
+def unet_blocks(draw, sizes: tuple[int, ...], depth: int, fixed_size: bool = True):
     """A U-Net level: encoder (stride s) -> inner chain -> decoder (up by s) -> crop or pad to the
     block's input, merged with a skip path; returns (spec, out sizes = sizes)."""
     nd = len(sizes)
@@ -378,7 +385,7 @@ def unet_blocks(draw, sizes: tuple[int, ...], depth: int):
     if not _fits(down, sizes):
         down, factor = _identity(nd), (1,) * nd
     inner_sizes = size_after(down, sizes)
-    inner, inner_out = draw(chains(inner_sizes, depth, max_len=2, strided=False, decoders=True))
+    inner, inner_out = draw(chains(inner_sizes, depth, max_len=2, strided=False, decoders=True, fixed_size=fixed_size))
     if draw(st.booleans()):
         kernel = tuple(draw(st.integers(f, f + 2)) for f in factor)
         up = ConvT(kernel, factor, tuple((k - f) // 2 for k, f in zip(kernel, factor)), (0,) * nd, (1,) * nd)
@@ -398,11 +405,18 @@ def unet_blocks(draw, sizes: tuple[int, ...], depth: int):
 
 
 @st.composite
-def nets(draw, max_depth: int = 2, decoders: bool = False):
-    nd = draw(st.sampled_from([1, 2, 2, 2, 3]))
+def nets(
+    draw,
+    max_depth: int = 2,
+    decoders: bool = False,
+    dims: tuple[int, ...] = (1, 2, 2, 2, 3),
+    fixed_size: bool = True,
+):
+    """A random net; ``fixed_size=False`` keeps resizes to scale factors (no ``size=``)."""
+    nd = draw(st.sampled_from(dims))
     low, high = {1: (6, 40), 2: (6, 24), 3: (5, 10)}[nd]
     sizes = tuple(draw(st.integers(low, high)) for _ in range(nd))
-    spec, _ = draw(chains(sizes, max_depth, decoders=decoders))
+    spec, _ = draw(chains(sizes, max_depth, decoders=decoders, fixed_size=fixed_size))
     return Net(spec, sizes, functional=draw(st.booleans()))
 
 
