@@ -192,11 +192,14 @@ def _reference(candidates: list[int], whole: dict[int, Span], period: int, centr
     return min(confirmed or candidates, key=lambda m: abs(m - centre))
 
 
-def fit_axis(spans: dict[int, Span | None], centre: int, n: int, window_measured: bool) -> AxisFit:
+def fit_axis(
+    spans: dict[int, Span | None], centre: int, n: int, window_measured: bool, periodic: bool = False
+) -> AxisFit:
     """Fit j, r and start along one axis from the spans of the centre unit and its neighbours
     along that axis (keys: unit index along the axis). The centre's span must be whole;
     neighbours may be cut at one border. Asks for a window of units around the centre
-    (``needs_window``) when three adjacent units do not settle the period."""
+    (``needs_window``) when three adjacent units do not settle the period. ``periodic``: the axis
+    is known to be periodic (a window was measured for it): three adjacent units are not trusted."""
     own = spans[centre]
     assert own is not None and own.whole, "the centre unit's field must lie inside the input"
     measured = {m: s for m, s in spans.items() if s is not None}
@@ -205,8 +208,8 @@ def fit_axis(spans: dict[int, Span | None], centre: int, n: int, window_measured
     if n == 1:
         return AxisFit(NAN, own.size, _centre_of(own.lo, own.hi), holes, False)
     # three adjacent units can repeat one shifted pattern by chance (a nearest resize 6 -> 9
-    # reads 2, 3, 4 at units 4, 5, 6): with a window measured, the period decides
-    shift = None if window_measured else _period_one(spans, centre)
+    # reads 2, 3, 4 at units 4, 5, 6): along an axis known to be periodic, the window decides
+    shift = None if periodic else _period_one(spans, centre)
     if shift is not None:
         lo0, hi0 = own.lo - centre * shift, own.hi - centre * shift
         return AxisFit(shift, own.size, _centre_of(lo0, hi0), holes, False)

@@ -164,7 +164,9 @@ class Search:
         fits = [
             global_axis(*self._user_visible(a))
             if a in self.global_axes
-            else fit_axis(by_axis[a], centre.unit[a], centre.n[a], a in self.window or a in self.periodic)
+            else fit_axis(
+                by_axis[a], centre.unit[a], centre.n[a], a in self.window or a in self.periodic, a in self.periodic
+            )
             for a in range(self.n_axes)
         ]
         missing = frozenset(a for a, f in enumerate(fits) if f.needs_window)
