@@ -94,14 +94,21 @@ def last_spatial_node(report: rfarith.Report) -> str:
     return [r.name for r in report.rows if max(r.field.n) > 1 and not r.field.flags & {"global"} and r.op != "output"][-1]
 
 
+def probed_last_node(name: str) -> tuple[nn.Module, tuple[int, ...], rfarith.Report, str, Callable[[], object]]:
+    """A zoo model, its input, its report, its last spatial node and the probe of that node
+    (structural, from the analytic size: the smallest input that holds the field)."""
+    model, shape = zoo.build(name), zoo.input_shape(name)
+    report = rfarith.analyze(model, shape)
+    node = last_spatial_node(report)
+    hint = report[node].r
+    return model, shape, report, node, lambda: rfnumeric.probe(model, shape, node=node, size_hint=hint)
+
+
 def probe_over_pass(names: list[str], repeats: int) -> list[dict]:
     rows = []
     for name in names:
-        model, shape = zoo.build(name), zoo.input_shape(name)
-        report = rfarith.analyze(model, shape)
-        node = last_spatial_node(report)
-        rf = report[node]
-        result = rfnumeric.probe(model, shape, node=node, size_hint=rf.r)
+        model, shape, _, node, probe = probed_last_node(name)
+        result = probe()
         probe_shape = result.input_shape
         plain_shape = (1, *probe_shape[1:])
 
@@ -112,7 +119,7 @@ def probe_over_pass(names: list[str], repeats: int) -> list[dict]:
                 out = next(iter(out.values()))
             out.float().sum().backward()
 
-        t_probe = median_time(lambda: rfnumeric.probe(model, shape, node=node, size_hint=rf.r), repeats)
+        t_probe = median_time(probe, repeats)
         t_pass = median_time(forward_backward, repeats)
         model.zero_grad(set_to_none=True)
         rows.append({"model": name, "node": node, "probe_input": "x".join(map(str, probe_shape[2:])), "probe_s": t_probe, "fwd_bwd_s": t_pass, "ratio": t_probe / t_pass})
@@ -123,11 +130,8 @@ def probe_over_pass(names: list[str], repeats: int) -> list[dict]:
 def sweep_over_probe(names: list[str], repeats: int) -> list[dict]:
     rows = []
     for name in names:
-        model, shape = zoo.build(name), zoo.input_shape(name)
-        report = rfarith.analyze(model, shape)
-        node = last_spatial_node(report)
-        rf = report[node]
-        t_probe = median_time(lambda: rfnumeric.probe(model, shape, node=node, size_hint=rf.r), repeats)
+        model, shape, report, _, probe = probed_last_node(name)
+        t_probe = median_time(probe, repeats)
         t_sweep = median_time(lambda: rfnumeric.sweep(model, shape), max(1, repeats // 2))
         nodes = len(report.rows)
         rows.append({"model": name, "nodes": nodes, "probe_s": t_probe, "sweep_s": t_sweep, "ratio": t_sweep / t_probe})
