@@ -228,7 +228,7 @@ def fit_axis(
         blind = {m % period for m, span in spans.items() if span is None}
         if 0 in blind:  # unit 0's phase sees nothing: it has no centre (start undefined)
             lo0 = hi0 = None
-            one_period = [0, *sizes.values()]
+            one_period = list(sizes.values())
         elif phase_zero:  # unit 0 has the phase of every multiple of the period
             ref = _reference(phase_zero, whole, period, centre)
             lo0, hi0 = (
@@ -239,7 +239,7 @@ def fit_axis(
         else:
             lo0, hi0 = own.lo - centre * Fraction(j), own.hi - centre * Fraction(j)
             one_period = list(sizes.values())
-        if blind:
+        if blind:  # a phase that sees nothing has size 0
             one_period = [*one_period, 0]
         start = NAN if lo0 is None else _centre_of(lo0, hi0)
         return AxisFit(j, max(sizes.values()), start, holes, len(set(one_period)) > 1)

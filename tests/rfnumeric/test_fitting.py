@@ -155,15 +155,12 @@ def test_the_period_ignores_units_cut_at_a_border():
     """Period 3, jump 3 (j = 1); units 0..2 are cut at pixel 0 and show truncated patterns."""
     patterns = [b"\x01\x00\x01\x01", b"\x01\x01\x00\x01\x01", b"\x01\x00\x00\x01"]
 
-    def unit(m: int) -> Span:
+    def pixels(m: int) -> set[int]:  # what unit m sees of a 60-pixel input (nothing below 0)
         lo = 3 * (m // 3) - 2
-        pattern = patterns[m % 3]
-        full = Span(lo, lo + len(pattern) - 1, pattern)
-        if lo >= 0:
-            return full
-        return Span(0, full.hi, pattern[-lo:].lstrip(b"\x00") and pattern[-lo:], cut_low=True)
+        return {lo + i for i, seen in enumerate(patterns[m % 3]) if seen and lo + i >= 0}
 
-    spans = {m: unit(m) for m in range(0, 17)}
+    spans = {m: span(pixels(m), 60) for m in range(0, 17)}
+    assert not spans[0].whole  # cut at pixel 0
     assert find_period(spans) == (3, 3)
     fit = fit_axis(spans, 8, 40, window_measured=True)
     assert fit.j == 1 and fit.r == 5 and fit.start == 0.0 and fit.nonuniform  # unit 0: -2..1
