@@ -166,9 +166,17 @@ def _record(report: rfarith.Report, name: str, measured: numeric.NodeMeasurement
                 f"nonuniform: sizes vary by unit with a period of {_periods_text(long_periods)}"
                 f" units, longer than the {MAX_PERIOD} the probe resolves: j, r, start and holes compared unit by unit only"
             )
+        unresolved = _unresolved(probe)
+        if unresolved:
+            where = f"input {probe.input_shape[2:]} along {', '.join(unresolved)}"
+            verdict.skipped.append(
+                f"too few units whole inside {where} for the probe to fit j, r and start (the rest cut by the border): compared unit by unit only"
+            )
         for i, a in enumerate(rf.axes):
             record.update({f"j_{a}_num": probe.j[i], f"r_{a}_num": probe.r[i], f"start_{a}_num": probe.start[i]})
             if a in long_periods:
+                continue
+            if a in unresolved:
                 continue
             for quantity, mine, theirs in (("j", rf.j[i], probe.j[i]), ("r", rf.r[i], probe.r[i]), ("start", rf.start[i], probe.start[i])):
                 if not _same(mine, theirs):
@@ -205,6 +213,12 @@ def _long_periods(rf: ReceptiveField, probe: rfnumeric.ProbeResult) -> dict[str,
     if "nonuniform" not in rf.flags or "nonuniform" not in probe.flags:
         return {}
     return {a: p for a, p in zip(rf.axes, rf.phases) if p > MAX_PERIOD}
+
+
+def _unresolved(probe: rfnumeric.ProbeResult) -> list[str]:
+    """Axes along which the probe's map has several units but no j: too few of them lay whole
+    inside the input it could use (see ``rfnumeric.fitting.AxisFit``)."""
+    return [a for a, n, j in zip(probe.axes, probe.n, probe.j) if n > 1 and isinstance(j, float) and math.isnan(j)]
 
 
 def _periods_text(periods: dict[str, int]) -> str:

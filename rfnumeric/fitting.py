@@ -112,7 +112,8 @@ def same_pattern(a: Span, b: Span) -> bool:
 
 @dataclass(frozen=True)
 class AxisFit:
-    """The field along one axis. ``j`` is NaN when it cannot be measured (a one-unit map)."""
+    """The field along one axis. ``j`` is NaN when it cannot be measured: a one-unit map, or
+    (``unresolved``, start NaN too) too few units whole inside the input to fit it."""
 
     j: int | Fraction | float
     r: int
@@ -120,6 +121,8 @@ class AxisFit:
     holes: bool
     nonuniform: bool
     needs_window: bool = False
+    unresolved: bool = False
+    aperiodic: bool = False  # no period explains the window: j is the window's mean jump
 
 
 def _exact(value: Fraction) -> int | Fraction:
@@ -179,6 +182,21 @@ def find_period(spans: dict[int, Span | None]) -> tuple[int, int] | None:
     return None
 
 
+def _confirmed(spans: dict[int, Span | None], period: int) -> bool:
+    """Whether the measured units show a period's repeat at least twice and for every phase
+    (one pair of units can repeat by chance: two units reading one pixel look like period 1,
+    j 0). A pair is two whole units, or two that see nothing (a blind phase)."""
+
+    def kind(m: int) -> str:
+        if m not in spans:
+            return "unmeasured"
+        span = spans[m]
+        return "blind" if span is None else "whole" if span.whole else "cut"
+
+    pairs = [m for m in spans if kind(m) in ("whole", "blind") and kind(m + period) == kind(m)]
+    return len(pairs) >= 2 and {m % period for m in pairs} == set(range(period))
+
+
 def _reference(candidates: list[int], whole: dict[int, Span], period: int, centre: int) -> int:
     """The unit to read a phase's pattern from: the candidate nearest the centre among those
     whose pattern a unit one period away repeats (a unit near a border can look whole and
@@ -218,6 +236,10 @@ def fit_axis(
         return AxisFit(NAN, own.size, NAN, holes, False, needs_window=True)
     sizes = {m: s.size for m, s in whole.items()}
     found = find_period(spans)
+    if found is not None and not _confirmed(spans, found[0]) or found is None and len(whole) < 3:
+        # too few whole units (the others cut by the border, at an input that cannot grow):
+        # two units one step apart cannot tell a shared pixel from a period's repeat
+        return AxisFit(NAN, max(sizes.values()), NAN, holes, False, unresolved=True)
     if found is not None and found[1] == 0 and found[0] == 1:  # every unit sees the same pixels
         return AxisFit(0, own.size, _centre_of(own.lo, own.hi), holes, False)
     if found is not None and found[1] != 0:
@@ -248,7 +270,7 @@ def fit_axis(
     mean_jump = Fraction(whole[last_unit].lo - whole[first_unit].lo, max(last_unit - first_unit, 1))
     lo0 = Fraction(own.lo) - centre * mean_jump
     hi0 = Fraction(own.hi) - centre * mean_jump
-    return AxisFit(_exact(mean_jump), max(sizes.values()), _centre_of(lo0, hi0), holes, True)
+    return AxisFit(_exact(mean_jump), max(sizes.values()), _centre_of(lo0, hi0), holes, True, aperiodic=True)
 
 
 def global_axis(first: int, last: int) -> AxisFit:

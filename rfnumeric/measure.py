@@ -12,6 +12,7 @@ when the model mixes batch elements or fails on a larger batch.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -221,6 +222,15 @@ class ForwardFailed(Exception):
         self.error = error
 
 
+def floating_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype the model computes in: that of its first floating parameter or buffer, else
+    float32 (PyTorch's default)."""
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
 class Session:
     """A prepared copy of the model and everything needed to measure it repeatedly."""
 
@@ -228,6 +238,7 @@ class Session:
         self.shape = check_input_shape(input_shape)
         self.axes = axis_names(len(self.shape) - 2)
         self.weights = weights
+        self.model_dtype = floating_dtype(model)
         self.model = probe_copy(model, weights)
         self.naming = Naming(self.model)
         self.naming.install(self.model)
@@ -386,6 +397,7 @@ class Session:
             input_rank=len(self.shape),
             table=TABLE,
             symmetric=SYMMETRIC,
+            model_dtype=self.model_dtype,
         )
 
     def _measure(self, sizes: tuple[int, ...], requests: list[Request], local: bool) -> Measurement:

@@ -235,6 +235,8 @@ class ProbeMode(TorchFunctionMode):
     ``structural``: surrogates on (positive weights, identities, average pooling). ``local``:
     cut global spatial reductions. ``collapse``: keep equal channels as one. ``batch``: the
     number of probes sharing the batch (ops that mix batch elements then signal a retry).
+    ``model_dtype``: the floating dtype of the user's model, for surrogates whose non-zero
+    pattern depends on rounding (resampling index maps).
     """
 
     def __init__(
@@ -248,9 +250,11 @@ class ProbeMode(TorchFunctionMode):
         input_rank: int,
         table: dict[Any, Handler],
         symmetric: set[Any] = frozenset(),
+        model_dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         self.naming = naming
+        self.model_dtype = model_dtype  # the floating dtype the user's model computes in
         self.structural = structural
         self.local = local
         self.collapse = collapse

@@ -189,17 +189,22 @@ class Search:
         self, fits: list[AxisFit], by_axis: list[dict[int, Span | None]], free: list[int]
     ) -> set[int]:
         """Axes to measure again on a larger input: their units looked nonuniform or periodic
-        (a window of units was measured) while some of them were cut at a border. Zero padding or a crop inside the model cuts the fields of
-        the units near its ends (not only at the input's border), which makes a uniform field
-        look irregular; on a larger input the units around the centre lie clear of it. Up to
+        (a window of units was measured) while some of them were cut at a border, or no period
+        explained the window at all. Zero padding or a crop inside the model cuts the fields of
+        the units near its ends (not only at the input's border, so such units can look whole),
+        which makes a uniform field look irregular; on a larger input the units around the
+        centre lie clear of it. Up to
         ``CONFIRMATIONS`` times per search; a field still irregular then is reported as such."""
         if self.confirmations >= CONFIRMATIONS:
             return set()
         axes = {
             a
             for a in free
-            if (fits[a].nonuniform or isinstance(fits[a].j, Fraction) or a in self.window or a in self.periodic)
-            and any(s is not None and not s.whole for s in by_axis[a].values())
+            if (
+                (fits[a].nonuniform or isinstance(fits[a].j, Fraction) or a in self.window or a in self.periodic)
+                and any(s is not None and not s.whole for s in by_axis[a].values())
+                or fits[a].aperiodic  # the window may reach units next to a pad inside the model
+            )
             and self.sizes[a] < self.max_size
         }
         if axes:

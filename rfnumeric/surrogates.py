@@ -722,24 +722,108 @@ def max_unpool(mode: ProbeMode, func, args, kwargs):
     return per_channel(mode, x, nd, spread)
 
 
-@handles(
-    *ops("pad", "constant_pad_nd"),
-    *ops("interpolate", "upsample", "upsample_nearest", "upsample_bilinear", owners=(F,)),
-    symmetric=True,
-)
-def resize(mode: ProbeMode, func, args, kwargs):
-    """Padding and interpolation act on each channel alike (kept as they are)."""
+@handles(*ops("pad", "constant_pad_nd"), symmetric=True)
+def pad(mode: ProbeMode, func, args, kwargs):
+    """Padding acts on each channel alike (kept as it is)."""
     x = args[0]
     if not depends(x):
         return real(mode, func, args, kwargs)
-    nd = x.dim() - 2
-    if func in (F.pad, torch.constant_pad_nd):
-        nd = max(1, len(arg(args, kwargs, 1, "pad")) // 2)
-    if nd < 1 or nd > x.dim() - 1:
+    nd = max(1, len(arg(args, kwargs, 1, "pad")) // 2)
+    if nd > x.dim() - 1:
         return real(mode, func, args, kwargs)
-    if func not in (F.pad, torch.constant_pad_nd) and arg(args, kwargs, 1, "size") is not None:
-        mode.records.size_dependent.append(mode.name)  # resampling to a fixed size
     return per_channel(mode, x, nd, lambda t: real(mode, func, (t, *args[1:]), kwargs))
+
+
+_RESIZES = {
+    F.interpolate: {},
+    F.upsample: {},
+    F.upsample_nearest: {"mode": "nearest"},
+    F.upsample_bilinear: {"mode": "bilinear", "align_corners": True},
+}
+_RESIZE_ARGS = ("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias")
+
+
+def interpolate_call(func, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """The keyword arguments of ``F.interpolate`` that ``func(*args, **kwargs)`` amounts to."""
+    call = dict(zip(_RESIZE_ARGS, args[1:]))
+    call.update(kwargs)
+    call.update(_RESIZES[func])
+    return call
+
+
+def _one_axis(value: Any, nd: int, axis: int, other: Any) -> Any:
+    """``value`` (a per-axis size or scale, or one for every axis) with every axis but ``axis``
+    set to ``other``."""
+    if value is None:
+        return None
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * nd
+    values = values * nd if len(values) == 1 else values
+    return tuple(values[a] if a == axis else other for a in range(nd))
+
+
+def resize_taps(call: dict[str, Any], n_in: int, nd: int, axis: int, dtype: torch.dtype) -> list[list[int]]:
+    """The input units each output unit of ``axis`` reads, as PyTorch computes them in ``dtype``.
+
+    Every mode of ``F.interpolate`` resamples each axis on its own, with an index map that
+    depends only on that axis's sizes and scale. So one call on ``n_in`` one-hot rows along
+    ``axis`` (every other axis one unit long, at scale 1) reads the map off: output ``m`` reads
+    input ``i`` where row ``i`` is non-zero at ``m``. Running it in the model's own dtype keeps
+    its rounding: a float32 bilinear x3 gives unit 1 a weight of 1.5e-8 on its right-hand
+    neighbour, which float64 rounds to exactly 0."""
+    shape = [n_in, 1] + [1] * nd
+    shape[2 + axis] = n_in
+    rows = torch.eye(n_in, dtype=dtype).reshape(shape)
+    thin = dict(call)
+    thin["size"] = _one_axis(call.get("size"), nd, axis, 1)
+    thin["scale_factor"] = _one_axis(call.get("scale_factor"), nd, axis, 1.0)
+    out = F.interpolate(rows, **thin).reshape(n_in, -1)
+    return [out[:, m].nonzero().flatten().tolist() for m in range(out.shape[1])]
+
+
+def gather_average(x: torch.Tensor, dim: int, taps: list[list[int]]) -> torch.Tensor:
+    """Output unit ``m`` along ``dim`` = the mean of ``x`` at the units ``taps[m]`` (a
+    non-negative surrogate of any resampling with that pattern of non-zero weights)."""
+    width = max(len(t) for t in taps)
+    index = torch.tensor([t + [t[0]] * (width - len(t)) for t in taps], dtype=torch.long)
+    weight = torch.tensor(
+        [[1.0 / len(t)] * len(t) + [0.0] * (width - len(t)) for t in taps], dtype=x.dtype
+    )
+    view = [1] * x.dim()
+    view[dim] = len(taps)
+    total = None
+    for k in range(width):
+        term = x.index_select(dim, index[:, k]) * weight[:, k].reshape(view)
+        total = term if total is None else total + term
+    return total
+
+
+@handles(*_RESIZES, symmetric=True)
+def resize(mode: ProbeMode, func, args, kwargs):
+    """Interpolation acts on each channel alike. Structurally, each axis becomes the mean of the
+    units PyTorch's own index map reads in the model's dtype (:func:`resize_taps`): the same
+    non-zero pattern as the user's model, with non-negative weights (bicubic has negative ones)."""
+    x = args[0]
+    nd = x.dim() - 2
+    if not depends(x) or nd < 1:
+        return real(mode, func, args, kwargs)
+    call = interpolate_call(func, args, kwargs)
+    if call.get("size") is not None:
+        mode.records.size_dependent.append(mode.name)  # resampling to a fixed size
+    if not mode.structural:
+        return per_channel(mode, x, nd, lambda t: real(mode, func, (t, *args[1:]), kwargs))
+    try:
+        taps = [resize_taps(call, n, nd, a, mode.model_dtype) for a, n in enumerate(x.shape[2:])]
+    except (RuntimeError, ValueError, TypeError):
+        return real(mode, func, args, kwargs)  # let the op itself raise its own error
+    if any(not unit for axis_taps in taps for unit in axis_taps):
+        return real(mode, func, args, kwargs)
+
+    def resample(t: torch.Tensor) -> torch.Tensor:
+        for a, axis_taps in enumerate(taps):
+            t = gather_average(t, t.dim() - nd + a, axis_taps)
+        return t
+
+    return per_channel(mode, x, nd, resample)
 
 
 # ---- global spatial reductions --------------------------------------------------------------

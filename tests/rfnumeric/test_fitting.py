@@ -164,3 +164,29 @@ def test_the_period_ignores_units_cut_at_a_border():
     assert find_period(spans) == (3, 3)
     fit = fit_axis(spans, 8, 40, window_measured=True)
     assert fit.j == 1 and fit.r == 5 and fit.start == 0.0 and fit.nonuniform  # unit 0: -2..1
+
+
+def test_two_whole_units_reading_one_pixel_leave_the_jump_unmeasured():
+    """Nearest x2 of a stride-3 map at a 7-pixel input: units 0..5 see 0, 0, 3, 3, 6, 6. The
+    four touching the border are cut, and the two whole ones (2, 3) cannot tell period 1 with
+    j 0 from period 2: the fit is unresolved, not j = 0."""
+    spans = {m: span({3 * (m // 2)}, 7) for m in range(6)}
+    assert [m for m, s in spans.items() if s.whole] == [2, 3]
+    fit = fit_axis(spans, 3, 6, window_measured=True, periodic=True)
+    assert fit.unresolved and math.isnan(fit.j) and math.isnan(fit.start)
+
+
+def test_a_period_needs_two_repeats_covering_every_phase():
+    """The same field on a 13-pixel input: whole units 2..9 show period 2 (jump 3) twice per
+    phase, which is enough."""
+    spans = {m: span({3 * (m // 2)}, 13) for m in range(10)}
+    fit = fit_axis(spans, 5, 10, window_measured=True, periodic=True)
+    assert not fit.unresolved and fit.j == Fraction(3, 2) and fit.start == 0.5
+
+
+def test_a_window_no_period_explains_is_aperiodic():
+    """Units 4..8 see a period-1 field, units 9..11 one pixel each (a pad inside the model cut
+    them): no period; j is the mean jump, flagged so the search measures again larger."""
+    spans = {m: span(set(range(m, m + 4)) if m < 9 else {m}, 30) for m in range(4, 12)}
+    fit = fit_axis(spans, 7, 12, window_measured=True, periodic=True)
+    assert fit.aperiodic and fit.nonuniform

@@ -263,3 +263,84 @@ def test_collapsed_channels_give_the_reference_gradient(name):
     assert still_collapsed == stays
     assert np.array_equal(collapsed != 0, reference != 0)
     np.testing.assert_allclose(collapsed, reference, rtol=1e-10, atol=0)
+
+
+# ---- resampling: PyTorch's own index map, in the model's dtype -------------------------------
+class Resample(nn.Module):
+    """One 1x1 conv (the model's dtype) and one ``F.interpolate`` call."""
+
+    def __init__(self, **call) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 1, 1)
+        self.call = call
+
+    def forward(self, x):
+        return F.interpolate(self.conv(x), **self.call)
+
+
+def units_seen(model: nn.Module, length: int) -> list[set[int]]:
+    """What every output unit of ``model`` sees of a ``length``-unit input, from the probe."""
+    session = Session(model, (1, 1, length))
+    target = session.target(None)
+    n = session.measure((length,), [Request(target, UnitSpec("centre"))], local=True).elements[0].n
+    requests = [Request(target, UnitSpec("fixed", unit=(m,)), keep_heatmap=True) for m in range(n[0])]
+    elements = session.measure((length,), requests, local=True).elements
+    return [set(np.flatnonzero(e.heatmap.reshape(-1))) for e in elements]
+
+
+def jacobian_pattern(call: dict, length: int, dtype: torch.dtype) -> list[set[int]]:
+    """The non-zero pattern of the real op's Jacobian in ``dtype`` (autograd, unit by unit)."""
+    x = torch.rand(1, 1, length, dtype=dtype, requires_grad=True)
+    y = F.interpolate(x, **call)
+    rows = []
+    for m in range(y.shape[-1]):
+        (grad,) = torch.autograd.grad(y[0, 0, m], x, retain_graph=True)
+        rows.append(set(np.flatnonzero(grad.reshape(-1).numpy())))
+    return rows
+
+
+RESAMPLINGS = [
+    {"scale_factor": 3.0, "mode": "linear", "align_corners": False},
+    {"scale_factor": 2.5, "mode": "linear", "align_corners": False},
+    {"scale_factor": 3.0, "mode": "linear", "align_corners": True},
+    {"size": 13, "mode": "linear", "align_corners": True},
+    {"size": 17, "mode": "nearest"},
+    {"scale_factor": 1.7, "mode": "nearest-exact"},
+    {"scale_factor": 0.5, "mode": "linear", "align_corners": False, "antialias": False},
+    {"size": 4, "mode": "area"},
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("call", RESAMPLINGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_resampling_sees_what_the_models_dtype_reads(call, dtype):
+    """Every output unit sees exactly the inputs the real op's Jacobian, computed in the
+    model's own dtype, reaches: float32 rounding included (bilinear x3 in float32 gives unit
+    1 a weight of 1.5e-8 on input 1; float64 gives it exactly 0)."""
+    model = Resample(**call).to(dtype)
+    assert units_seen(model, 7) == jacobian_pattern(call, 7, dtype)
+
+
+def test_float32_rounding_reaches_the_neighbour_float64_does_not():
+    """The case the surrogate exists for, spelled out: the two dtypes really differ."""
+    call = {"scale_factor": 3.0, "mode": "linear", "align_corners": False}
+    assert units_seen(Resample(**call), 6)[1] == {0, 1}
+    assert units_seen(Resample(**call).double(), 6)[1] == {0}
+
+
+def test_bicubic_weights_of_both_signs_do_not_cancel():
+    """Bicubic weights are partly negative; on the probe's positive signals a real bicubic
+    could cancel to zero. The surrogate averages the taps instead: every tap is seen."""
+
+    class Bicubic(nn.Module):
+        def forward(self, x):
+            return F.interpolate(x, scale_factor=2.0, mode="bicubic", align_corners=False)
+
+    session = Session(Bicubic(), (1, 1, 8, 8))
+    target = session.target(None)
+    request = Request(target, UnitSpec("fixed", unit=(7, 7)), keep_heatmap=True)
+    heatmap = session.measure((8, 8), [request], local=True).elements[0].heatmap
+    rows, cols = np.nonzero(heatmap.reshape(8, 8))
+    # unit 7 of x2: x = 7.5/2 - 0.5 = 3.25, taps floor(x)-1 .. floor(x)+2 = 2..5 on both axes
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (2, 5, 2, 5)
+    assert np.all(heatmap.reshape(8, 8)[2:6, 2:6] > 0)
