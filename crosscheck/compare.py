@@ -168,9 +168,9 @@ def _record(report: rfarith.Report, name: str, measured: numeric.NodeMeasurement
             )
         unresolved = _unresolved(probe)
         if unresolved:
-            where = f"input {probe.input_shape[2:]} along {', '.join(unresolved)}"
+            size, axes = probe.input_shape[2:], ", ".join(unresolved)
             verdict.skipped.append(
-                f"too few units whole inside {where} for the probe to fit j, r and start (the rest cut by the border): compared unit by unit only"
+                f"too few units whole inside input {size} along {axes} for the probe to fit j, r and start (the rest cut by the border): compared unit by unit only"
             )
         for i, a in enumerate(rf.axes):
             record.update({f"j_{a}_num": probe.j[i], f"r_{a}_num": probe.r[i], f"start_{a}_num": probe.start[i]})
