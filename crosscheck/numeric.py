@@ -9,15 +9,19 @@ as its sweep uses it). The one place that talks to rfnumeric's internals.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 import rfnumeric
 from rfarith.errors import ProbeError, RFError
-from rfnumeric.measure import Request, Session, UnitSpec
+from rfnumeric.capture import Locator
+from rfnumeric.measure import ForwardFailed, Request, Session, Target, UnitSpec
+from rfnumeric.mode import Retry
 from rfnumeric.probe import build_result
 from rfnumeric.search import MEMORY_BUDGET, Search, _measure_within, run_searches, start_sizes
 
@@ -64,11 +68,14 @@ def measure_nodes(
     results = {name: NodeMeasurement() for name in plans}
     searches: dict[str, Search] = {}
     targets = {}
-    for name, (hint, _) in plans.items():
+    for name in plans:
         try:
             targets[name] = session.target(name)
         except RFError as e:  # a node the probe cannot address (a function call without fx)
             results[name].field = e
+    shared = identical_maps(session, targets, local)  # measured once, under the first name
+    for name, (hint, _) in plans.items():
+        if name not in targets or name in shared:
             continue
         windows = (periodic or {}).get(name, frozenset())
         searches[name] = Search(targets[name], user, start_sizes(user, hint, max_size), max_size, want_full=not local, keep_heatmap=False, periodic=windows)
@@ -89,8 +96,43 @@ def measure_nodes(
             results[name].field = build_result(session, search.outcome, None, "structural")
         except (RFError, ValueError) as e:
             results[name].field = e
-    _measure_units(session, user, plans, targets, results, local)
+    _measure_units(session, user, {k: v for k, v in plans.items() if k not in shared}, targets, results, local)
+    for name, source in shared.items():
+        measured = results[source]
+        field = measured.field
+        if isinstance(field, rfnumeric.ProbeResult):
+            field = dataclasses.replace(field, node=name)
+        results[name] = dataclasses.replace(measured, field=field)
     return results
+
+
+def identical_maps(session: Session, targets: dict[str, Target], local: bool) -> dict[str, str]:
+    """Nodes whose map is the very tensor an earlier node holds in the probe's forward (a
+    structural identity such as ReLU or eval BatchNorm returns its input tensor), each mapped to
+    that first node: one tensor has one gradient for every seed, so their fields are equal by
+    construction and are measured once. Found in one batch-1 forward at the user's input; a
+    model that forward cannot run shares nothing."""
+    nodes = session.resolver.graph_nodes()  # module paths are graph nodes too: one forward
+    graph = [
+        Target(Locator(name, "graph", node=nodes[name]))
+        for name, target in targets.items()
+        if name in nodes and target.output is None
+    ]
+    if len(graph) < 2:
+        return {}
+    try:
+        captured, _, _ = session.forward(session.shape[2:], graph, 1, local)
+    except (ForwardFailed, Retry, RFError, ValueError):
+        return {}
+    first_holder: dict[int, str] = {}
+    shared = {}
+    for target in graph:
+        value = captured.get(target.name)
+        if isinstance(value, torch.Tensor):
+            first = first_holder.setdefault(id(value), target.name)
+            if first != target.name:
+                shared[target.name] = first
+    return shared
 
 
 def _needs_user_size(search: Search, user: tuple[int, ...]) -> bool:

@@ -33,6 +33,7 @@ class Row:
     problem: str = ""  # why the map cannot be measured ('' if it can)
     alias: str = ""  # the row's own name when it repeats another node (a model output)
     cost: int = 0  # tensor elements one probe's forward produces up to this map (user's input)
+    same_as: str = ""  # an earlier node whose map is this very tensor (see SHARE_IDENTICAL_MAPS)
 
     @property
     def name(self) -> str:
@@ -73,11 +74,11 @@ def sweep(
             row.target, user, user, max_size, want_full=not local, keep_heatmap=False, cost=row.cost
         )
         for row in rows
-        if not row.problem
+        if not row.problem and not row.same_as
     }
     run_searches(session, list(searches.values()), isolate=True)
     warn_if_size_dependent({name: s.outcome for name, s in searches.items() if s.outcome}, user)
-    records = [_record(session, row, searches.get(row.target.name)) for row in rows]
+    records = [_record(session, row, searches.get(row.same_as or row.target.name)) for row in rows]
     return _table(records, _columns(session.axes))
 
 
@@ -159,16 +160,29 @@ def _output_rows(traced: Any, rows: list[Row]) -> list[Row]:
     return [replace(row, op="output", alias=f"output[{key}]") for key, row in aliases]
 
 
+# Measure a map only once when several nodes hold the very same tensor in the probe's forward:
+# a structural identity (ReLU, eval BatchNorm, dropout) returns its input tensor itself, and one
+# tensor has one gradient for every seed, so the nodes' fields are equal by construction.
+SHARE_IDENTICAL_MAPS = True
+
+
 def _rows_of(session: Session, targets: list[Target], local: bool) -> list[Row]:
     rows: list[Row] = []
     for group in _by_executor(targets):
         captured, mode = _survey_forward(session, group, local)
         progress = mode.records.progress
+        first_holder: dict[int, str] = {}  # id of a captured tensor -> the first node holding it
         for target in group:
             cost = progress.get(target.name, mode.records.elements) // session.shape[0]
-            row = _row(session, target, captured.get(target.name), _op_label(session, target), cost)
-            if row is not None:
-                rows.append(row)
+            value = captured.get(target.name)
+            row = _row(session, target, value, _op_label(session, target), cost)
+            if row is None:
+                continue
+            if SHARE_IDENTICAL_MAPS and isinstance(value, torch.Tensor) and target.output is None:
+                first = first_holder.setdefault(id(value), target.name)
+                if first != target.name:
+                    row = replace(row, same_as=first)
+            rows.append(row)
     order = {t.name: i for i, t in enumerate(targets)}
     return sorted(rows, key=lambda r: order[r.target.name])
 

@@ -407,3 +407,20 @@ def test_model_unchanged_after_a_failing_assert_agree(doctored_probe):
     with pytest.raises(rfarith.UnknownNode):
         crosscheck.compare(model, (1, 1, 8, 8), nodes=["9"])
     snapshot.assert_same(model)
+
+
+def test_nodes_sharing_one_tensor_are_measured_once_with_the_same_answer(monkeypatch):
+    """crosscheck measures a map once when several nodes hold the same tensor in the probe's
+    forward (BatchNorm and ReLU after a conv): the table must equal measuring each node."""
+    from crosscheck import numeric, zoo
+
+    model, shape = zoo.build("resnet18"), zoo.input_shape("resnet18")
+    nodes = ["conv1", "bn1", "relu", "maxpool", "layer1.0.conv1", "layer1.0.bn1", "layer1.0.relu", "layer1.0.add", "layer1.0.relu_1"]
+    session = numeric.Session(model, shape, "structural")
+    shared = numeric.identical_maps(session, {n: session.target(n) for n in nodes}, local=True)
+    assert shared == {"bn1": "conv1", "relu": "conv1", "layer1.0.bn1": "layer1.0.conv1", "layer1.0.relu": "layer1.0.conv1", "layer1.0.relu_1": "layer1.0.add"}
+    together = crosscheck.compare(model, shape, nodes=nodes)
+    monkeypatch.setattr(numeric, "identical_maps", lambda *args: {})
+    alone = crosscheck.compare(model, shape, nodes=nodes)
+    assert together.astype(str).equals(alone.astype(str))
+    assert together["agree"].all()

@@ -3,6 +3,8 @@ shares nothing with it."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -76,3 +78,68 @@ def test_uncopyable_models_and_wrong_arguments():
         model.file.close()
     with pytest.raises(TypeError, match="must be a torch.nn.Module"):
         probe_copy(lambda x: x, "structural")
+
+
+# ---- the fast module-tree copy gives what copy.deepcopy gives ---------------------------------
+class Stateful(nn.Module):
+    """Mutable attributes of every kind the fast copy must not share with the original."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+        self.shared = self.conv  # the same submodule twice
+        self.calls: list[int] = []
+        self.table = {"scale": [1.0]}
+        self.empty: dict = {}
+        self.config = ("same", (3, 3), torch.float32)
+
+    def forward(self, x):
+        self.calls.append(1)
+        return self.shared(self.conv(x))
+
+
+class OwnDeepcopy(nn.Module):
+    """A module with its own copy protocol: the whole model goes through copy.deepcopy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3)
+        self.copied = 0
+
+    def __deepcopy__(self, memo):
+        clone = OwnDeepcopy.__new__(OwnDeepcopy)
+        memo[id(self)] = clone
+        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        clone.copied = self.copied + 1
+        return clone
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_fast_copy_shares_nothing_mutable_and_keeps_the_tree():
+    from rfnumeric.copying import _plainly_copyable
+
+    model = nn.Sequential(Stateful(), nn.BatchNorm2d(2), nn.ReLU())
+    assert _plainly_copyable(model)
+    clone = probe_copy(model, "structural")
+    original, copied = model[0], clone[0]
+    assert [type(m) for m in clone.modules()] == [type(m) for m in model.modules()]
+    assert copied.shared is copied.conv and copied.conv is not original.conv
+    for name in ("calls", "table", "empty"):
+        assert getattr(copied, name) == getattr(original, name)
+        assert getattr(copied, name) is not getattr(original, name)
+    assert copied.table["scale"] is not original.table["scale"]
+    assert copied.config == original.config
+    clone(torch.ones(1, 2, 5, 5, dtype=torch.float64))
+    assert original.calls == [] and copied.calls == [1]  # the probe's forward leaves the model be
+    assert clone[1].running_mean.dtype == torch.float64
+    assert original.conv.weight.dtype == torch.float32
+
+
+def test_a_module_with_its_own_copy_protocol_is_deep_copied():
+    from rfnumeric.copying import _plainly_copyable
+
+    model = nn.Sequential(OwnDeepcopy())
+    assert not _plainly_copyable(model)
+    assert probe_copy(model, "structural")[0].copied == 1

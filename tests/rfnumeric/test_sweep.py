@@ -104,3 +104,50 @@ def test_sweep_of_a_model_that_mixes_the_batch():
     table = rfnumeric.sweep(nets.BatchMean(), (4, 1, 16, 16))
     assert list(table["r_h"]) == [1, 3, 3, 3]
     assert table.at["conv", "shape"] == (1, 2, 14, 14)
+
+
+class Activations(nn.Module):
+    """Identities of every kind between convolutions: in-place ReLU, BatchNorm, dropout,
+    GELU, and a ReLU applied twice to one map (one tensor, three nodes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(2, 4, 3, stride=2)
+        self.bn = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout(0.5)
+        self.b = nn.Conv2d(4, 4, 3, dilation=2)
+
+    def forward(self, x):
+        y = self.drop(self.relu(self.bn(self.a(x))))
+        return self.b(torch.nn.functional.gelu(self.relu(y))) + 0 * y.mean()
+
+
+SHARING_CASES = {**MODELS, "activations": (Activations, (1, 2, 24, 24))}
+
+
+@pytest.mark.parametrize("name", list(SHARING_CASES))
+def test_maps_shared_by_identities_are_measured_once_with_the_same_answer(name, monkeypatch):
+    """SHARE_IDENTICAL_MAPS is a shortcut: the table must be exactly the one measuring every
+    node on its own gives."""
+    import importlib
+
+    sweep_module = importlib.import_module("rfnumeric.sweep")
+    factory, shape = SHARING_CASES[name]
+    model = factory().eval()
+    monkeypatch.setattr(sweep_module, "SHARE_IDENTICAL_MAPS", False)
+    alone = rfnumeric.sweep(model, shape)
+    monkeypatch.setattr(sweep_module, "SHARE_IDENTICAL_MAPS", True)
+    shared = rfnumeric.sweep(model, shape)
+    assert alone.astype(str).equals(shared.astype(str))
+
+
+def test_identities_share_the_map_they_return():
+    import importlib
+
+    from rfnumeric.measure import Session
+
+    sweep_module = importlib.import_module("rfnumeric.sweep")
+    rows = sweep_module._survey(Session(Activations().eval(), (1, 2, 24, 24)), None, True)
+    shared = {row.name: row.same_as for row in rows if row.same_as}
+    assert shared == {"bn": "a", "relu": "a", "drop": "a", "relu_1": "a", "gelu": "a"}
