@@ -75,6 +75,20 @@ class UnitSpec:
     offset: int = 0
     unit: tuple[int, ...] = ()
     shift: int = 0  # the centre moved this many units along every axis (a centre that sees nothing)
+    # per axis, how many consecutive units from the resolved one share its seed (a band across
+    # the other axes' phases: see Search.requests); () or 1: the unit alone
+    band: tuple[int, ...] = ()
+
+    def seeded(self, n: Sequence[int]) -> list[tuple[int, ...] | None]:
+        """The units whose seeds this request's batch element carries: the resolved unit (None
+        if the map has none), or the band of units starting there (clipped to the map)."""
+        unit = self.resolve(n)
+        if unit is None or not unit or not any(b > 1 for b in self.band):
+            return [unit]
+        ranges = [
+            range(u, min(u + max(b, 1), size)) for u, b, size in zip(unit, self.band, n)
+        ]
+        return list(itertools.product(*ranges))
 
     def resolve(self, n: Sequence[int]) -> tuple[int, ...] | None:
         centre = [min(size // 2 + self.shift, size - 1) for size in n]
@@ -421,7 +435,13 @@ class Session:
             mine = [(e, r.spec.resolve(n)) for e, r in enumerate(requests) if r.target == target]
             units.update(mine)
             if depends(tensor):
-                output, seed = seed_for(tensor, layout, mine, batch)
+                seeded = [
+                    (e, u)
+                    for e, r in enumerate(requests)
+                    if r.target == target
+                    for u in r.spec.seeded(n)
+                ]
+                output, seed = seed_for(tensor, layout, seeded, batch)
                 outputs.append(output)
                 seeds.append(seed)
         scales = [s for _, s in mode.records.cuts]

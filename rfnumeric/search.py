@@ -120,10 +120,15 @@ class Search:
             requests.append(
                 Request(self.target, UnitSpec("fixed", unit=self.unit), self.keep_heatmap)
             )
+        windowed = self.window | self.periodic
         for axis in range(self.n_axes):
-            if axis in self.window or axis in self.periodic:
-                offsets = [o for o in range(-WINDOW, WINDOW + 1) if o != 0]
-                requests += [Request(self.target, UnitSpec("step", axis, o, shift=shift)) for o in offsets]
+            if axis in windowed:
+                band = self._band(axis, windowed)
+                offsets = [o for o in range(-WINDOW, WINDOW + 1) if o != 0 or band]
+                requests += [
+                    Request(self.target, UnitSpec("step", axis, o, shift=shift, band=band))
+                    for o in offsets
+                ]
             else:
                 requests += [Request(self.target, UnitSpec("side", axis, o, shift=shift)) for o in (1, 2)]
         n = self.known_n.get(self.sizes)
@@ -134,6 +139,17 @@ class Search:
                 if r.spec.kind in ("centre", "fixed", "all") or r.spec.resolve(n) is not None
             ]
         return requests
+
+    def _band(self, axis: int, windowed: frozenset[int]) -> tuple[int, ...]:
+        """For a window along ``axis`` while other axes are periodic too: each step's seed spans
+        ``MAX_PERIOD`` units along those axes, so its span along ``axis`` is the union over
+        their phases. A field that is not a product of per-axis fields (a branch that reaches
+        only every third column, merged with one that reaches all) then shows along ``axis`` what
+        rfarith's per-axis field holds, whichever column the centre is in. () if none is."""
+        others = windowed - {axis}
+        if not others:
+            return ()
+        return tuple(MAX_PERIOD if b in others else 1 for b in range(self.n_axes))
 
     def update(self, measurement: Measurement) -> None:
         """Read this search's elements of ``measurement`` and decide the next step."""
@@ -313,10 +329,14 @@ class Search:
         """Per axis, the spans of the centre and the units beside it along that axis, cut where
         they reach pixel 0 or the axis's edge."""
         by_axis: list[dict[int, Span | None]] = [{} for _ in range(self.n_axes)]
+        banded = {e.request.spec.axis for e in elements if e.request.spec.band}
         for e in elements:
             if not e.unit or e.request.spec.kind == "fixed":
                 continue
+            spec = e.request.spec
             for a in range(self.n_axes):
+                if (a in banded) != bool(spec.band) or (spec.band and a != spec.axis):
+                    continue  # a banded axis reads its banded steps only, and they no other axis
                 if all(u == c for b, (u, c) in enumerate(zip(e.unit, centre.unit)) if b != a):
                     span = e.spans[a]
                     by_axis[a][e.unit[a]] = span.within(edges[a]) if span is not None else None

@@ -577,7 +577,9 @@ def pool_output_size(n: int, kernel: int, stride: int, pad: int, dilation: int, 
 def window_average(x: torch.Tensor, kernel, stride, padding, dilation, ceil: bool) -> torch.Tensor:
     """Average pooling of max pooling's geometry (kernel, stride, padding, dilation, ceil_mode)."""
     nd = len(kernel)
-    if all(d == 1 for d in dilation):
+    # avg_pool rejects an input smaller than the kernel before padding, max_pool (padding
+    # counted) does not: such an input takes the box filter too
+    if all(d == 1 for d in dilation) and all(n >= k for n, k in zip(x.shape[-nd:], kernel)):
         avg = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[nd - 1]
         return avg(x, kernel, stride, padding, ceil, True)
     unbatched = x.dim() == nd + 1

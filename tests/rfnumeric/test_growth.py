@@ -52,3 +52,46 @@ def test_a_model_that_rejects_a_grown_size_is_measured_at_a_stricter_one():
     p = rfnumeric.probe(FixedCrop(), (1, 1, 13))
     assert p.r == (27,) and p.j == (3,) and p.start == (1.5,)
     assert (p.input_shape[2] - 13) % 3 == 0
+
+
+# ---- windows along periodic axes: a band across the other axes' phases ------------------------
+class EveryThirdColumn(nn.Module):
+    """Two branches added: a 3x1 conv everywhere, and a 7x1 conv that a stride-3 transposed
+    conv (kernel 1) spreads to every third column only. Unit (m, w) sees 7 rows where
+    w % 3 == 0 and 3 rows elsewhere: the field is not a product of per-axis fields."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.narrow = nn.Conv2d(1, 1, (3, 3), padding=(1, 1))
+        self.wide = nn.Conv2d(1, 1, (7, 1), padding=(3, 0))
+        self.down = nn.Conv2d(1, 1, 1, stride=(1, 3))
+        self.up = nn.ConvTranspose2d(1, 1, 1, stride=(1, 3))
+
+    def forward(self, x):
+        spread = self.up(self.down(self.wide(x)))
+        return self.narrow(x)[..., : spread.shape[-1]] + spread
+
+
+def test_band_seeds_show_every_columns_rows():
+    from rfnumeric.measure import Request, Session, UnitSpec
+
+    session = Session(EveryThirdColumn(), (1, 1, 30, 30))
+    target = session.target(None)
+    spec = UnitSpec("step", 0, 0, band=(1, 8))
+    assert spec.seeded((30, 30)) == [(15, 15 + k) for k in range(8)]
+    plain, banded = session.measure(
+        (30, 30), [Request(target, UnitSpec("fixed", unit=(15, 16))), Request(target, spec)], True
+    ).elements
+    assert (plain.spans[0].lo, plain.spans[0].hi) == (14, 16)  # column 16: the 3x3 branch only
+    assert (banded.spans[0].lo, banded.spans[0].hi) == (12, 18)  # columns 15..22: both branches
+
+
+def test_a_window_over_two_periodic_axes_gives_the_largest_rows():
+    from rfnumeric.measure import Session
+    from rfnumeric.search import Search, run_searches
+
+    session = Session(EveryThirdColumn(), (1, 1, 30, 30))
+    target = session.target(None)
+    search = Search(target, (30, 30), (30, 30), 30, want_full=False, keep_heatmap=False, periodic=frozenset({0, 1}))
+    run_searches(session, [search])
+    assert search.outcome.fits[0].r == 7 and search.outcome.fits[0].j == 1

@@ -344,3 +344,19 @@ def test_bicubic_weights_of_both_signs_do_not_cancel():
     # unit 7 of x2: x = 7.5/2 - 0.5 = 3.25, taps floor(x)-1 .. floor(x)+2 = 2..5 on both axes
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (2, 5, 2, 5)
     assert np.all(heatmap.reshape(8, 8)[2:6, 2:6] > 0)
+
+
+def test_max_pool_on_an_input_smaller_than_its_kernel_counts_the_padding():
+    """max_pool3d takes a 2-unit axis with kernel 3 and padding 1 (padding counted); the
+    average-pool surrogate must too, and see the same two rows."""
+
+    class Pool(nn.Module):
+        def forward(self, x):
+            return F.max_pool3d(x, (1, 3, 1), (1, 1, 1), (0, 1, 0), ceil_mode=True)
+
+    session = Session(Pool(), (1, 1, 3, 2, 3))
+    target = session.target(None)
+    request = Request(target, UnitSpec("fixed", unit=(1, 0, 1)))
+    element = session.measure((3, 2, 3), [request], local=True).elements[0]
+    assert element.n == (3, 2, 3)
+    assert [(s.lo, s.hi) for s in element.spans] == [(1, 1), (0, 1), (1, 1)]
