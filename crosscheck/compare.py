@@ -172,15 +172,25 @@ def _record(report: rfarith.Report, name: str, measured: numeric.NodeMeasurement
             verdict.skipped.append(
                 f"too few units whole inside input {size} along {axes} for the probe to fit j, r and start (the rest cut by the border): compared unit by unit only"
             )
+        unrepeated = {}
         for i, a in enumerate(rf.axes):
             record.update({f"j_{a}_num": probe.j[i], f"r_{a}_num": probe.r[i], f"start_{a}_num": probe.start[i]})
-            if a in long_periods:
+            if a in long_periods or a in unresolved:
                 continue
-            if a in unresolved:
-                continue
-            for quantity, mine, theirs in (("j", rf.j[i], probe.j[i]), ("r", rf.r[i], probe.r[i]), ("start", rf.start[i], probe.start[i])):
-                if not _same(mine, theirs):
-                    verdict.differences.append(f"{quantity}_{a} {_fmt(mine)} vs {_fmt(theirs)}")
+            differ = [
+                f"{quantity}_{a} {_fmt(mine)} vs {_fmt(theirs)}"
+                for quantity, mine, theirs in (("j", rf.j[i], probe.j[i]), ("r", rf.r[i], probe.r[i]), ("start", rf.start[i], probe.start[i]))
+                if not _same(mine, theirs)
+            ]
+            if differ and 1 < rf.n[i] <= rf.phases[i]:
+                unrepeated[a] = (rf.phases[i], rf.n[i])
+            else:
+                verdict.differences += differ
+        if unrepeated:
+            periods = ", ".join(f"{p} units along {a} for a map of {n}" for a, (p, n) in unrepeated.items())
+            verdict.skipped.append(
+                f"the analytic period, {periods}, does not repeat inside the map, so j, r, start summarise no lattice (float rounding of a resize's index map can leave no shorter period): compared unit by unit only"
+            )
         flags_num = probe.flags
         record["flags_num"] = probe.describe_flags()
         for flag in COMPARED_FLAGS:

@@ -158,7 +158,7 @@ def test_make_figures_knows_every_figure():
     assert committed == set(module.ALL), "docs/figures and docs/make_figures.py disagree"
 
 
-PLACEHOLDER = re.compile(r"\b(?:NODE|OP|MESSAGE|N|SIZE|AXES)\b|\.\.\.")
+PLACEHOLDER = re.compile(r"\b(?:NODE|OP|MESSAGE|N|P|SIZE|AXES)\b|\.\.\.")
 
 
 def test_every_reason_in_methods_is_one_crosscheck_gives():
