@@ -172,7 +172,7 @@ def _record(report: rfarith.Report, name: str, measured: numeric.NodeMeasurement
             verdict.skipped.append(
                 f"too few units whole inside input {size} along {axes} for the probe to fit j, r and start (the rest cut by the border): compared unit by unit only"
             )
-        unrepeated = {}
+        unrepeated, broadcast = {}, []
         for i, a in enumerate(rf.axes):
             record.update({f"j_{a}_num": probe.j[i], f"r_{a}_num": probe.r[i], f"start_{a}_num": probe.start[i]})
             if a in long_periods or a in unresolved:
@@ -182,10 +182,16 @@ def _record(report: rfarith.Report, name: str, measured: numeric.NodeMeasurement
                 for quantity, mine, theirs in (("j", rf.j[i], probe.j[i]), ("r", rf.r[i], probe.r[i]), ("start", rf.start[i], probe.start[i]))
                 if not _same(mine, theirs)
             ]
-            if differ and 1 < rf.n[i] <= rf.phases[i]:
+            if differ and a in rf.broadcast_axes:
+                broadcast.append(a)
+            elif differ and 1 < rf.n[i] <= rf.phases[i]:
                 unrepeated[a] = (rf.phases[i], rf.n[i])
             else:
                 verdict.differences += differ
+        if broadcast:
+            verdict.skipped.append(
+                f"along {', '.join(broadcast)} a map of one unit is broadcast or resized at this input (every unit sees the same pixels through it, besides the field that steps); on the larger input the probe measures, that map has more units and the field is another one: j, r, start compared unit by unit only"
+            )
         if unrepeated:
             periods = ", ".join(f"{p} units along {a} for a map of {n}" for a, (p, n) in unrepeated.items())
             verdict.skipped.append(

@@ -341,6 +341,14 @@ def union(fields: list[AxisField]) -> AxisField:
     return AxisField(period, jump, canonical_phases, n, head, tail)
 
 
+def summary(fields: list[AxisField]) -> AxisField:
+    """The per-axis field a table reports for a union of terms: the union of the terms that
+    step with the map, leaving out those every unit sees alike (a map of one unit broadcast or
+    resized: a constant set added to every unit, no lattice) unless no other term is left."""
+    lattice = [f for f in fields if not f.is_global]
+    return union(lattice or fields)
+
+
 def _phase_within(small: Phase, big: Phase) -> bool:
     if small[1] == 0:
         return True

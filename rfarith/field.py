@@ -78,10 +78,25 @@ class ReceptiveField:
 
     @cached_property
     def fields(self) -> tuple[AxisField, ...]:
-        """Per axis, the field over all terms (the per-axis hull the table reports)."""
+        """Per axis, the field over all terms (the per-axis hull the table reports; a term
+        every unit sees alike along an axis is left out there when others step: ``af.summary``)."""
         if len(self.terms) == 1:
             return self.terms[0]
-        return tuple(af.union([t[a] for t in self.terms]) for a in range(len(self.axes)))
+        return tuple(af.summary([t[a] for t in self.terms]) for a in range(len(self.axes)))
+
+    @property
+    def broadcast_axes(self) -> tuple[str, ...]:
+        """Axes along which some path gives every unit the same pixels (a map of one unit,
+        broadcast or resized) while others step with the map: the summary leaves that path out
+        (``af.summary``), ``bounds`` and ``real_seen`` hold it. On a larger input such a map may
+        have several units, and the field is then another one."""
+        return tuple(
+            name
+            for a, name in enumerate(self.axes)
+            if len(self.terms) > 1
+            and any(t[a].is_global for t in self.terms)
+            and not all(t[a].is_global for t in self.terms)
+        )
 
     @property
     def n(self) -> tuple[int, ...]:
@@ -134,12 +149,20 @@ class ReceptiveField:
         unit = (unit,) if isinstance(unit, int) else tuple(unit)
         if len(unit) != len(self.axes):
             raise ValueError(f"unit {unit} needs one index per axis {self.axes}")
+        if len(self.terms) == 1:
+            boxes = [tuple(f.bounds(m) for f, m in zip(self.terms[0], unit))]
+        else:  # the hull of the terms that reach this unit along every axis
+            boxes = [
+                box
+                for box in (tuple(f.bounds(m) for f, m in zip(term, unit)) for term in self.terms)
+                if all(b is not None for b in box)
+            ]
         result = []
-        for axis, f, m in zip(self.axes, self.fields, unit):
-            b = f.bounds(m)
-            if b is None:
+        for a, (axis, m) in enumerate(zip(self.axes, unit)):
+            sides = [box[a] for box in boxes if box[a] is not None]
+            if not sides:
                 raise ValueError(f"unit {m} along axis {axis} of '{self.node}' sees no input pixel")
-            result.append(b)
+            result.append((min(lo for lo, _ in sides), max(hi for _, hi in sides)))
         return tuple(result)
 
     def real_bounds(self, unit: int | tuple[int, ...]) -> tuple[tuple[int, int] | None, ...]:

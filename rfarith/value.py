@@ -45,7 +45,10 @@ def prune(terms: tuple[Term, ...] | list[Term]) -> tuple[Term, ...]:
     if not kept:  # nothing is seen at all: keep one empty term so every axis still has a field
         kept = [next(iter(terms))]
     if len(kept) > MAX_TERMS:
-        kept = [tuple(af.union([t[a] for t in kept]) for a in range(len(kept[0])))]
+        try:
+            kept = [tuple(af.union([t[a] for t in kept]) for a in range(len(kept[0])))]
+        except ValueError:  # terms that step differently (a broadcast constant): kept apart, exact
+            pass
     return tuple(kept)
 
 
@@ -74,7 +77,7 @@ class Value:
         """Per input axis, the union over terms (what the per-axis tables report)."""
         if len(self.terms) == 1:
             return self.terms[0]
-        return tuple(af.union([t[a] for t in self.terms]) for a in range(len(self.extent)))
+        return tuple(af.summary([t[a] for t in self.terms]) for a in range(len(self.extent)))
 
     # ---- layout --------------------------------------------------------------------------
     @property

@@ -20,14 +20,18 @@ def require_value(call: Call, obj=None) -> Value:
     return value
 
 
-def map_trailing_axes(call: Call, x: Value, nd: int, axis_maps: list[AxisMap], mixes_front: bool = True) -> Value:
+def map_trailing_axes(
+    call: Call, x: Value, nd: int, axis_maps: list[AxisMap], mixes_front: bool = True, marks_global: bool = True
+) -> Value:
     """Apply one index map per trailing tensor dimension (the ``nd`` dims a layer slides over).
 
     ``axis_maps[i](field, n_in, n_out, extent)`` maps the field of the axis carried by dim
     ``-nd+i`` (``extent``: the input size along that axis). Dimensions that carry no input axis
     are left alone. With ``mixes_front`` (convolutions, pooling over channels-first maps) the
     dim in front, the channels, is mixed too. A map that turns a local field global records
-    this node as the cause.
+    this node as the cause (a global reduction: adaptive pooling to one unit) unless
+    ``marks_global`` is False (a resize of a one-unit map: every unit sees what that unit saw,
+    a local path the probe follows too).
     """
     if mixes_front and x.rank < nd + 2:
         raise ShapeError(
@@ -56,7 +60,7 @@ def map_trailing_axes(call: Call, x: Value, nd: int, axis_maps: list[AxisMap], m
         n_in, n_out, extent = x.n[axis], out_shape[dim], x.extent[axis]
         maps[axis] = lambda f, m=axis_map, n_in=n_in, n_out=n_out, e=extent: m(f, n_in, n_out, e)
     result = x.map_fields(maps)
-    if any(result.fields[a].is_global and not x.fields[a].is_global for a in maps):
+    if marks_global and any(result.fields[a].is_global and not x.fields[a].is_global for a in maps):
         result = result.with_global((call.node,))
     result = result.relaid(out_shape)
     channel_dim = x.rank - nd - 1

@@ -107,7 +107,8 @@ def movedim(call: Call):
 
 # ---- broadcasting and tiling ----------------------------------------------------------------
 def _broadcast_to(call: Call, x: Value, out_shape: tuple[int, ...]) -> Value:
-    """``x`` expanded to ``out_shape``: a 1-unit axis stretched over n units is global."""
+    """``x`` expanded to ``out_shape``: every unit of a 1-unit axis stretched over n units sees
+    what the one unit saw (exact and local; global only if a global reduction made it)."""
     lead = len(out_shape) - x.rank
     dims: list[Dim] = [_opaque(s) for s in out_shape[:lead]]
     maps = {}
@@ -119,8 +120,6 @@ def _broadcast_to(call: Call, x: Value, out_shape: tuple[int, ...]) -> Value:
             dims.append(dim if axes else _opaque(size))
             continue
         axis = axes[0]
-        if not x.fields[axis].is_global and not x.global_via:
-            via = (call.node,)
         maps[axis] = lambda f, size=size: af.constant(f.real(0), size)
         dims.append(((axis, size),))
     return replace(x.map_fields(maps, via), dims=tuple(dims))

@@ -147,12 +147,10 @@ def merged(call: Call, dims, values: list[Value], n_out: tuple[int, ...]) -> Val
             side = False
             for a, field in enumerate(term):
                 if field.n != n_out[a]:  # broadcast from one unit: every unit sees the same pixels
-                    if not field.is_global and not value.global_via:
-                        via += (call.node,)
                     field = af.constant(field.real(0), n_out[a])
-                    side = True
-                elif field.is_global:
-                    side = True
+                # a side path: a field every unit sees alike that a global reduction made (a map
+                # of one unit that local ops made stays a local term: the probe follows it too)
+                side = side or (field.is_global and bool(value.global_via))
                 fields.append(field)
             (side_terms if side else local_terms).append(tuple(fields))
             has_local = has_local or not side
@@ -160,7 +158,7 @@ def merged(call: Call, dims, values: list[Value], n_out: tuple[int, ...]) -> Val
             local_values.append(value)
     terms = prune(local_terms or side_terms)
     for a, name in enumerate(axis_names(len(n_out))):
-        steps = {Fraction(t[a].jump, t[a].period) for t in terms}
+        steps = {Fraction(t[a].jump, t[a].period) for t in terms if not t[a].is_global}
         if len(steps) > 1:
             raise UnsupportedOp(
                 call.node, call.op,

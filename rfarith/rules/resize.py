@@ -107,6 +107,8 @@ class AxisResize:
         return sources
 
     def field_map(self, field: af.AxisField, n_in: int, n_out: int, _extent: int) -> af.AxisField:
+        if n_in == 1:  # every output unit reads the one input unit (clamped): no lattice at all
+            return af.constant(field.real(0), n_out)
         period, shift, sources = self.rational(n_in, n_out)
         actual = self.actual(n_in, n_out)
 

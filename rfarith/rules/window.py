@@ -198,9 +198,9 @@ def _pad(call: Call, x, pad, mode: str) -> object:
     return _without_channel_mixing(call, x, nd, maps)
 
 
-def _without_channel_mixing(call, x, nd, maps):
+def _without_channel_mixing(call, x, nd, maps, marks_global: bool = True):
     """Like map_trailing_axes, for ops that do not mix the dim in front (pads, crops, resizes)."""
-    return map_trailing_axes(call, x, nd, maps, mixes_front=False)
+    return map_trailing_axes(call, x, nd, maps, mixes_front=False, marks_global=marks_global)
 
 
 _PAD_MODULES = [
@@ -278,7 +278,7 @@ def _interpolate(call: Call, size, scale_factor, mode, align_corners, recompute,
             raise UnsupportedOp(call.node, call.op, "antialiased downsampling (its taps widen with the scale)")
         axis = resize.AxisResize(mode, bool(align_corners), scales[i], bool(recompute), call.input.dtype, nd, i)
         maps.append(axis.field_map)
-    return _without_channel_mixing(call, x, nd, maps)
+    return _without_channel_mixing(call, x, nd, maps, marks_global=mode == "area")
 
 
 @rule(F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear)

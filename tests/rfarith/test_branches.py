@@ -384,3 +384,25 @@ def test_merge_of_an_upsampled_map_and_the_input():
     out = rep.output
     assert out.j == (1, 1) and out.r == (3, 3) and out.phases == (2, 2)
     assert [out.bounds((m, 0))[0] for m in range(4)] == [(0, 2), (0, 2), (2, 4), (2, 4)]
+
+
+class PooledToOneColumn(nn.Module):
+    """x + resize(avgpool of the first two columns): at this input the pool's map has one
+    column, and the resize gives every column that unit's field (row h, columns 0 and 1)."""
+
+    def forward(self, x):
+        pooled = F.avg_pool2d(x[..., :2], (1, 2))  # n: (6, 1)
+        return x + F.interpolate(pooled, size=(6, 4), mode="nearest")
+
+
+def test_a_map_local_ops_reduce_to_one_unit_stays_in_the_field():
+    """Not a global reduction (the probe follows it too): unit (2, 3) sees row 2, columns 0, 1
+    (the broadcast path) and 3 (x itself); the summary along w describes the part that steps
+    (x: r 1, j 1), and no flag global."""
+    rf = rfarith.analyze(PooledToOneColumn(), (1, 1, 6, 4)).output
+    assert rf.real_seen((2, 3)) == ((2,), (0, 1, 3))
+    assert rf.real_seen((2, 0)) == ((2,), (0, 1))
+    assert rf.broadcast_axes == ("w",)
+    assert "global" not in rf.flags
+    assert (rf.j[1], rf.r[1]) == (1, 1)
+    assert rf.bounds((2, 3)) == ((2, 2), (0, 3))
