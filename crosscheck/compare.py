@@ -160,51 +160,56 @@ def _record(report: rfarith.Report, name: str, measured: numeric.NodeMeasurement
         _skip_or_differ(verdict, probe, "the field", max_size)
         probe = None
     if probe is not None:
-        long_periods = _long_periods(rf, probe)
-        if long_periods:
-            verdict.skipped.append(
-                f"nonuniform: sizes vary by unit with a period of {_periods_text(long_periods)}"
-                f" units, longer than the {MAX_PERIOD} the probe resolves: j, r, start and holes compared unit by unit only"
-            )
+        long_periods = _long_periods(rf)
+        long_differ = False
         unresolved = _unresolved(probe)
         if unresolved:
             size, axes = probe.input_shape[2:], ", ".join(unresolved)
             verdict.skipped.append(
                 f"too few units whole inside input {size} along {axes} for the probe to fit j, r and start (the rest cut by the border): compared unit by unit only"
             )
-        unrepeated, broadcast = {}, []
+        broadcast, rounded = [], []
         for i, a in enumerate(rf.axes):
             record.update({f"j_{a}_num": probe.j[i], f"r_{a}_num": probe.r[i], f"start_{a}_num": probe.start[i]})
-            if a in long_periods or a in unresolved:
+            if a in unresolved:
                 continue
             differ = [
                 f"{quantity}_{a} {_fmt(mine)} vs {_fmt(theirs)}"
                 for quantity, mine, theirs in (("j", rf.j[i], probe.j[i]), ("r", rf.r[i], probe.r[i]), ("start", rf.start[i], probe.start[i]))
                 if not _same(mine, theirs)
             ]
-            if differ and a in rf.broadcast_axes:
+            if differ and a in long_periods:
+                long_differ = True
+            elif differ and a in rf.broadcast_axes:
                 broadcast.append(a)
-            elif differ and 1 < rf.n[i] <= rf.phases[i]:
-                unrepeated[a] = (rf.phases[i], rf.n[i])
+            elif differ and "rounding" in rf.flags:
+                rounded.append(a)
             else:
                 verdict.differences += differ
         if broadcast:
             verdict.skipped.append(
                 f"along {', '.join(broadcast)} a map of one unit is broadcast or resized at this input (every unit sees the same pixels through it, besides the field that steps); on the larger input the probe measures, that map has more units and the field is another one: j, r, start compared unit by unit only"
             )
-        if unrepeated:
-            periods = ", ".join(f"{p} units along {a} for a map of {n}" for a, (p, n) in unrepeated.items())
-            verdict.skipped.append(
-                f"the analytic period, {periods}, does not repeat inside the map, so j, r, start summarise no lattice (float rounding of a resize's index map can leave no shorter period): compared unit by unit only"
-            )
         flags_num = probe.flags
         record["flags_num"] = probe.describe_flags()
         for flag in COMPARED_FLAGS:
-            if flag == "holes" and long_periods:
-                continue
             if (flag in rf.flags) != (flag in flags_num):
+                if flag in ("holes", "nonuniform") and long_periods:
+                    long_differ = True  # read from a window shorter than the period
+                    continue
+                if flag in ("holes", "nonuniform") and "rounding" in rf.flags:
+                    rounded.append(flag)
+                    continue
                 side = "analytic" if flag in rf.flags else "numeric"
                 verdict.differences.append(f"{flag} only {side}")
+        if rounded:
+            verdict.skipped.append(
+                f"rounding: PyTorch's float rounding of a resize's index map leaves the field irregular, so its summary differs ({', '.join(rounded)}): compared unit by unit only"
+            )
+        if long_differ:
+            verdict.skipped.append(
+                f"the field repeats only every {_periods_text(long_periods)}, more than the {MAX_PERIOD} units the probe resolves: j, r, start, holes and nonuniform compared unit by unit only"
+            )
         verdict.underflow = "underflow" in flags_num
     if measured.units_error is not None:
         _skip_or_differ(verdict, measured.units_error, "the first, centre and last units", max_size)
@@ -223,11 +228,10 @@ def _record(report: rfarith.Report, name: str, measured: numeric.NodeMeasurement
     return record
 
 
-def _long_periods(rf: ReceptiveField, probe: rfnumeric.ProbeResult) -> dict[str, int]:
-    """Axes (name: period) along which both sides find the field nonuniform and its period is
-    longer than the probe can resolve: the probe's j, r and start there are a window's summary."""
-    if "nonuniform" not in rf.flags or "nonuniform" not in probe.flags:
-        return {}
+def _long_periods(rf: ReceptiveField) -> dict[str, int]:
+    """Axes (name: period) along which the analytic period is longer than the probe can
+    resolve: the probe's j, r, start and its holes / nonuniform flags there summarise a window
+    of units shorter than one period."""
     return {a: p for a, p in zip(rf.axes, rf.phases) if p > MAX_PERIOD}
 
 
@@ -238,7 +242,7 @@ def _unresolved(probe: rfnumeric.ProbeResult) -> list[str]:
 
 
 def _periods_text(periods: dict[str, int]) -> str:
-    return ", ".join(f"{p} along {a}" for a, p in periods.items())
+    return ", ".join(f"{p} units along {a}" for a, p in periods.items())
 
 
 def _skip_or_differ(verdict: Verdict, error: Exception, what: str, max_size: int) -> None:

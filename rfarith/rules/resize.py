@@ -106,6 +106,18 @@ class AxisResize:
             sources.append(tuple(i for i in window if out[i % RESIDUES, m] != 0))
         return sources
 
+    def rounds(self, n_in: int, n_out: int) -> bool:
+        """Whether PyTorch's float rounding moves some unit off the exact rational map (the
+        field then follows PyTorch unit by unit and has no period shorter than the map)."""
+        if n_in == 1:
+            return False
+        period, shift, sources = self.rational(n_in, n_out)
+        actual = self.actual(n_in, n_out)
+        return any(
+            tuple(sorted({min(max((m // period) * shift + o, 0), n_in - 1) for o in sources[m % period]})) != actual[m]
+            for m in range(n_out)
+        )
+
     def field_map(self, field: af.AxisField, n_in: int, n_out: int, _extent: int) -> af.AxisField:
         if n_in == 1:  # every output unit reads the one input unit (clamped): no lattice at all
             return af.constant(field.real(0), n_out)

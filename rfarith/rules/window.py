@@ -22,6 +22,7 @@ Derivations (one axis, unit m of the output, units of the input map):
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -270,6 +271,7 @@ def _interpolate(call: Call, size, scale_factor, mode, align_corners, recompute,
     out_shape = call.out_shape[2:]
     scales = _scales(scale_factor, nd)
     maps = []
+    rounded = False
     for i in range(nd):
         if mode == "area":
             maps.append(adaptive_map)
@@ -278,7 +280,9 @@ def _interpolate(call: Call, size, scale_factor, mode, align_corners, recompute,
             raise UnsupportedOp(call.node, call.op, "antialiased downsampling (its taps widen with the scale)")
         axis = resize.AxisResize(mode, bool(align_corners), scales[i], bool(recompute), call.input.dtype, nd, i)
         maps.append(axis.field_map)
-    return _without_channel_mixing(call, x, nd, maps, marks_global=mode == "area")
+        rounded = rounded or axis.rounds(in_shape[i], out_shape[i])
+    out = _without_channel_mixing(call, x, nd, maps, marks_global=mode == "area")
+    return replace(out, flags=out.flags | {"rounding"}) if rounded else out
 
 
 @rule(F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear)

@@ -65,10 +65,10 @@ EXPLAINED = (
     "too few units whole inside input",
     # a map that local ops reduced to one unit, resized or broadcast: other on a larger input
     "a map of one unit is broadcast or resized at this input",
-    # an analytic period as long as the map (a float32 resize's rounded index map)
-    "does not repeat inside the map",
+    # a float32 resize's rounded index map: an irregular field the summaries read differently
+    "rounding: PyTorch's float rounding of a resize's index map",
     # a period longer than the probe's window of units
-    "nonuniform: sizes vary by unit with a period of",
+    "the field repeats only every",
 )
 # rfarith refuses, with this message, a merge of maps whose units step differently (a skip path
 # added to a decoder path upsampled by a ratio other than the encoder's: align_corners=True)
@@ -261,6 +261,14 @@ REGRESSIONS = {
     # the same along d in 3-D (trilinear align_corners): kept in the field, the merge with the
     # other branch's step along w is now refused, as every merge of different steps is
     "one_unit_map_resized_3d": Net(spec=Chain(layers=(Add(branches=(Chain(layers=(Add(branches=(Chain(layers=(Conv(kernel=(2, 3, 2), stride=(1, 1, 1), dilation=(2, 2, 3), padding=(2, 0, 1), padding_mode='circular'), Pad(amounts=((-1, -1), (0, 4), (0, 1))))), Chain(layers=(Conv(kernel=(3, 2, 3), stride=(3, 1, 3), dilation=(1, 1, 1), padding=(1, 1, 1), padding_mode='zeros'), Conv(kernel=(3, 2, 1), stride=(1, 1, 1), dilation=(3, 2, 1), padding=(2, 0, 0), padding_mode='zeros'), Resize(mode='trilinear', scale=(3.0, 1.0, 3.0), size=None, align_corners=True), Pad(amounts=((0, 6), (0, 1), (0, -2))))))), Conv(kernel=(4, 3, 3), stride=(1, 1, 1), dilation=(1, 2, 3), padding='same', padding_mode='zeros'), Conv(kernel=(3, 2, 1), stride=(3, 1, 1), dilation=(3, 2, 1), padding=(2, 0, 0), padding_mode='zeros'))), Chain(layers=(Conv(kernel=(2, 4, 1), stride=(1, 1, 1), dilation=(1, 1, 1), padding=(1, 3, 0), padding_mode='zeros'), Conv(kernel=(1, 2, 2), stride=(3, 1, 1), dilation=(1, 1, 1), padding=(0, 1, 1), padding_mode='zeros'), Pad(amounts=((0, -1), (0, -6), (0, -1))))), Chain(layers=(Conv(kernel=(1, 1, 3), stride=(1, 1, 1), dilation=(1, 1, 2), padding=(0, 0, 0), padding_mode='zeros'), Conv(kernel=(1, 1, 3), stride=(3, 1, 1), dilation=(1, 1, 1), padding=(0, 0, 1), padding_mode='zeros'), Pad(amounts=((0, 0), (0, -2), (0, 4))))))),)), input_size=(9, 5, 7), functional=False, channels=2, notes=[]),
+    # linear align_corners resize 6 -> 12: period 11, jump 5 (j 5/11, nonuniform); the probe's
+    # window of 8 units found a period-2 pattern (j 1/2) and no nonuniform; a summary or flag
+    # difference along an axis whose period exceeds the probe's 8 units is now stated
+    "period_longer_than_the_probe_window": Net(Chain((Resize("linear", None, (12,), True),)), (6,), functional=False),
+    # a float32 bilinear x3 inside nested merges, then a stride-2 conv: the rounded index map
+    # gives rfarith a period of 6 over 9 units (start 3); the probe extrapolates its window
+    # (start 0); every unit agrees: the field has the flag rounding, the difference is stated
+    "rounding_after_nested_merges": Net(spec=Chain(layers=(Add(branches=(Chain(layers=(Conv(kernel=(1, 1), stride=(1, 1), dilation=(1, 1), padding=(0, 0), padding_mode='zeros'),)), Chain(layers=(Pool(kind='max', kernel=(2, 2), stride=(2, 2), padding=(0, 0), dilation=(1, 1), ceil_mode=False), Add(branches=(Chain(layers=(Conv(kernel=(1, 1), stride=(1, 1), dilation=(1, 1), padding=(0, 0), padding_mode='zeros'),)), Chain(layers=(Pool(kind='max', kernel=(3, 2), stride=(3, 2), padding=(0, 0), dilation=(1, 1), ceil_mode=False), Conv(kernel=(1, 1), stride=(1, 1), dilation=(1, 1), padding=(0, 0), padding_mode='zeros'), Resize(mode='bilinear', scale=(3.0, 2.0), size=None, align_corners=False), Pad(amounts=((0, 2), (0, 0))))))), Resize(mode='nearest', scale=(2.0, 2.0), size=None, align_corners=None), Pad(amounts=((0, 1), (0, 0))))))), Conv(kernel=(1, 1), stride=(2, 1), dilation=(1, 1), padding=(0, 0), padding_mode='zeros'))), input_size=(17, 12), functional=False, channels=2, notes=[]),
 }
 
 

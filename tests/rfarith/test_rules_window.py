@@ -530,3 +530,23 @@ def test_pixel_unshuffle_is_a_2x2_stride_2_window():
     n = 4, j = 2, r = 2, start = 1.0."""
     out = analyze(nn.PixelUnshuffle(2), (1, 3, 8, 8)).output
     assert_field(out, n=square(4), j=square(2), r=square(2), start=square(1.0))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale", "flagged"),
+    [(torch.float32, 3.0, True), (torch.float64, 3.0, False), (torch.float32, 2.0, False)],
+)
+def test_resize_rounding_is_flagged(dtype, scale, flagged):
+    """float32 bilinear x3 gives unit 3q+1 a weight of 1.5e-8 on input q+1 for some q (float64
+    rounds it to 0; x2 is exact in binary): the field follows PyTorch unit by unit and says so."""
+
+    class Up(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 1)
+
+        def forward(self, x):
+            return F.interpolate(self.conv(x), scale_factor=scale, mode="bilinear", align_corners=False)
+
+    rf = rfarith.analyze(Up().to(dtype), (1, 1, 6, 6)).output
+    assert ("rounding" in rf.flags) == flagged
