@@ -242,7 +242,7 @@ def main() -> None:
         f"Machine: {machine()}\n",
         table(analyze_over_trace(analyze_models, repeats), "1. rfarith.analyze / torch.fx.symbolic_trace"),
         table(depth_series([8, 16, 32, 64, 128], repeats), "1b. analyze time against graph size (linear: constant us per node)"),
-        table(probe_over_pass(probe_models, repeats), "2. rfnumeric.probe / one forward+backward of the model at the probe's input (target <= 0.1)"),
+        table(probe_over_pass(probe_models, 3 * repeats), "2. rfnumeric.probe / one forward+backward of the model at the probe's input (target <= 0.1)"),
         table(sweep_over_probe(probe_models, max(1, repeats // 2)), "3. rfnumeric.sweep of every node / one probe (target <= 5)"),
         table([compare_resnet50()], "4. crosscheck.compare of the whole ResNet-50 (seconds, peak memory growth in bytes)"),
         table(analyze_memory([224, 1024, 4096]), "5. peak memory growth of rfarith.analyze (ResNet-50) by input size"),
@@ -289,12 +289,25 @@ Tried and dropped, with the reason:
 - **float32**: no faster here (a 3x3 box filter on 6x544x544 takes 6.4 ms in float64, 6.4 to
   7.1 ms in float32), and it underflows after fewer layers.
 
+Where the probe's time goes on ResNet-50 at 544x544 (medians of 21 runs, timed apart from this
+table): the copy of the model 5.4 ms, the `torch.fx` trace that resolves a node name 8.5 to 9
+ms (the trace floor of table 1 itself), the forward 25 to 27 ms for about 225 ops (Python
+dispatch of the surrogates dominates: the same forward at batch 1 took 14 ms), the backward
+about 20 ms, of which about 5 ms are the gradient hooks that rescale against underflow. Target
+2 hangs on these fixed costs on a net whose plain pass takes 0.64 to 0.72 s; on the larger
+Inception-style input they are spread thinner.
+
 Why `sweep / probe <= 5` is out of reach for an exact sweep: every map's field needs seeds of
-its own (its centre unit, two neighbours per axis and the whole map), and seeds of different
-maps cannot share a batch element, since their supports overlap in the input and gradients
-add. The maps of the last stage all need about the last node's input size, so the sweep costs
-at least as many probes of the last node as there are such maps, before counting the earlier
-stages (`maps_measured` above counts every map the sweep measures after sharing).
+its own, and seeds of different maps cannot share a batch element (their supports overlap in the
+input and gradients add). A map needs at least its centre unit and one neighbour per axis to
+show `j` (3 seeds in 2-D; the probe uses 6: two neighbours per axis, to tell period 1 from a
+pattern, and the whole map, to tell a border cut from a field's end). On ResNet-50 the sweep
+measures 74 maps (`maps_measured`; the other 102 nodes hold the same tensor as one of them),
+in three input sizes: 450 seeds at 224x224, 120 at 352x352 and 42 at 544x544, against the
+probe's 6 at 544x544. In seeds times input pixels that is 28 times the probe, and the sweep's
+measured ratio (18 to 21) is below it because the forward is shared. With the 3-seed minimum it
+would still be 14 probes: an exact per-map sweep cannot reach 5. Reaching it would mean not
+measuring every map (composing fields analytically), which is rfarith's job, not the probe's.
 """
 
 
