@@ -21,6 +21,7 @@ output is cut from the gradient (``ProbeMode.cut``) so the probe measures the lo
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -763,7 +764,9 @@ def _one_axis(value: Any, nd: int, axis: int, other: Any) -> Any:
     return tuple(values[a] if a == axis else other for a in range(nd))
 
 
-def resize_taps(call: dict[str, Any], n_in: int, nd: int, axis: int, dtype: torch.dtype) -> list[list[int]]:
+def resize_taps(
+    call: dict[str, Any], n_in: int, nd: int, axis: int, dtype: torch.dtype
+) -> tuple[tuple[int, ...], ...]:
     """The input units each output unit of ``axis`` reads, as PyTorch computes them in ``dtype``.
 
     Every mode of ``F.interpolate`` resamples each axis on its own, with an index map that
@@ -772,21 +775,30 @@ def resize_taps(call: dict[str, Any], n_in: int, nd: int, axis: int, dtype: torc
     input ``i`` where row ``i`` is non-zero at ``m``. Running it in the model's own dtype keeps
     its rounding: a float32 bilinear x3 gives unit 1 a weight of 1.5e-8 on its right-hand
     neighbour, which float64 rounds to exactly 0."""
-    shape = [n_in, 1] + [1] * nd
-    shape[2 + axis] = n_in
-    rows = torch.eye(n_in, dtype=dtype).reshape(shape)
     thin = dict(call)
     thin["size"] = _one_axis(call.get("size"), nd, axis, 1)
     thin["scale_factor"] = _one_axis(call.get("scale_factor"), nd, axis, 1.0)
-    out = F.interpolate(rows, **thin).reshape(n_in, -1)
-    return [out[:, m].nonzero().flatten().tolist() for m in range(out.shape[1])]
+    return _read_taps(tuple(sorted(thin.items())), n_in, nd, axis, dtype)
 
 
-def gather_average(x: torch.Tensor, dim: int, taps: list[list[int]]) -> torch.Tensor:
+@functools.lru_cache(maxsize=256)
+def _read_taps(
+    thin: tuple[tuple[str, Any], ...], n_in: int, nd: int, axis: int, dtype: torch.dtype
+) -> tuple[tuple[int, ...], ...]:
+    """:func:`resize_taps` for one axis's call (cached: a search runs the same resizes at the
+    same sizes in every forward)."""
+    shape = [n_in, 1] + [1] * nd
+    shape[2 + axis] = n_in
+    rows = torch.eye(n_in, dtype=dtype).reshape(shape)
+    out = F.interpolate(rows, **dict(thin)).reshape(n_in, -1)
+    return tuple(tuple(out[:, m].nonzero().flatten().tolist()) for m in range(out.shape[1]))
+
+
+def gather_average(x: torch.Tensor, dim: int, taps: Sequence[Sequence[int]]) -> torch.Tensor:
     """Output unit ``m`` along ``dim`` = the mean of ``x`` at the units ``taps[m]`` (a
     non-negative surrogate of any resampling with that pattern of non-zero weights)."""
     width = max(len(t) for t in taps)
-    index = torch.tensor([t + [t[0]] * (width - len(t)) for t in taps], dtype=torch.long)
+    index = torch.tensor([list(t) + [t[0]] * (width - len(t)) for t in taps], dtype=torch.long)
     weight = torch.tensor(
         [[1.0 / len(t)] * len(t) + [0.0] * (width - len(t)) for t in taps], dtype=x.dtype
     )
