@@ -186,10 +186,6 @@ def _record(report: rfarith.Report, name: str, measured: numeric.NodeMeasurement
                 rounded.append(a)
             else:
                 verdict.differences += differ
-        if broadcast:
-            verdict.skipped.append(
-                f"along {', '.join(broadcast)} a map of one unit is broadcast or resized at this input (every unit sees the same pixels through it, besides the field that steps); on the larger input the probe measures, that map has more units and the field is another one: j, r, start compared unit by unit only"
-            )
         flags_num = probe.flags
         record["flags_num"] = probe.describe_flags()
         for flag in COMPARED_FLAGS:
@@ -200,8 +196,15 @@ def _record(report: rfarith.Report, name: str, measured: numeric.NodeMeasurement
                 if flag in ("holes", "nonuniform") and "rounding" in rf.flags:
                     rounded.append(flag)
                     continue
+                if flag in ("holes", "nonuniform") and rf.broadcast_axes:
+                    broadcast += [a for a in rf.broadcast_axes if a not in broadcast]
+                    continue
                 side = "analytic" if flag in rf.flags else "numeric"
                 verdict.differences.append(f"{flag} only {side}")
+        if broadcast:
+            verdict.skipped.append(
+                f"along {', '.join(broadcast)} a map of one unit is broadcast or resized at this input (every unit sees the same pixels through it, besides the field that steps); on the larger input the probe measures, that map has more units and the field is another one: j, r, start, holes and nonuniform compared unit by unit only"
+            )
         if rounded:
             verdict.skipped.append(
                 f"rounding: PyTorch's float rounding of a resize's index map leaves the field irregular, so its summary differs ({', '.join(rounded)}): compared unit by unit only"

@@ -59,7 +59,8 @@ class Outcome:
         """Whether the centre unit, or a unit of the window around it (a periodic field's
         other phases), leaves a pixel of its box unseen while inside the input. The side
         neighbours are not asked: two units further, a field may reach zero padding or a crop
-        inside the model, where it has holes that interior units do not."""
+        inside the model, where it has holes that interior units do not. Nor are banded steps:
+        their support is the union of several units' fields, with gaps of its own."""
         return any(
             e.box_holes
             and all(
@@ -67,7 +68,7 @@ class Outcome:
                 for s, size in zip(e.spans, self.measurement.sizes)
             )
             for e in self.elements
-            if e.unit and e.request.spec.kind in ("centre", "step")
+            if e.unit and e.request.spec.kind in ("centre", "step") and not e.request.spec.band
         )
 
 

@@ -269,6 +269,13 @@ REGRESSIONS = {
     # gives rfarith a period of 6 over 9 units (start 3); the probe extrapolates its window
     # (start 0); every unit agrees: the field has the flag rounding, the difference is stated
     "rounding_after_nested_merges": Net(spec=Chain(layers=(Add(branches=(Chain(layers=(Conv(kernel=(1, 1), stride=(1, 1), dilation=(1, 1), padding=(0, 0), padding_mode='zeros'),)), Chain(layers=(Pool(kind='max', kernel=(2, 2), stride=(2, 2), padding=(0, 0), dilation=(1, 1), ceil_mode=False), Add(branches=(Chain(layers=(Conv(kernel=(1, 1), stride=(1, 1), dilation=(1, 1), padding=(0, 0), padding_mode='zeros'),)), Chain(layers=(Pool(kind='max', kernel=(3, 2), stride=(3, 2), padding=(0, 0), dilation=(1, 1), ceil_mode=False), Conv(kernel=(1, 1), stride=(1, 1), dilation=(1, 1), padding=(0, 0), padding_mode='zeros'), Resize(mode='bilinear', scale=(3.0, 2.0), size=None, align_corners=False), Pad(amounts=((0, 2), (0, 0))))))), Resize(mode='nearest', scale=(2.0, 2.0), size=None, align_corners=None), Pad(amounts=((0, 1), (0, 0))))))), Conv(kernel=(1, 1), stride=(2, 1), dilation=(1, 1), padding=(0, 0), padding_mode='zeros'))), input_size=(17, 12), functional=False, channels=2, notes=[]),
+    # a stride-3 conv, a 1-row map resized by 1 then 3 along h into a merge: the one-unit path
+    # adds holes and nonuniform sizes to rfarith's field at this input, which the probe's larger
+    # input does not have; those flags join the stated reason for broadcast axes
+    "one_unit_map_flags": Net(spec=Chain(layers=(Add(branches=(Chain(layers=(Conv(kernel=(1, 1), stride=(1, 1), dilation=(1, 1), padding=(0, 0), padding_mode='zeros'),)), Chain(layers=(Conv(kernel=(3, 2), stride=(3, 2), dilation=(1, 1), padding=(1, 1), padding_mode='zeros'), Add(branches=(Chain(layers=(Conv(kernel=(1, 1), stride=(1, 1), dilation=(1, 1), padding=(0, 0), padding_mode='zeros'),)), Chain(layers=(Pool(kind='max', kernel=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1), ceil_mode=False), Conv(kernel=(3, 2), stride=(1, 1), dilation=(1, 1), padding=(0, 0), padding_mode='zeros'), Resize(mode='nearest', scale=(1.0, 1.0), size=None, align_corners=None), Pad(amounts=((0, 2), (0, 1))))))), Conv(kernel=(1, 1), stride=(1, 1), dilation=(1, 1), padding=(0, 0), padding_mode='zeros'), Resize(mode='nearest', scale=(3.0, 2.0), size=None, align_corners=None), Pad(amounts=((0, -2), (0, -2))))))),)), input_size=(7, 6), functional=False, channels=2, notes=[]),
+    # nearest resize by (2, 0.75): periodic along both axes, so the windows seed bands; a band's
+    # support (several units' pixels) has gaps of its own and was read as holes
+    "banded_steps_are_not_holes": Net(Chain((Resize("nearest", (2.0, 0.75), None, None),)), (6, 6), functional=False),
 }
 
 
