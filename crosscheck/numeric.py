@@ -14,7 +14,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 import rfnumeric
@@ -24,6 +23,7 @@ from rfnumeric.measure import ForwardFailed, Request, Session, Target, UnitSpec
 from rfnumeric.mode import Retry
 from rfnumeric.probe import build_result
 from rfnumeric.search import MEMORY_BUDGET, Search, _measure_within, run_searches, start_sizes
+from rfnumeric.sweep import same_tensor
 
 
 @dataclass(frozen=True)
@@ -124,15 +124,7 @@ def identical_maps(session: Session, targets: dict[str, Target], local: bool) ->
         captured, _, _ = session.forward(session.shape[2:], graph, 1, local)
     except (ForwardFailed, Retry, RFError, ValueError):
         return {}
-    first_holder: dict[int, str] = {}
-    shared = {}
-    for target in graph:
-        value = captured.get(target.name)
-        if isinstance(value, torch.Tensor):
-            first = first_holder.setdefault(id(value), target.name)
-            if first != target.name:
-                shared[target.name] = first
-    return shared
+    return same_tensor(captured, [t.name for t in graph])
 
 
 def _needs_user_size(search: Search, user: tuple[int, ...]) -> bool:

@@ -166,22 +166,33 @@ def _output_rows(traced: Any, rows: list[Row]) -> list[Row]:
 SHARE_IDENTICAL_MAPS = True
 
 
+def same_tensor(captured: dict[str, Any], names: Sequence[str]) -> dict[str, str]:
+    """Each of ``names`` whose captured value is the very tensor an earlier one holds, mapped
+    to that first name (in the order of ``names``)."""
+    first_holder: dict[int, str] = {}
+    shared = {}
+    for name in names:
+        value = captured.get(name)
+        if isinstance(value, torch.Tensor):
+            first = first_holder.setdefault(id(value), name)
+            if first != name:
+                shared[name] = first
+    return shared
+
+
 def _rows_of(session: Session, targets: list[Target], local: bool) -> list[Row]:
     rows: list[Row] = []
     for group in _by_executor(targets):
         captured, mode = _survey_forward(session, group, local)
         progress = mode.records.progress
-        first_holder: dict[int, str] = {}  # id of a captured tensor -> the first node holding it
+        shared = same_tensor(captured, [t.name for t in group if t.output is None])
         for target in group:
             cost = progress.get(target.name, mode.records.elements) // session.shape[0]
-            value = captured.get(target.name)
-            row = _row(session, target, value, _op_label(session, target), cost)
+            row = _row(session, target, captured.get(target.name), _op_label(session, target), cost)
             if row is None:
                 continue
-            if SHARE_IDENTICAL_MAPS and isinstance(value, torch.Tensor) and target.output is None:
-                first = first_holder.setdefault(id(value), target.name)
-                if first != target.name:
-                    row = replace(row, same_as=first)
+            if SHARE_IDENTICAL_MAPS and target.name in shared:
+                row = replace(row, same_as=shared[target.name])
             rows.append(row)
     order = {t.name: i for i, t in enumerate(targets)}
     return sorted(rows, key=lambda r: order[r.target.name])

@@ -112,7 +112,6 @@ def _broadcast_to(call: Call, x: Value, out_shape: tuple[int, ...]) -> Value:
     lead = len(out_shape) - x.rank
     dims: list[Dim] = [_opaque(s) for s in out_shape[:lead]]
     maps = {}
-    via: tuple[str, ...] = ()
     for d, dim in enumerate(x.dims):
         size = out_shape[lead + d]
         axes = [a for a, _ in dim if a is not None]
@@ -122,7 +121,7 @@ def _broadcast_to(call: Call, x: Value, out_shape: tuple[int, ...]) -> Value:
         axis = axes[0]
         maps[axis] = lambda f, size=size: af.constant(f.real(0), size)
         dims.append(((axis, size),))
-    return replace(x.map_fields(maps, via), dims=tuple(dims))
+    return replace(x.map_fields(maps), dims=tuple(dims))
 
 
 @rule("expand", "expand_as", "broadcast_to", torch.broadcast_to)

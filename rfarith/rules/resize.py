@@ -17,6 +17,7 @@ patterns in the model's dtype; where they differ, PyTorch's own map is used unit
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -106,21 +107,10 @@ class AxisResize:
             sources.append(tuple(i for i in window if out[i % RESIDUES, m] != 0))
         return sources
 
-    def rounds(self, n_in: int, n_out: int) -> bool:
-        """Whether PyTorch's float rounding moves some unit off the exact rational map (the
-        field then follows PyTorch unit by unit and has no period shorter than the map)."""
-        if n_in == 1:
-            return False
-        period, shift, sources = self.rational(n_in, n_out)
-        actual = self.actual(n_in, n_out)
-        return any(
-            tuple(sorted({min(max((m // period) * shift + o, 0), n_in - 1) for o in sources[m % period]})) != actual[m]
-            for m in range(n_out)
-        )
-
-    def field_map(self, field: af.AxisField, n_in: int, n_out: int, _extent: int) -> af.AxisField:
-        if n_in == 1:  # every output unit reads the one input unit (clamped): no lattice at all
-            return af.constant(field.real(0), n_out)
+    @functools.lru_cache(maxsize=64)  # noqa: B019  (frozen, hashable, a handful per model)
+    def index_map(self, n_in: int, n_out: int) -> tuple[int, int, tuple[tuple[int, ...], ...], bool]:
+        """(period, shift, sources per phase, exact): the rational map if PyTorch follows it
+        (``exact``), else PyTorch's own map unit by unit, with the map's length as period."""
         period, shift, sources = self.rational(n_in, n_out)
         actual = self.actual(n_in, n_out)
 
@@ -129,6 +119,16 @@ class AxisResize:
             return tuple(sorted({min(max(q * shift + o, 0), n_in - 1) for o in sources[p]}))
 
         if all(clamped(m) == actual[m] for m in range(n_out)):
-            return af.resample(field, period, shift, sources, n_out, border="replicate")
-        # floating-point rounding broke the period: follow PyTorch unit by unit
-        return af.resample(field, n_out, n_in, actual, n_out, border="replicate")
+            return period, shift, sources, True
+        return n_out, n_in, tuple(actual), False  # floating-point rounding broke the period
+
+    def rounds(self, n_in: int, n_out: int) -> bool:
+        """Whether PyTorch's float rounding moves some unit off the exact rational map (the
+        field then follows PyTorch unit by unit and has no period shorter than the map)."""
+        return n_in > 1 and not self.index_map(n_in, n_out)[3]
+
+    def field_map(self, field: af.AxisField, n_in: int, n_out: int, _extent: int) -> af.AxisField:
+        if n_in == 1:  # every output unit reads the one input unit (clamped): no lattice at all
+            return af.constant(field.real(0), n_out)
+        period, shift, sources, _ = self.index_map(n_in, n_out)
+        return af.resample(field, period, shift, sources, n_out, border="replicate")
