@@ -53,6 +53,20 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def median_times(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median times of ``fns`` run in turn, one of each per round (after a warm-up round), so
+    that a slow spell of the machine hits all of them alike and their ratio stays fair."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, kept in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            kept.append(time.perf_counter() - start)
+    return [statistics.median(kept) for kept in times]
+
+
 # ---- 1. analyze over trace --------------------------------------------------------------------
 def analyze_over_trace(names: list[str], repeats: int) -> list[dict]:
     rows = []
@@ -120,8 +134,7 @@ def probe_over_pass(names: list[str], repeats: int) -> list[dict]:
                 out = next(iter(out.values()))
             out.float().sum().backward()
 
-        t_probe = median_time(probe, repeats)
-        t_pass = median_time(forward_backward, repeats)
+        t_probe, t_pass = median_times([probe, forward_backward], repeats)
         model.zero_grad(set_to_none=True)
         rows.append({"model": name, "node": node, "probe_input": "x".join(map(str, probe_shape[2:])), "probe_s": t_probe, "fwd_bwd_s": t_pass, "ratio": t_probe / t_pass})
     return rows

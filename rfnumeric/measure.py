@@ -29,7 +29,7 @@ from . import layout as lay
 from .capture import EagerRun, GraphRun, Locator, Resolver, select_output
 from .copying import probe_copy
 from .fitting import Span, projections
-from .mode import Naming, ProbeMode, Retry, base_of, depends, expanded
+from .mode import Naming, ProbeMode, Retry, all_finite, base_of, depends, expanded
 from .surrogates import SYMMETRIC, TABLE
 
 
@@ -524,7 +524,7 @@ class Session:
 
     def _check_finite(self, gradient: torch.Tensor, mode: ProbeMode) -> None:
         first = mode.records.first_nonfinite
-        if first is None and bool(torch.isfinite(gradient).all()):
+        if first is None and all_finite(gradient):
             return
         if first is not None:
             name, consumers = first

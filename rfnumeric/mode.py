@@ -47,6 +47,13 @@ _RANGE = 2.0**-600
 _HUGE = 2.0**600
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every element of ``t`` is finite: a finite sum says so in one cheap pass (any NaN
+    or Inf makes the sum non-finite); only a non-finite sum (which overflow alone can also
+    give) needs the element-wise check."""
+    return math.isfinite(float(t.sum())) or bool(torch.isfinite(t).all())
+
+
 class Retry(BaseException):  # noqa: N818  (a control-flow signal, not an error users see)
     """The measurement must run again another way: ``reason`` is 'collapse' (an in-place op hit
     a collapsed tensor) or 'batch' (the model mixes batch elements, so probes cannot share a
@@ -369,9 +376,7 @@ class ProbeMode(TorchFunctionMode):
         setattr(target, _HOOKED, True)
         setattr(target, _NAME, self.name)
         self.records.elements += target.numel()
-        if not math.isfinite(float(target.detach().sum())) and not bool(
-            torch.isfinite(target).all()
-        ):
+        if not all_finite(target.detach()):
             kind = "NaN" if bool(torch.isnan(target).any()) else "Inf"
             module = self.naming.module()
             raise ProbeError(
@@ -401,12 +406,11 @@ class ProbeMode(TorchFunctionMode):
 
         def hook(grad: torch.Tensor) -> torch.Tensor | None:
             size = grad.abs()
-            peak = size.max() if size.numel() else torch.zeros(())
-            if not bool(torch.isfinite(peak)):
+            peak_value = float(size.max()) if size.numel() else 0.0  # NaN if any element is
+            if not math.isfinite(peak_value):
                 if records.first_nonfinite is None:
                     records.first_nonfinite = (name, tuple(consumers))
                 return None
-            peak_value = float(peak)
             if peak_value == 0.0:
                 return None
             smallest = float(torch.where(size > 0, size, math.inf).min())

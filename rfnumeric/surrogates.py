@@ -343,6 +343,8 @@ def box_filter(
     if not symmetric:
         flat = [p for pair in reversed(pairs) for p in pair]
         x = F.pad(x, flat)
+    if all(k == 1 for k in kernel):  # a one-unit window is a strided pick: no pooling pass
+        return x[(..., *(slice(None, None, s) for s in stride))]
     avg = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[nd - 1]
     return avg(x, kernel, stride, [left for left, _ in pairs] if symmetric else 0, False, True)
 
@@ -392,18 +394,19 @@ def conv(mode: ProbeMode, func, args, kwargs):
         return out.squeeze(0) if unbatched else out
     base = value_of(x)
     one_channel = base.dim() == x.dim() and base.shape[1] == 1 and base.shape[2:] == x.shape[2:]
+    # the channel sum is ``summed * channels``: the factor joins the one scaling pass below
     if one_channel or groups == 1:
-        summed = base * (c_in // groups) if one_channel else x.sum(1, keepdim=True)
+        summed, channels = (base, c_in // groups) if one_channel else (x.sum(1, keepdim=True), 1)
         kernel_groups = 1
     else:
-        summed = x.reshape(x.shape[0], groups, c_in // groups, *x.shape[2:]).sum(2)
+        summed, channels = x.reshape(x.shape[0], groups, c_in // groups, *x.shape[2:]).sum(2), 1
         kernel_groups = groups
     y = box_filter(summed, kernel, geometry) if not transposed else None
     if y is None:
-        ones = torch.full((kernel_groups, 1, *kernel), 1.0 / fan_in, dtype=x.dtype)
+        ones = torch.full((kernel_groups, 1, *kernel), channels / fan_in, dtype=x.dtype)
         y = func(summed, ones, None, **{**geometry, "groups": kernel_groups})
-    else:
-        y = y * (math.prod(kernel) / fan_in)
+    else:  # always a new tensor: the box filter of a one-unit window is a view of its input
+        y = y * (channels * math.prod(kernel) / fan_in)
     if kernel_groups == 1:
         shape = (x.shape[0], c_out, *y.shape[2:])
         return broadcast(mode, y[0], shape[1:]) if unbatched else broadcast(mode, y, shape)

@@ -123,3 +123,20 @@ def test_the_probe_leaves_global_state_alone():
     assert p.r == (3, 3)
     assert torch.is_grad_enabled() == grad_enabled and torch.get_default_dtype() == default
     assert not torch.overrides._get_current_function_mode_stack()
+
+
+@pytest.mark.parametrize(
+    "values, finite",
+    [
+        ([1.0, 2.0], True),
+        ([1e308, 1e308], True),  # the sum overflows; every element is still finite
+        ([1.0, float("nan")], False),
+        ([float("inf"), 1.0], False),
+        ([float("inf"), float("-inf")], False),
+        ([], True),
+    ],
+)
+def test_all_finite_reads_elements_not_their_sum(values, finite):
+    from rfnumeric.mode import all_finite
+
+    assert all_finite(torch.tensor(values, dtype=torch.float64)) is finite

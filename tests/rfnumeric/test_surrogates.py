@@ -225,7 +225,25 @@ class UpAndConcat(nn.Module):
         return self.out(torch.cat([x, self.up(self.down(x))], 1))
 
 
+class OneByOne(nn.Module):
+    """1x1 convolutions: plain, strided, padded, between wider windows (a box filter of a
+    one-unit window is a strided pick, not a pooling pass)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 1)
+        self.b = nn.Conv2d(4, 4, 3, padding=1)
+        self.c = nn.Conv2d(4, 6, 1, stride=2)
+        self.d = nn.Conv2d(6, 2, 1, stride=3, padding=1)
+        self.e = nn.Conv2d(2, 2, 3)
+
+    def forward(self, x):
+        y = self.b(self.a(x))
+        return self.e(self.d(self.c(y) + self.c(x.repeat(1, 2, 1, 1)[:, :4])))
+
+
 COLLAPSE_CASES = {
+    "1x1 convolutions": (OneByOne, (1, 3, 23, 23), True),
     "residual (out += x)": (nets.Residual, (1, 3, 16, 16), True),
     "dense concatenation": (Dense, (1, 3, 16, 16), True),
     "squeeze-excite": (lambda: nets.SqueezeExcite(2), (1, 2, 16, 16), True),
@@ -360,3 +378,36 @@ def test_max_pool_on_an_input_smaller_than_its_kernel_counts_the_padding():
     element = session.measure((3, 2, 3), [request], local=True).elements[0]
     assert element.n == (3, 2, 3)
     assert [(s.lo, s.hi) for s in element.spans] == [(1, 1), (0, 1), (1, 1)]
+
+
+# ---- the box filter: the mean over each window of a convolution -------------------------------
+BOX_GEOMETRIES = [
+    ((1, 1), 1, 0),
+    ((1, 1), 2, 0),
+    ((1, 1), (3, 2), 1),
+    ((1,), 2, 0),
+    ((1, 1, 1), 2, (0, 1, 0)),
+    ((3, 3), 1, 1),
+    ((3, 3), 2, 1),
+    ((2, 2), 1, "same"),
+    ((3, 1), (2, 1), (1, 0)),
+    ((5, 5), 1, "valid"),
+    ((2, 3, 1), 1, (1, 1, 0)),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding=.same.")
+@pytest.mark.parametrize("kernel, stride, padding", BOX_GEOMETRIES)
+def test_box_filter_is_the_convolution_with_equal_weights(kernel, stride, padding):
+    from rfnumeric.surrogates import box_filter
+
+    nd = len(kernel)
+    torch.manual_seed(nd)
+    x = torch.rand(2, 1, *(11 - a for a in range(nd)), dtype=torch.float64)
+    x[x < 0.3] = 0  # zeros too: the supports must match exactly
+    conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
+    weight = torch.full((1, 1, *kernel), 1.0 / np.prod(kernel), dtype=torch.float64)
+    want = conv(x, weight, stride=stride, padding=padding)
+    got = box_filter(x, kernel, {"stride": stride, "padding": padding, "dilation": 1})
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12, atol=0)
