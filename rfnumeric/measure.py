@@ -155,6 +155,16 @@ class Measurement:
         )
 
 
+def input_heat(gradient: torch.Tensor) -> np.ndarray:
+    """Per batch element and input pixel, how much gradient reached it over the channels: the
+    sum of magnitudes, or, with one channel, the gradient itself (no pass over the whole input:
+    its non-zero pattern is what is read; callers take its magnitude where they keep it)."""
+    gradient = gradient.detach()
+    if gradient.shape[1] == 1:
+        return gradient[:, 0].numpy()
+    return gradient.abs().sum(1).numpy()
+
+
 def _box_holes(seen: np.ndarray, spans: tuple[Span | None, ...]) -> bool:
     """Whether some pixel inside the box of a unit's support receives no gradient (a hole along
     an axis, or a corner that factorised 1xn / nx1 branches leave unseen)."""
@@ -344,10 +354,12 @@ class Session:
         self, batch: int, sizes: tuple[int, ...], collapse: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (batch, self.channels, *sizes)
-        leaf = torch.ones(
-            (batch, 1 if collapse else self.channels, *sizes),
-            dtype=torch.float64,
-            requires_grad=True,
+        # all ones, as one element seen everywhere (stride 0): nothing to fill, and the first
+        # ops read it from cache; its gradient comes back dense all the same
+        leaf = (
+            torch.ones((), dtype=torch.float64)
+            .expand(batch, 1 if collapse else self.channels, *sizes)
+            .requires_grad_(True)
         )
         with torch.inference_mode(False), torch.enable_grad():
             x = expanded(leaf, shape) if collapse and self.channels > 1 else leaf * 1.0
@@ -448,7 +460,7 @@ class Session:
         grads = self._backward(outputs, [leaf, *scales], seeds)
         gradient = grads[0] if grads[0] is not None else torch.zeros_like(leaf)
         self._check_finite(gradient, mode)
-        heat = gradient.detach().abs().sum(1).numpy()
+        heat = input_heat(gradient)
         before = {
             t: tuple(
                 dict.fromkeys(
@@ -486,7 +498,7 @@ class Session:
                     spans,
                     reached,
                     reached_axes,
-                    heat[e].copy() if request.keep_heatmap else None,
+                    np.abs(heat[e]) if request.keep_heatmap else None,
                     connected,
                     _box_holes(seen, spans),
                     before.get(request.target, ()),
