@@ -282,6 +282,22 @@ measuring both ways:
 - **Start at the field's size** (`size_hint`), growing only if the support touches the border.
 - **A module-tree copy** instead of `copy.deepcopy` where every module copies like `nn.Module`
   (`tests/rfnumeric/test_copying.py`).
+- **A one-unit window is a strided pick**: the box filter of a 1x1 convolution (any stride or
+  padding) takes every s-th unit instead of running an average-pooling pass, which costs as
+  much per output as a 3x3 window on this CPU (420 us against 14 us for a multiply on
+  6x136x136); the channel count joins the conv surrogate's one scaling pass
+  (`tests/rfnumeric/test_surrogates.py::test_box_filter_is_the_convolution_with_equal_weights`,
+  and the `1x1 convolutions` case of the collapse test).
+- **The input is one stored element** seen everywhere (stride 0): nothing to fill, and the
+  first ops read it from cache; its gradient comes back dense all the same
+  (`tests/rfnumeric/test_measure.py::test_the_stride_0_input_gives_the_gradient_of_a_dense_one`,
+  structural and real weights, against a dense input of ones).
+- **A one-channel input gradient is read as it is**: no magnitude and channel-sum pass over
+  the whole input, only the kept heatmap takes its magnitude
+  (`tests/rfnumeric/test_measure.py`, both readings).
+- **Finiteness from one sum**: a finite sum says every element is finite; only a non-finite
+  sum (overflow can give one too) checks element-wise
+  (`tests/rfnumeric/test_mode.py::test_all_finite_reads_elements_not_their_sum`).
 - **Maps held by one tensor measured once** (ReLU, eval BatchNorm, dropout return their input
   in the structural forward) in `rfnumeric.sweep` and `crosscheck.compare`
   (`tests/rfnumeric/test_sweep.py::test_maps_shared_by_identities_are_measured_once_with_the_same_answer`,
@@ -299,6 +315,13 @@ Tried and dropped, with the reason:
   the thin input keeps; a branch shifted sideways (a misaligned or cropped branch, which the
   property tests generate) is lost. Exact only for fields that are products of per-axis sets,
   which the probe cannot know without measuring the full field.
+- **A convolution with an all-equal kernel instead of average pooling** for windows wider than
+  one unit: the probe of ResNet-50 took 2.2 times as long (float64 convolutions have no fast
+  path on this CPU; the 7x7 stem alone dominates).
+- **Separable or sliced box filters** for the 7x7, stride-2 stem on 6x544x544 (forward and
+  backward): one 7x7 pooling 12.4 ms, a 1x7 then 7x1 pooling 15.9 ms, sums of strided slices
+  34 ms. Average pooling costs per output more than per tap here, so splitting the window does
+  not pay; the stem stays one pooling.
 - **float32**: no faster here (a 3x3 box filter on 6x544x544 takes 6.4 ms in float64, 6.4 to
   7.1 ms in float32), and it underflows after fewer layers.
 

@@ -145,7 +145,7 @@ def _record(report: rfarith.Report, name: str, measured: numeric.NodeMeasurement
     for key, unit in units.items():
         record[key] = rf.real_bounds(unit)
     record["flags"] = rf.describe_flags()
-    if rf.global_via or any(f.is_global for f in rf.fields):
+    if rf.global_via or any(f.is_global for f in rf.fields) and not rf.broadcast_axes:
         via = rf.global_via[0] if rf.global_via else rf.node
         verdict.notes.append(f"global: every unit sees the whole input (via {via})")
     if row.source != "rule":
@@ -196,14 +196,14 @@ def _record(report: rfarith.Report, name: str, measured: numeric.NodeMeasurement
                 if flag in ("holes", "nonuniform") and "rounding" in rf.flags:
                     rounded.append(flag)
                     continue
-                if flag in ("holes", "nonuniform") and rf.broadcast_axes:
+                if rf.broadcast_axes and (flag in ("holes", "nonuniform") or flag == "global" and not rf.global_via):
                     broadcast += [a for a in rf.broadcast_axes if a not in broadcast]
                     continue
                 side = "analytic" if flag in rf.flags else "numeric"
                 verdict.differences.append(f"{flag} only {side}")
         if broadcast:
             verdict.skipped.append(
-                f"along {', '.join(broadcast)} a map of one unit is broadcast or resized at this input (every unit sees the same pixels through it, besides the field that steps); on the larger input the probe measures, that map has more units and the field is another one: j, r, start, holes and nonuniform compared unit by unit only"
+                f"along {', '.join(broadcast)} a map of one unit is broadcast or resized at this input (every unit sees the same pixels through it); on the larger input the probe measures, that map has more units and the field is another one: j, r, start, holes and nonuniform compared unit by unit only"
             )
         if rounded:
             verdict.skipped.append(

@@ -9,7 +9,7 @@ upsampling the pattern repeats only every ``P`` units (shifted by ``J``): then `
 >>> spans = {m: Span.of(np.isin(np.arange(20), range(2 * m - 1, 2 * m + 2))) for m in (5, 6, 7)}
 >>> fit_axis(spans, centre=5, n=10, window_measured=False)
 AxisFit(j=2, r=3, start=0.5, holes=False, nonuniform=False, needs_window=False, unresolved=False,
-        aperiodic=False)
+        aperiodic=False, period=1)
 """
 
 from __future__ import annotations
@@ -124,6 +124,7 @@ class AxisFit:
     needs_window: bool = False
     unresolved: bool = False
     aperiodic: bool = False  # no period explains the window: j is the window's mean jump
+    period: int = 1  # units after which the field repeats, shifted by j * period (MAX_PERIOD if none)
 
 
 def _exact(value: Fraction) -> int | Fraction:
@@ -265,13 +266,15 @@ def fit_axis(
         if blind:  # a phase that sees nothing has size 0
             one_period = [*one_period, 0]
         start = NAN if lo0 is None else _centre_of(lo0, hi0)
-        return AxisFit(j, max(sizes.values()), start, holes, len(set(one_period)) > 1)
+        return AxisFit(j, max(sizes.values()), start, holes, len(set(one_period)) > 1, period=period)
     # no period: report the mean jump over the window and flag the field nonuniform
     first_unit, last_unit = min(whole), max(whole)
     mean_jump = Fraction(whole[last_unit].lo - whole[first_unit].lo, max(last_unit - first_unit, 1))
     lo0 = Fraction(own.lo) - centre * mean_jump
     hi0 = Fraction(own.hi) - centre * mean_jump
-    return AxisFit(_exact(mean_jump), max(sizes.values()), _centre_of(lo0, hi0), holes, True, aperiodic=True)
+    return AxisFit(
+        _exact(mean_jump), max(sizes.values()), _centre_of(lo0, hi0), holes, True, aperiodic=True, period=MAX_PERIOD
+    )
 
 
 def global_axis(first: int, last: int) -> AxisFit:

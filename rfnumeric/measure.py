@@ -67,8 +67,9 @@ class Target:
 class UnitSpec:
     """Which unit of a map to probe, once the map's size is known: the centre ('centre'), the
     centre moved by ``offset`` along ``axis`` ('step'; 'side' steps go right, or left near the
-    end), a fixed ``unit`` ('fixed'; negative indices count from the end), or every unit at
-    once ('all', resolved to ``()``: what the map can see at all)."""
+    end), the centre moved by ``unit`` along every axis at once ('phase'), a fixed ``unit``
+    ('fixed'; negative indices count from the end), or every unit at once ('all', resolved to
+    ``()``: what the map can see at all)."""
 
     kind: str
     axis: int = 0
@@ -98,6 +99,9 @@ class UnitSpec:
             return ()
         if self.kind == "fixed":
             unit = tuple(u + size if u < 0 else u for u, size in zip(self.unit, n))
+            return unit if all(0 <= u < size for u, size in zip(unit, n)) else None
+        if self.kind == "phase":
+            unit = tuple(c + o for c, o in zip(centre, self.unit))
             return unit if all(0 <= u < size for u, size in zip(unit, n)) else None
         step = self.offset
         if self.kind == "side" and centre[self.axis] + 2 >= n[self.axis]:

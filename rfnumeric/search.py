@@ -20,6 +20,7 @@ and mode share one forward and one backward, in chunks that fit a memory budget.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,20 +57,21 @@ class Outcome:
 
     @property
     def box_holes(self) -> bool:
-        """Whether the centre unit, or a unit of the window around it (a periodic field's
-        other phases), leaves a pixel of its box unseen while inside the input. The side
-        neighbours are not asked: two units further, a field may reach zero padding or a crop
-        inside the model, where it has holes that interior units do not. Nor are banded steps:
-        their support is the union of several units' fields, with gaps of its own."""
-        return any(
-            e.box_holes
-            and all(
-                s is not None and s.within(size - 1).whole
-                for s, size in zip(e.spans, self.measurement.sizes)
-            )
-            for e in self.elements
-            if e.unit and e.request.spec.kind in ("centre", "step") and not e.request.spec.band
-        )
+        return holes_seen(self.elements, self.measurement.sizes)
+
+
+def holes_seen(elements: Sequence[Element], sizes: tuple[int, ...]) -> bool:
+    """Whether the centre unit, or a unit of the window or phase grid around it (a periodic
+    field's other phases), leaves a pixel of its box unseen while inside the input. The side
+    neighbours are not asked: two units further, a field may reach zero padding or a crop
+    inside the model, where it has holes that interior units do not. Nor are banded steps:
+    their support is the union of several units' fields, with gaps of its own."""
+    return any(
+        e.box_holes
+        and all(s is not None and s.within(size - 1).whole for s, size in zip(e.spans, sizes))
+        for e in elements
+        if e.unit and e.request.spec.kind in ("centre", "step", "phase") and not e.request.spec.band
+    )
 
 
 @dataclass
@@ -102,6 +104,10 @@ class Search:
     confirmations: int = 0  # growths to tell a truly irregular field from one cut inside the model
     centre_shift: int = 0  # units the probed centre moved because the centre unit saw nothing
     periodic: frozenset[int] = frozenset()  # axes known to be periodic: always measure a window
+    # offsets from the centre of every phase combination of a field periodic along several
+    # axes, and the input sizes they are measured at (see _phase_grid)
+    phases: tuple[tuple[int, ...], ...] = ()
+    phase_sizes: tuple[int, ...] = ()
 
     @property
     def settled(self) -> bool:
@@ -132,6 +138,8 @@ class Search:
                 ]
             else:
                 requests += [Request(self.target, UnitSpec("side", axis, o, shift=shift)) for o in (1, 2)]
+        if self.phase_sizes == self.sizes:
+            requests += [Request(self.target, UnitSpec("phase", unit=o, shift=shift)) for o in self.phases]
         n = self.known_n.get(self.sizes)
         if n is not None:  # the map's size at this input is known: skip units it does not have
             requests = [
@@ -197,10 +205,27 @@ class Search:
         if self.local and self.want_full and centre.reached:
             self._follow_global(centre)
             return
+        if self.phase_sizes != self.sizes and not holes_seen(elements, measurement.sizes):
+            self.phases = self._phase_grid(fits, free)
+            if self.phases:
+                self.phase_sizes = self.sizes
+                return
         reached = self.reached or centre.reached
         self.outcome = Outcome(
             tuple(fits), self.global_axes, elements, measurement, self.local, reached, self.fallback
         )
+
+    def _phase_grid(self, fits: list[AxisFit], free: list[int]) -> tuple[tuple[int, ...], ...]:
+        """For a field periodic along two or more axes: the offsets from the centre of one unit
+        of every combination of phases, the centre's own left out. Steps along one axis keep
+        the others at the centre's phase (or band them), but a field that is not a product of
+        per-axis fields can leave a pixel of a unit's box unseen at one combination only (a
+        branch's window next to, not around, another branch's pixel). () when at most one axis
+        is periodic: the window's steps hold every phase then."""
+        periods = [fits[a].period if a in free and not fits[a].unresolved else 1 for a in range(self.n_axes)]
+        if sum(p > 1 for p in periods) < 2:
+            return ()
+        return tuple(o for o in itertools.product(*(range(p) for p in periods)) if any(o))
 
     def _clipped_irregular(
         self, fits: list[AxisFit], by_axis: list[dict[int, Span | None]], free: list[int]
@@ -332,7 +357,7 @@ class Search:
         by_axis: list[dict[int, Span | None]] = [{} for _ in range(self.n_axes)]
         banded = {e.request.spec.axis for e in elements if e.request.spec.band}
         for e in elements:
-            if not e.unit or e.request.spec.kind == "fixed":
+            if not e.unit or e.request.spec.kind in ("fixed", "phase"):
                 continue
             spec = e.request.spec
             for a in range(self.n_axes):

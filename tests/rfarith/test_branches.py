@@ -406,3 +406,19 @@ def test_a_map_local_ops_reduce_to_one_unit_stays_in_the_field():
     assert "global" not in rf.flags
     assert (rf.j[1], rf.r[1]) == (1, 1)
     assert rf.bounds((2, 3)) == ((2, 2), (0, 3))
+
+
+class OneRowResized(nn.Module):
+    """An average pool as tall as this input (local ops: a window of 4 rows) resized back to 4
+    rows: every unit sees all 4 rows of its column, at this input only."""
+
+    def forward(self, x):
+        return F.interpolate(F.avg_pool2d(x, (4, 1)), size=(4, 5), mode="nearest")
+
+
+def test_a_field_every_path_of_which_passes_a_one_unit_map_is_constant_along_it():
+    rf = rfarith.analyze(OneRowResized(), (1, 1, 4, 5)).output
+    assert rf.broadcast_axes == ("h",)
+    assert rf.j == (0, 1) and "global" in rf.flags and not rf.global_via
+    assert rf.real_seen((1, 2)) == ((0, 1, 2, 3), (2,))
+    assert rfarith.analyze(OneRowResized(), (1, 1, 4, 5)).output.real_seen((3, 0)) == ((0, 1, 2, 3), (0,))

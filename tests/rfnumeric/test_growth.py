@@ -1,10 +1,13 @@
-"""How the probe grows its input: sizes that keep what the user's size divides by."""
+"""How the probe searches: input sizes that keep what the user's size divides by, windows and
+phase grids of periodic fields."""
 
 from __future__ import annotations
 
 import pytest
+import torch.nn.functional as F
 from torch import nn
 
+import rfarith
 import rfnumeric
 from rfnumeric.search import grown, keeping_residues, start_sizes
 
@@ -95,3 +98,37 @@ def test_a_window_over_two_periodic_axes_gives_the_largest_rows():
     search = Search(target, (30, 30), (30, 30), 30, want_full=False, keep_heatmap=False, periodic=frozenset({0, 1}))
     run_searches(session, [search])
     assert search.outcome.fits[0].r == 7 and search.outcome.fits[0].j == 1
+
+
+class CornerHole(nn.Module):
+    """A 1x1 branch plus a 2x3 max-pool branch resized back and shifted one column right. Unit
+    (h, w) with w % 3 == 0 sees its own pixel beside the pool's 2x3 window, not inside it: the
+    other row of column w is a hole. Only that column phase has it, at either row phase, so
+    steps along one axis (banded across the other) never show it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+
+    def forward(self, x):
+        pooled = F.interpolate(F.max_pool2d(x, (2, 3)), scale_factor=(2, 3), mode="nearest")
+        return self.conv(x) + F.pad(pooled, (1, -1, 0, 0))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 12, 21), (1, 1, 8, 15), (1, 1, 10, 33)])
+def test_holes_at_one_combination_of_phases_are_found(shape):
+    probed = rfnumeric.probe(CornerHole(), shape)
+    assert "holes" in probed.flags and "nonuniform" in probed.flags
+    assert "holes" in rfarith.analyze(CornerHole(), shape).rows[-1].field.flags
+
+
+def test_the_phase_grid_holds_every_combination_but_the_centre():
+    from rfnumeric.fitting import AxisFit
+    from rfnumeric.measure import Session
+    from rfnumeric.search import Search
+
+    session = Session(CornerHole(), (1, 1, 12, 21))
+    search = Search(session.target(None), (12, 21), (12, 21), 64)
+    fits = [AxisFit(1, 2, 1.0, False, True, period=2), AxisFit(1, 4, 1.0, False, True, period=3)]
+    assert search._phase_grid(fits, [0, 1]) == ((0, 1), (0, 2), (1, 0), (1, 1), (1, 2))
+    assert search._phase_grid(fits, [1]) == ()  # one periodic axis: its steps hold every phase
