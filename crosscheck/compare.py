@@ -180,8 +180,8 @@ def _record(report: rfarith.Report, name: str, measured: numeric.NodeMeasurement
             ]
             if differ and a in long_periods:
                 long_differ = True
-            elif differ and a in rf.broadcast_axes:
-                broadcast.append(a)
+            elif differ and a in rf.broadcast_reach:
+                broadcast = list(rf.broadcast_axes)
             elif differ and "rounding" in rf.flags:
                 rounded.append(a)
             else:
@@ -197,13 +197,13 @@ def _record(report: rfarith.Report, name: str, measured: numeric.NodeMeasurement
                     rounded.append(flag)
                     continue
                 if rf.broadcast_axes and (flag in ("holes", "nonuniform") or flag == "global" and not rf.global_via):
-                    broadcast += [a for a in rf.broadcast_axes if a not in broadcast]
+                    broadcast = list(rf.broadcast_axes)
                     continue
                 side = "analytic" if flag in rf.flags else "numeric"
                 verdict.differences.append(f"{flag} only {side}")
         if broadcast:
             verdict.skipped.append(
-                f"along {', '.join(broadcast)} a map of one unit is broadcast or resized at this input (every unit sees the same pixels through it); on the larger input the probe measures, that map has more units and the field is another one: j, r, start, holes and nonuniform compared unit by unit only"
+                f"a map of one unit along {', '.join(broadcast)} is broadcast or resized at this input (every unit sees the same pixels through it); on the larger input the probe measures, that map has more units and the field is another one: j, r, start, holes and nonuniform compared unit by unit only"
             )
         if rounded:
             verdict.skipped.append(

@@ -21,6 +21,10 @@ def _pixels(phase: tuple[int, int]) -> tuple[int, ...]:
     return tuple(lo + i for i in range(mask.bit_length()) if mask >> i & 1)
 
 
+def _summary_of(field: AxisField) -> tuple[Fraction | int, int, float]:
+    return field.j, field.r, field.start
+
+
 def _has_holes(terms: tuple[tuple[AxisField, ...], ...]) -> bool:
     """Whether some unit leaves a pixel inside its box unseen (exact for unions of products)."""
     if len(terms) == 1:
@@ -99,6 +103,24 @@ class ReceptiveField:
             for a, name in enumerate(self.axes)
             if any(t[a].is_global for t in self.terms)
             and not (self.global_via and all(t[a].is_global for t in self.terms))
+        )
+
+    @property
+    def broadcast_reach(self) -> tuple[str, ...]:
+        """The broadcast axes, and the other axes whose summary the paths through such a map
+        change (the field without them has another j, r or start there): on a larger input,
+        where that map has more units, those paths may reach other units, and the summary
+        along those axes is another one too."""
+        broadcast = [self.axes.index(a) for a in self.broadcast_axes]
+        if not broadcast:
+            return ()
+        stepping = [t for t in self.terms if not any(t[b].is_global for b in broadcast)]
+        return tuple(
+            name
+            for a, name in enumerate(self.axes)
+            if a in broadcast
+            or not stepping
+            or _summary_of(af.summary([t[a] for t in stepping])) != _summary_of(self.fields[a])
         )
 
     @property

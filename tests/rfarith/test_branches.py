@@ -422,3 +422,23 @@ def test_a_field_every_path_of_which_passes_a_one_unit_map_is_constant_along_it(
     assert rf.j == (0, 1) and "global" in rf.flags and not rf.global_via
     assert rf.real_seen((1, 2)) == ((0, 1, 2, 3), (2,))
     assert rfarith.analyze(OneRowResized(), (1, 1, 4, 5)).output.real_seen((3, 0)) == ((0, 1, 2, 3), (0,))
+
+
+class TallBroadcastColumn(nn.Module):
+    """x + resize(3x2 average of the first two columns): the broadcast path sees rows h-1..h+1
+    of columns 0, 1; x sees pixel (h, w) alone. Along h the summary is r 3 with that path,
+    r 1 without it."""
+
+    def forward(self, x):
+        pooled = F.avg_pool2d(x[..., :2], (3, 2), stride=1, padding=(1, 0))  # n: (6, 1)
+        return x + F.interpolate(pooled, size=(6, 4), mode="nearest")
+
+
+def test_the_axes_a_broadcast_path_reaches_are_those_whose_summary_it_changes():
+    tall = rfarith.analyze(TallBroadcastColumn(), (1, 1, 6, 4)).output
+    assert tall.broadcast_axes == ("w",) and tall.broadcast_reach == ("h", "w")
+    assert tall.r == (3, 1)
+    flat = rfarith.analyze(PooledToOneColumn(), (1, 1, 6, 4)).output
+    assert flat.broadcast_axes == ("w",) and flat.broadcast_reach == ("w",)
+    plain = rfarith.analyze(nn.Conv2d(1, 1, 3), (1, 1, 6, 4)).output
+    assert plain.broadcast_axes == () and plain.broadcast_reach == ()
