@@ -164,20 +164,24 @@ def find_period(spans: dict[int, Span | None]) -> tuple[int, int] | None:
     """Smallest ``P`` (up to MAX_PERIOD) with unit ``m+P`` seeing unit ``m``'s pattern shifted by a
     constant ``J``, over every measured pair: ``(P, J)``; ``J = 0`` means every unit sees the
     same pixels. None if no period explains the measurements. Spans cut at a border are left
-    out: their patterns are truncated."""
+    out of the patterns (they are truncated), but a unit that sees nothing (``None``: a blind
+    phase) one period from a unit that sees something breaks the period."""
     whole = {m: s for m, s in spans.items() if s is not None and s.whole}
-    units = sorted(whole)
     for period in range(1, MAX_PERIOD + 1):
         shifts: set[int | None] = set()
         consistent = True
-        for m in units:
-            other = whole.get(m + period)
-            if other is None:
+        for m in sorted(spans):
+            if m + period not in spans:
                 continue
-            if not same_pattern(whole[m], other):
+            if (spans[m] is None) != (spans[m + period] is None):
                 consistent = False
                 break
-            shifts.add(shift_between(whole[m], other))
+            if m not in whole or m + period not in whole:
+                continue
+            if not same_pattern(whole[m], whole[m + period]):
+                consistent = False
+                break
+            shifts.add(shift_between(whole[m], whole[m + period]))
         shifts.discard(None)
         if consistent and len(shifts) == 1:
             return period, shifts.pop()

@@ -151,6 +151,15 @@ def test_a_blind_neighbour_is_not_period_one():
     assert fit_axis(spans, 10, 40, window_measured=False).needs_window
 
 
+def test_a_blind_phase_between_units_reading_one_pixel_breaks_period_one():
+    """A transposed conv with kernel 2 and stride 3: units 3q and 3q+1 read pixel q, unit 3q+2
+    nothing. Units one apart that read one pixel are not period 1, j 0: period 3, jump 1."""
+    spans = {m: (Span(m // 3, m // 3, b"\x01") if m % 3 != 2 else None) for m in range(7, 24)}
+    assert find_period(spans) == (3, 1)
+    fit = fit_axis(spans, 15, 29, window_measured=True)
+    assert fit.j == Fraction(1, 3) and fit.start == 0.5 and fit.nonuniform and fit.period == 3
+
+
 def test_the_period_ignores_units_cut_at_a_border():
     """Period 3, jump 3 (j = 1); units 0..2 are cut at pixel 0 and show truncated patterns."""
     patterns = [b"\x01\x00\x01\x01", b"\x01\x01\x00\x01\x01", b"\x01\x00\x00\x01"]
