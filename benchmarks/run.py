@@ -325,13 +325,17 @@ Tried and dropped, with the reason:
 - **float32**: no faster here (a 3x3 box filter on 6x544x544 takes 6.4 ms in float64, 6.4 to
   7.1 ms in float32), and it underflows after fewer layers.
 
-Where the probe's time goes on ResNet-50 at 544x544 (medians of 21 runs, timed apart from this
-table): the copy of the model 5.4 ms, the `torch.fx` trace that resolves a node name 8.5 to 9
-ms (the trace floor of table 1 itself), the forward 25 to 27 ms for about 225 ops (Python
-dispatch of the surrogates dominates: the same forward at batch 1 took 14 ms), the backward
-about 20 ms, of which about 5 ms are the gradient hooks that rescale against underflow. Target
-2 hangs on these fixed costs on a net whose plain pass takes 0.64 to 0.72 s; on the larger
-Inception-style input they are spread thinner.
+Where the probe's time goes on ResNet-50 at 544x544 (medians of 25 runs, timed apart from this
+table, two runs): the copy of the model 5.3 ms, the `torch.fx` trace that resolves a node name
+8.7 to 8.8 ms (the trace floor of table 1 itself), the forward 21 to 22 ms for about 225 ops,
+the backward 11 ms (of which the gradient hooks that rescale against underflow take 5 to 7 %
+of the probe: a probe without them ran at 0.93 of the time), the rest (seeds, fitting) about 5
+ms; 51 to 53 ms in all. Before the shortcuts of this page's second part (one-unit windows,
+the stride-0 input, the one-channel reading, the one-sum finiteness check) the same probe took
+65 to 75 ms: in paired runs (old and new code alternating in one process) the new probe took
+0.67 and 0.77 of the old one's time on ResNet-50 (two series: 25 to 30 pairs each) and 0.76
+on the Inception-style net (6 pairs). The 7x7 stem alone (one average pooling forward and backward
+on 6x544x544) takes about 12 ms of what is left.
 
 Why `sweep / probe <= 5` is out of reach for an exact sweep: every map's field needs seeds of
 its own, and seeds of different maps cannot share a batch element (their supports overlap in the
@@ -341,7 +345,8 @@ pattern, and the whole map, to tell a border cut from a field's end). On ResNet-
 measures 74 maps (`maps_measured`; the other 102 nodes hold the same tensor as one of them),
 in three input sizes: 450 seeds at 224x224, 120 at 352x352 and 42 at 544x544, against the
 probe's 6 at 544x544. In seeds times input pixels that is 28 times the probe, and the sweep's
-measured ratio (18 to 21) is below it because the forward is shared. With the 3-seed minimum it
+measured ratio (13.5 in the run above; 18 to 21 before this page's one-unit-window and
+stride-0-input shortcuts) is below it because the forward is shared. With the 3-seed minimum it
 would still be 14 probes: an exact per-map sweep cannot reach 5. Reaching it would mean not
 measuring every map (composing fields analytically), which is rfarith's job, not the probe's.
 """
