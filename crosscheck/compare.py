@@ -168,7 +168,7 @@ def _record(report: rfarith.Report, name: str, measured: numeric.NodeMeasurement
             verdict.skipped.append(
                 f"too few units whole inside input {size} along {axes} for the probe to fit j, r and start (the rest cut by the border): compared unit by unit only"
             )
-        broadcast, rounded = [], []
+        broadcast_differs, rounded = False, []
         for i, a in enumerate(rf.axes):
             record.update({f"j_{a}_num": probe.j[i], f"r_{a}_num": probe.r[i], f"start_{a}_num": probe.start[i]})
             if a in unresolved:
@@ -181,7 +181,7 @@ def _record(report: rfarith.Report, name: str, measured: numeric.NodeMeasurement
             if differ and a in long_periods:
                 long_differ = True
             elif differ and a in rf.broadcast_reach:
-                broadcast = list(rf.broadcast_axes)
+                broadcast_differs = True
             elif differ and "rounding" in rf.flags:
                 rounded.append(a)
             else:
@@ -197,13 +197,13 @@ def _record(report: rfarith.Report, name: str, measured: numeric.NodeMeasurement
                     rounded.append(flag)
                     continue
                 if rf.broadcast_axes and (flag in ("holes", "nonuniform") or flag == "global" and not rf.global_via):
-                    broadcast = list(rf.broadcast_axes)
+                    broadcast_differs = True
                     continue
                 side = "analytic" if flag in rf.flags else "numeric"
                 verdict.differences.append(f"{flag} only {side}")
-        if broadcast:
+        if broadcast_differs:
             verdict.skipped.append(
-                f"a map of one unit along {', '.join(broadcast)} is broadcast or resized at this input (every unit sees the same pixels through it); on the larger input the probe measures, that map has more units and the field is another one: j, r, start, holes and nonuniform compared unit by unit only"
+                f"a map of one unit along {', '.join(rf.broadcast_axes)} is broadcast or resized at this input (every unit sees the same pixels through it); on the larger input the probe measures, that map has more units and the field is another one: j, r, start, holes and nonuniform compared unit by unit only"
             )
         if rounded:
             verdict.skipped.append(
