@@ -128,6 +128,13 @@ class AxisField:
         return math.nan if b is None else (b[0] + b[1] + 1) / 2
 
     @property
+    def steps(self) -> bool:
+        """Whether the field moves with the units (a non-zero jump). A field every unit sees
+        alike (global), or every unit of one phase alike (a map of one unit broadcast, then
+        upsampled with blind phases), does not."""
+        return self.jump != 0
+
+    @property
     def is_global(self) -> bool:
         """Every unit sees the same pixels (a tiled map, with jump 0 but several phases, is not)."""
         return self.jump == 0 and self.period == 1
@@ -343,9 +350,10 @@ def union(fields: list[AxisField]) -> AxisField:
 
 def summary(fields: list[AxisField]) -> AxisField:
     """The per-axis field a table reports for a union of terms: the union of the terms that
-    step with the map, leaving out those every unit sees alike (a map of one unit broadcast or
-    resized: a constant set added to every unit, no lattice) unless no other term is left."""
-    lattice = [f for f in fields if not f.is_global]
+    step with the map, leaving out those that do not (a map of one unit broadcast or resized: a
+    constant set added to every unit, or to every unit of a phase; no lattice) unless no other
+    term is left."""
+    lattice = [f for f in fields if f.steps]
     return union(lattice or fields)
 
 

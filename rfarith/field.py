@@ -90,9 +90,9 @@ class ReceptiveField:
 
     @property
     def broadcast_axes(self) -> tuple[str, ...]:
-        """Axes along which some path gives every unit the same pixels: a map of one unit,
-        broadcast or resized (local ops made it; a global reduction is a side path, not a
-        term). Where other paths step with the map, the summary leaves that path out
+        """Axes along which some path gives every unit (or every unit of a phase) the same
+        pixels: a map of one unit, broadcast or resized (local ops made it; a global reduction
+        is a side path, not a term). Where other paths step with the map, the summary leaves that path out
         (``af.summary``); where every path passes such a map, the field is constant along the
         axis at this input. ``bounds`` and ``real_seen`` hold it either way. On a larger input
         such a map may have several units, and the field is then another one. With a global
@@ -101,8 +101,8 @@ class ReceptiveField:
         return tuple(
             name
             for a, name in enumerate(self.axes)
-            if any(t[a].is_global for t in self.terms)
-            and not (self.global_via and all(t[a].is_global for t in self.terms))
+            if any(not t[a].steps for t in self.terms)
+            and not (self.global_via and not any(t[a].steps for t in self.terms))
         )
 
     @property
@@ -114,7 +114,7 @@ class ReceptiveField:
         broadcast = [self.axes.index(a) for a in self.broadcast_axes]
         if not broadcast:
             return ()
-        stepping = [t for t in self.terms if not any(t[b].is_global for b in broadcast)]
+        stepping = [t for t in self.terms if all(t[b].steps for b in broadcast)]
         return tuple(
             name
             for a, name in enumerate(self.axes)

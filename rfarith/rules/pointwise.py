@@ -158,7 +158,7 @@ def merged(call: Call, dims, values: list[Value], n_out: tuple[int, ...]) -> Val
             local_values.append(value)
     terms = prune(local_terms or side_terms)
     for a, name in enumerate(axis_names(len(n_out))):
-        steps = {Fraction(t[a].jump, t[a].period) for t in terms if not t[a].is_global}
+        steps = {Fraction(t[a].jump, t[a].period) for t in terms if t[a].steps}
         if len(steps) > 1:
             raise UnsupportedOp(
                 call.node, call.op,

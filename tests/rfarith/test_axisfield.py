@@ -172,6 +172,20 @@ def test_union_refuses_different_jumps():
         af.union([af.pixel(4), af.window(af.pixel(8), 1, 2, 1, 0, 4)])
 
 
+def test_a_field_every_unit_of_a_phase_sees_alike_stays_out_of_the_summary():
+    """A map of 2 units every unit of which sees pixels 0..3 (a broadcast), upsampled by a
+    transposed conv with kernel 1 < stride 3: units 0 and 3 see pixels 0..3, the others nothing.
+    Jump 0 with three phases: not global, and it does not step; beside a field that steps, the
+    summary leaves it out (their union has no single jump)."""
+    tiled = af.resample(af.constant((0, 0b1111), 2), 3, 1, ((0,), (), ()), 4)
+    assert not tiled.steps and not tiled.is_global and tiled.period == 3
+    stepping = af.resample(af.pixel(2), 3, 1, ((0,), (), ()), 4)
+    assert stepping.steps
+    assert af.summary([tiled, stepping]) == af.summary([stepping])
+    with pytest.raises(ValueError, match="different jumps"):
+        af.union([tiled, stepping])
+
+
 def test_union_of_non_overlapping_fields_has_holes():
     """Pixel m-2 and pixel m+2 (1-tap shifts by +-2): hull m-2 .. m+2 with a gap of 3."""
     left = af.window(af.pixel(8), 1, 1, 1, 2, 8)
