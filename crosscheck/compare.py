@@ -34,7 +34,7 @@ UNIT_NAMES = ("first", "centre", "last")
 # Why a part of the comparison could not be made: ProbeError.kind -> the reason, in plain words.
 SKIP_REASONS = {
     "too_wide": "field wider than the largest input the probe may use (max_size={max_size}): r, j, start not measured",
-    "size_dependent": "the field grows with the input (adaptive pooling or a resize to a fixed size): r, j, start compared only through the units at the given input",
+    "size_dependent": "the field grows with the input (adaptive pooling, a resize to a fixed size or with align_corners=True): r, j, start compared only through the units at the given input",
     "layout": "the probe cannot locate this map's units (tokens with a class token in front): analytic only",
     "forward": "the model rejects the larger input the field needs: r, j, start not measured",
 }

@@ -757,6 +757,17 @@ def interpolate_call(func, args: tuple, kwargs: dict) -> dict[str, Any]:
     return call
 
 
+def follows_the_input_size(call: dict[str, Any]) -> bool:
+    """Whether the index map of an ``F.interpolate`` call changes with the input size, not only
+    its length: a fixed output size, ``align_corners=True`` (the ratio is ``(n_in - 1) /
+    (n_out - 1)``), or a scale factor recomputed from the sizes."""
+    return (
+        call.get("size") is not None
+        or bool(call.get("align_corners")) and call.get("mode") not in (None, "nearest", "nearest-exact", "area")
+        or bool(call.get("recompute_scale_factor"))
+    )
+
+
 def _one_axis(value: Any, nd: int, axis: int, other: Any) -> Any:
     """``value`` (a per-axis size or scale, or one for every axis) with every axis but ``axis``
     set to ``other``."""
@@ -824,8 +835,8 @@ def resize(mode: ProbeMode, func, args, kwargs):
     if not depends(x) or nd < 1:
         return real(mode, func, args, kwargs)
     call = interpolate_call(func, args, kwargs)
-    if call.get("size") is not None:
-        mode.records.size_dependent.append(mode.name)  # resampling to a fixed size
+    if follows_the_input_size(call):
+        mode.records.size_dependent.append(mode.name)
     if not mode.structural:
         return per_channel(mode, x, nd, lambda t: real(mode, func, (t, *args[1:]), kwargs))
     try:

@@ -411,3 +411,32 @@ def test_box_filter_is_the_convolution_with_equal_weights(kernel, stride, paddin
     got = box_filter(x, kernel, {"stride": stride, "padding": padding, "dilation": 1})
     assert got.shape == want.shape
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12, atol=0)
+
+
+# ---- resizes whose index map follows the input size -------------------------------------------
+@pytest.mark.parametrize(
+    "call, follows",
+    [
+        ({"size": 12, "mode": "nearest"}, True),
+        ({"scale_factor": 2.0, "mode": "bilinear", "align_corners": True}, True),
+        ({"scale_factor": 1.5, "mode": "linear", "align_corners": False, "recompute_scale_factor": True}, True),
+        ({"scale_factor": 1.5, "mode": "bilinear", "align_corners": False}, False),
+        ({"scale_factor": 2.0, "mode": "nearest"}, False),
+        ({"scale_factor": 0.5, "mode": "area"}, False),
+    ],
+)
+def test_a_resize_follows_the_input_size_where_its_ratio_does(call, follows):
+    """align_corners=True reads (n_in - 1) / (n_out - 1), which changes with n_in: 6 -> 9 has
+    j 5/8, 10 -> 15 has j 9/14. A plain scale factor keeps 1/scale at every size."""
+    from rfnumeric.surrogates import follows_the_input_size
+
+    assert follows_the_input_size(call) is follows
+
+
+def test_a_field_grown_through_an_align_corners_resize_warns():
+    class Corners(nn.Module):
+        def forward(self, x):
+            return F.interpolate(x, scale_factor=(2.0, 1.5), mode="bilinear", align_corners=True)
+
+    with pytest.warns(rfnumeric.GrownInputWarning, match="work differently"):
+        rfnumeric.probe(Corners(), (1, 2, 6, 6))
