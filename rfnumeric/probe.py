@@ -92,8 +92,8 @@ def _check_unit(unit: Any, n_axes: int) -> tuple[int, ...] | None:
 
 class GrownInputWarning(UserWarning):
     """A field was measured on a larger input than asked, through ops whose geometry follows
-    the input size (adaptive pooling, resampling to a fixed size): at the asked size it may
-    differ."""
+    the input size (adaptive pooling, resampling to a fixed size or with align_corners=True):
+    at the asked size it may differ."""
 
 
 def warn_if_size_dependent(outcomes: dict[str, Outcome], user_sizes: tuple[int, ...]) -> None:
