@@ -43,16 +43,6 @@ import rfnumeric  # noqa: E402
 from crosscheck import zoo  # noqa: E402
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def median_times(fns: list[Callable[[], object]], repeats: int) -> list[float]:
     """Median times of ``fns`` run in turn, one of each per round (after a warm-up round), so
     that a slow spell of the machine hits all of them alike and their ratio stays fair."""
@@ -65,6 +55,10 @@ def median_times(fns: list[Callable[[], object]], repeats: int) -> list[float]:
             fn()
             kept.append(time.perf_counter() - start)
     return [statistics.median(kept) for kept in times]
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    return median_times([fn], repeats)[0]
 
 
 # ---- 1. analyze over trace --------------------------------------------------------------------

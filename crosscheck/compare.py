@@ -145,7 +145,7 @@ def _record(report: rfarith.Report, name: str, measured: numeric.NodeMeasurement
     for key, unit in units.items():
         record[key] = rf.real_bounds(unit)
     record["flags"] = rf.describe_flags()
-    if rf.global_via or any(f.is_global for f in rf.fields) and not rf.broadcast_axes:
+    if rf.global_via or (any(f.is_global for f in rf.fields) and not rf.broadcast_axes):
         via = rf.global_via[0] if rf.global_via else rf.node
         verdict.notes.append(f"global: every unit sees the whole input (via {via})")
     if row.source != "rule":

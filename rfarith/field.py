@@ -92,9 +92,9 @@ class ReceptiveField:
     def broadcast_axes(self) -> tuple[str, ...]:
         """Axes along which some path gives every unit (or every unit of a phase) the same
         pixels: a map of one unit, broadcast or resized (local ops made it; a global reduction
-        is a side path, not a term). Where other paths step with the map, the summary leaves that path out
-        (``af.summary``); where every path passes such a map, the field is constant along the
-        axis at this input. ``bounds`` and ``real_seen`` hold it either way. On a larger input
+        is a side path, not a term). Where other paths step with the map, the summary leaves
+        that path out (``af.summary``); where every path passes such a map, the field is
+        constant along the axis at this input. ``bounds`` and ``real_seen`` hold it either way. On a larger input
         such a map may have several units, and the field is then another one. With a global
         reduction in the field (``global_via``), an axis constant on every path is left out:
         its cause is not told apart."""
