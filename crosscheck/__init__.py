@@ -7,8 +7,16 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
 from . import zoo
 from .compare import assert_agree, compare, render, summary
 from .hybrid import hybrid
+from .reasons import Reason
 
-__all__ = ["assert_agree", "compare", "hybrid", "render", "summary", "zoo"]
+try:
+    __version__ = version("rfcheck")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree not installed
+    __version__ = "0+unknown"
+
+__all__ = ["Reason", "assert_agree", "compare", "hybrid", "render", "summary", "zoo"]

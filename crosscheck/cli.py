@@ -1,8 +1,10 @@
 """The ``rfcheck`` command line tool (also ``python -m crosscheck``).
 
-Exit status: 0 when every row agrees (or differs for a stated reason), 1 when analytic and
-numeric disagree, 2 on bad usage (the message names what is wrong; ``--debug`` shows the
-traceback).
+Exit status: 0 when what was printed is complete and true (``compare``: every row compared
+and agreeing; ``report``: every row computed), 1 when analytic and numeric disagree or some
+row could not be computed or compared (the footer says which and why), 2 on bad usage or a
+model rfcheck refuses (the message names what is wrong and the way out), 3 on an internal
+failure (a bug: the message asks for a report; ``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Sequence
 
 from rfarith.errors import RFError
 
-EXIT_OK, EXIT_DISAGREE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_DISAGREE, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 MODEL_HELP = "zoo name (e.g. alexnet), torchvision:NAME, path/to/file.py:factory or package.module:factory"
 
@@ -73,6 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
         print(f"rfcheck: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as e:  # a bug of rfcheck's, not the user's
+        if getattr(args, "debug", False):
+            raise
+        print(
+            f"rfcheck: internal error: {type(e).__name__}: {e}. This is a bug in rfcheck; "
+            "rerun with --debug for the traceback and report it.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

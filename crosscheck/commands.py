@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import pandas as pd
 
 import rfarith
+from rfarith.field import FLAG_ORDER
 
+from . import formats
 from .compare import compare, render
 from .hybrid import hybrid
 from .loading import load_model, parse_input
+from .reasons import Reason
 
 EXIT_OK, EXIT_DISAGREE = 0, 1
 
@@ -36,11 +37,25 @@ def _report(model, shape, title, nodes, args) -> int:
     report.title = title
     if nodes:
         for name in nodes:
-            report[name]  # unknown names: UnknownNode with close names
-    table = report.table if not nodes else report.table.loc[nodes]
-    text = report.render() if not nodes else _subset_text(report, nodes)
-    _emit(text if args.format == "table" else format_frame(table, args.format), args.output)
-    return EXIT_OK
+            report.row(name)  # unknown names: UnknownNode with close names
+    table = _report_frame(report)
+    table = table if not nodes else table.loc[nodes]
+    if args.format == "table":
+        text = report.render() if not nodes else _subset_text(report, nodes)
+    else:
+        header = _header(title, report.input_shape, "local", {"complete": report.complete, "not_computed": report.missing})
+        text = format_frame(table, args.format, header)
+    _emit(text, args.output)
+    return EXIT_OK if report.complete else EXIT_DISAGREE
+
+
+def _report_frame(report: rfarith.Report) -> pd.DataFrame:
+    """The report's table for machines: flags as a list of words, the global cause apart."""
+    table = report.table.copy()
+    table["flags"] = [tuple(f for f in FLAG_ORDER if f in row.field.flags) if row.field is not None else () for row in report.rows]
+    table["global_via"] = [", ".join(row.field.global_via) if row.field is not None else "" for row in report.rows]
+    table.attrs["axes"] = report.axes
+    return table
 
 
 def _subset_text(report: rfarith.Report, nodes: list[str]) -> str:
@@ -52,9 +67,14 @@ def _subset_text(report: rfarith.Report, nodes: list[str]) -> str:
 def _compare(model, shape, title, nodes, args) -> int:
     progress = None if args.no_progress else ProgressBar()
     frame = compare(model, shape, nodes, mode=args.mode, max_size=args.max_size, progress=progress)
-    text = render(frame, title) if args.format == "table" else format_frame(frame, args.format)
+    if args.format == "table":
+        text = render(frame, title)
+    else:
+        extra = {"summary": frame.attrs["summary"], "reasons": {r.value: {"kind": r.kind, "meaning": r.meaning} for r in Reason}}
+        text = format_frame(frame, args.format, _header(title, frame.attrs["input_shape"], args.mode, extra))
     _emit(text, args.output)
-    return EXIT_DISAGREE if frame.attrs["summary"]["disagree"] else EXIT_OK
+    counts = frame.attrs["summary"]
+    return EXIT_DISAGREE if counts["disagree"] or counts["not_compared"] else EXIT_OK
 
 
 def _plot(model, shape, title, args) -> int:
@@ -80,27 +100,27 @@ def _plot(model, shape, title, args) -> int:
     return EXIT_OK
 
 
-def format_frame(frame: pd.DataFrame, fmt: str) -> str:
-    """A table as csv, json (records) or markdown, with tuples and fractions as plain text."""
-    flat = frame.copy()
-    for column in flat.columns:
-        flat[column] = [_plain(v) for v in flat[column]]
+def _header(title: str, input_shape, mode: str, extra: dict) -> dict:
+    import torch
+
+    from . import __version__
+
+    return {
+        "model": title,
+        "input_shape": list(input_shape),
+        "mode": mode,
+        "versions": {"rfcheck": __version__, "torch": torch.__version__},
+        **extra,
+    }
+
+
+def format_frame(frame: pd.DataFrame, fmt: str, header: dict | None = None) -> str:
+    """A table as csv, json (a header and the rows, real numbers and lists) or markdown."""
     if fmt == "csv":
-        return flat.to_csv()
+        return formats.to_csv(frame)
     if fmt == "json":
-        records = json.loads(flat.reset_index().to_json(orient="records"))
-        return json.dumps(records, indent=2) + "\n"
-    return flat.to_markdown() + "\n"
-
-
-def _plain(value):
-    if isinstance(value, Fraction):
-        return str(value)
-    if isinstance(value, tuple):
-        if all(isinstance(v, int) for v in value):
-            return "x".join(map(str, value))
-        return str(value)
-    return value
+        return formats.to_json(frame, header or {})
+    return formats.to_markdown(frame)
 
 
 def _emit(text: str, output: str | None) -> None:

@@ -1,18 +1,18 @@
-"""Analytic against numeric, feature map by feature map, with a reason for every difference.
+"""Analytic against numeric, feature map by feature map: exact pixel sets decide.
 
-For each node: the analytic field (rfarith, at the user's input) and the probe's (rfnumeric, on
-the smallest input that holds the analytic field: its size is the probe's size hint) are
-compared on ``n``, ``j``, ``r``, ``start`` and the flags ``global``, ``holes``, ``nonuniform``;
-then the first, centre and last units are measured at the user's input itself, and what each
-sees of that input is compared pixel for pixel with rfarith's exact border fields. Equality is
-exact: no tolerance anywhere.
+For each node, the units of :func:`crosscheck.verdict.window` are compared as exact sets of
+input pixels at the user's input: what rfarith says each sees (clipped to that input) against
+the probe's support. Where the field does not fit the user's input (the probe's search grew the
+input until it did), the same is done again at the input the probe grew to, with rfarith
+analysed again there. A row agrees iff every compared set is equal. The probe's fitted ``j``,
+``r``, ``start`` stay in the table as information; they never decide. Every row carries reason
+codes (:class:`crosscheck.Reason`) and their words; no row is ever dropped.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -20,58 +20,23 @@ from torch import nn
 
 import rfarith
 import rfnumeric
-from rfarith.errors import UnknownNode
-from rfarith.field import ReceptiveField
-from rfnumeric.fitting import MAX_PERIOD
+from rfarith.errors import RFError, UnknownNode
+from rfarith.field import FLAG_ORDER, ReceptiveField
 
 from . import numeric
 from .hybrid import hybrid
+from .reasons import DISAGREE, NOT_COMPARED, Reason, status
+from .verdict import Mismatch, bounds_of, mismatches, window
 
-COMPARED_FLAGS = ("global", "holes", "nonuniform")
 UNIT_NAMES = ("first", "centre", "last")
 
-
-# Why a part of the comparison could not be made: ProbeError.kind -> the reason, in plain words.
-SKIP_REASONS = {
-    "too_wide": "field wider than the largest input the probe may use (max_size={max_size}): r, j, start not measured",
-    "size_dependent": "the field grows with the input (adaptive pooling, a resize to a fixed size or with align_corners=True): r, j, start compared only through the units at the given input",
-    "layout": "the probe cannot locate this map's units (tokens with a class token in front): analytic only",
-    "forward": "the model rejects the larger input the field needs: r, j, start not measured",
+# Why the probe could not grow the input past the user's (ProbeError.kind -> the words).
+CANNOT_GROW = {
+    "too_wide": "the field is wider than the largest input the probe may use (max_size={max_size})",
+    "size_dependent": "the field changes with the input size (adaptive pooling, a resize to a fixed size or with align_corners=True)",
+    "forward": "the model rejects a larger input",
 }
-
-
-@dataclass
-class Verdict:
-    """The outcome for one node: what differs, what could not be compared, and why.
-
-    ``differences`` are exact mismatches; ``skipped`` says which comparisons could not be made
-    and why (a stated, legitimate reason); ``notes`` are facts about the field (global). A
-    difference is explained only by a probe underflow (the probe's support may then be short).
-    """
-
-    differences: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    numeric_only: bool = False
-    underflow: bool = False
-
-    @property
-    def agree(self) -> bool:
-        return not self.differences and not self.skipped and not self.numeric_only
-
-    @property
-    def unexplained(self) -> bool:
-        return bool(self.differences) and not self.underflow
-
-    def text(self) -> str:
-        parts = self.notes + self.skipped
-        if self.underflow:
-            parts.append("probe underflow")
-        if self.unexplained:
-            parts.append("unexplained: " + "; ".join(self.differences))
-        elif self.differences:
-            parts.append("(" + "; ".join(self.differences) + ")")
-        return ", ".join(parts)
+SUMMARY_KEYS = ("nodes", "agree", "disagree", "not_compared")
 
 
 def compare(
@@ -84,11 +49,15 @@ def compare(
 ) -> pd.DataFrame:
     """Analytic vs numeric receptive fields, one row per feature map, in graph order.
 
-    Columns: ``op``, per axis ``n_<a>``, ``j_<a>``, ``r_<a>``, ``start_<a>`` (analytic) and the
-    same with ``_num`` (numeric), ``first`` / ``centre`` / ``last`` (analytic bounds of those
-    units in the actual input, per axis) and ``first_num`` / ... (measured), ``flags`` and
-    ``flags_num``, ``agree`` (exact equality) and ``reason`` (why a row differs or was skipped).
-    ``df.attrs["summary"]`` holds the counts; :func:`render` prints the table.
+    Columns: ``op``; per axis ``n_<a>``, ``j_<a>``, ``r_<a>``, ``start_<a>`` (analytic) and
+    the same with ``_num`` (the probe's map size at the user's input, and its fitted summary:
+    information only); ``first`` / ``centre`` / ``last`` (what those units see of the user's
+    input, per axis, analytic) and ``first_num`` / ... (measured); ``flags`` and
+    ``flags_num`` (tuples of flag words) and ``global_via``; ``units_compared`` and
+    ``compared_at`` (the input sizes the sets were compared at); ``agree``, ``status``
+    (agree, disagree, not_compared), ``reason`` (a tuple of :class:`Reason` codes) and
+    ``reason_text``. ``df.attrs`` holds ``summary`` (counts that add up to ``nodes``),
+    ``input_shape`` and ``mode``; :func:`render` prints the table.
 
     >>> import torch.nn as nn, crosscheck
     >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 8, 3))
@@ -96,26 +65,237 @@ def compare(
     >>> bool(df["agree"].all()), df.attrs["summary"]["agree"]
     (True, 3)
     """
+    if mode not in ("local", "full"):
+        raise ValueError(f"mode {mode!r} must be 'local' or 'full'")
     report = hybrid(model, input_shape, mode)  # the analysis, with black boxes measured
-    shape = report.input_shape
+    shape = tuple(report.input_shape)
     names = _select(report, nodes)
-    plans = {name: (_size_hint(report[name]), list(_units(report[name]).values())) for name in names}
-    periodic = {name: frozenset(a for a, p in enumerate(report[name].phases) if p > 1) for name in names}
-    measured = numeric.measure_nodes(model, shape, plans, mode, max_size, progress, periodic=periodic)
-    records = [_record(report, name, measured[name], max_size) for name in names]
+    rows = [_Row(report, name) for name in names]
+    if report.traced:
+        _measure(model, shape, report, rows, mode, max_size, progress)
+    records = [row.record(mode, max_size) for row in rows]
     frame = pd.DataFrame.from_records(records).set_index("node") if records else pd.DataFrame()
     frame.attrs["summary"] = summary(frame)
     frame.attrs["input_shape"] = shape
     frame.attrs["mode"] = mode
+    frame.attrs["axes"] = report.axes
     return frame
 
 
+class _Row:
+    """What is known of one node while it is compared."""
+
+    def __init__(self, report: rfarith.Report, name: str) -> None:
+        self.name = name
+        self.report_row = report.row(name)
+        self.traced = report.traced
+        self.fitted: rfnumeric.ProbeResult | Exception | None = None
+        self.at_user: numeric.UnitsAt | Exception | None = None
+        self.compared: list[tuple[int, ...]] = []
+        self.units_compared = 0
+        self.mismatches: list[Mismatch] = []
+        self.size_differs: list[str] = []
+        self.grown_note = ""
+
+    @property
+    def field(self) -> ReceptiveField | None:
+        return self.report_row.field
+
+    # ---- the record -------------------------------------------------------------------------
+    def record(self, mode: str, max_size: int) -> dict[str, Any]:
+        rf, row = self.field, self.report_row
+        numeric_only = not self.traced
+        axes = _axes_of(self)
+        record: dict[str, Any] = {"node": self.name, "op": row.op}
+        for i, a in enumerate(axes):
+            values = (rf.n[i], rf.j[i], rf.r[i], rf.start[i]) if rf is not None and not numeric_only else (math.nan,) * 4
+            record.update(dict(zip((f"n_{a}", f"j_{a}", f"r_{a}", f"start_{a}"), values)))
+        fitted = self.fitted if isinstance(self.fitted, rfnumeric.ProbeResult) else None
+        if numeric_only and rf is not None:  # the report's values are the probe's
+            fitted = None
+        for i, a in enumerate(axes):
+            n_num = self.at_user.n[i] if isinstance(self.at_user, numeric.UnitsAt) else math.nan
+            if numeric_only and rf is not None:
+                record.update({f"n_{a}_num": rf.n[i], f"j_{a}_num": rf.j[i], f"r_{a}_num": rf.r[i], f"start_{a}_num": rf.start[i]})
+                continue
+            record[f"n_{a}_num"] = n_num
+            record[f"j_{a}_num"] = fitted.j[i] if fitted else math.nan
+            record[f"r_{a}_num"] = fitted.r[i] if fitted else math.nan
+            record[f"start_{a}_num"] = fitted.start[i] if fitted else math.nan
+        units = _named_units(rf) if rf is not None else {}
+        for key in UNIT_NAMES:
+            record[key] = rf.real_bounds(units[key]) if units and not numeric_only else None
+            supports = self.at_user.supports if isinstance(self.at_user, numeric.UnitsAt) else {}
+            record[f"{key}_num"] = bounds_of(supports.get(units[key])) if units else None
+        record["flags"] = _flag_words(rf) if rf is not None and not numeric_only else ()
+        record["flags_num"] = tuple(sorted(fitted.flags)) if fitted else (_flag_words(rf) if numeric_only and rf is not None else ())
+        record["global_via"] = ", ".join(rf.global_via) if rf is not None else ""
+        record["units_compared"] = self.units_compared
+        record["compared_at"] = tuple(self.compared)
+        codes, texts = self.reasons(mode, max_size)
+        record["status"] = status(codes)
+        record["agree"] = record["status"] == "agree"
+        record["reason"] = tuple(c.value for c in codes)
+        record["reason_text"] = "; ".join(texts)
+        return record
+
+    def reasons(self, mode: str, max_size: int) -> tuple[list[Reason], list[str]]:
+        """The codes of this row and their words, in one order: disagreements first."""
+        found: list[tuple[Reason, str]] = []
+        rf, row = self.field, self.report_row
+        if not self.traced:
+            why = getattr(row, "reason", "") or ""
+            found.append((Reason.NUMERIC_ONLY, "torch.fx cannot trace the model: measured by the probe only" + (f" ({why})" if why else "")))
+            return _split(found)
+        if isinstance(self.at_user, UnknownNode):
+            found.append((Reason.ANALYTIC_ONLY, f"the probe cannot address '{self.name}' without torch.fx (not a module call): analytic only"))
+        elif isinstance(self.at_user, Exception):
+            code = Reason.ANALYTIC_ONLY if getattr(self.at_user, "kind", "") == "layout" else Reason.PROBE_FAILED
+            found.append((code, f"the probe could not measure the units at the user's input: {_first_line(self.at_user)}"))
+        found += [(Reason.SIZE_DIFFERS, text) for text in self.size_differs]
+        if self.mismatches:
+            underflow = isinstance(self.fitted, rfnumeric.ProbeResult) and "underflow" in self.fitted.flags
+            code = Reason.UNDERFLOW if underflow else Reason.PIXELS_DIFFER
+            more = f" (+{len(self.mismatches) - 1} more units)" if len(self.mismatches) > 1 else ""
+            found.append((code, self.mismatches[0].text() + more))
+        if row.source != "rule":
+            found.append((Reason.MEASURED_OP, f"no analytic rule for {row.op}: measured by the probe as a black box"))
+        if rf is not None and (rf.global_via or any(f.is_global for f in rf.fields) and not rf.broadcast_axes):
+            via = rf.global_via[0] if rf.global_via else rf.node
+            seen = "the whole input is compared" if mode == "full" and rf.global_via else "every unit sees the whole input"
+            found.append((Reason.GLOBAL, f"global: {seen} (via {via})"))
+        if self.grown_note:
+            found.append((Reason.USER_INPUT_ONLY, self.grown_note))
+        elif isinstance(self.fitted, Exception) and not isinstance(self.at_user, Exception):
+            kind = getattr(self.fitted, "kind", "")
+            if kind in CANNOT_GROW:
+                found.append((Reason.USER_INPUT_ONLY, CANNOT_GROW[kind].format(max_size=max_size) + ": compared at the user's input only"))
+            else:
+                found.append((Reason.NO_FIT, f"the probe fitted no j, r, start: {_first_line(self.fitted)}"))
+        return _split(found)
+
+
+def _split(found: list[tuple[Reason, str]]) -> tuple[list[Reason], list[str]]:
+    order = {DISAGREE: 0, NOT_COMPARED: 1}
+    found.sort(key=lambda pair: order.get(pair[0].kind, 2))
+    return [code for code, _ in found], [text for _, text in found]
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+def _axes_of(row: _Row) -> tuple[str, ...]:
+    if row.field is not None:
+        return row.field.axes
+    return rfarith.axis_names(len(row.report_row.shape) - 2)
+
+
+def _flag_words(rf: ReceptiveField) -> tuple[str, ...]:
+    return tuple(f for f in FLAG_ORDER if f in rf.flags)
+
+
+def _named_units(rf: ReceptiveField) -> dict[str, tuple[int, ...]]:
+    return {
+        "first": tuple(0 for _ in rf.n),
+        "centre": tuple(n // 2 for n in rf.n),
+        "last": tuple(n - 1 for n in rf.n),
+    }
+
+
+# ---- measuring ------------------------------------------------------------------------------
+def _measure(model, shape, report, rows: list[_Row], mode: str, max_size: int, progress) -> None:
+    """Fill every row's probe answers and compare its sets: at the user's input, then at the
+    inputs the probe grew to."""
+    prober = numeric.Prober(model, shape, mode, max_size)
+    plans = {row.name: (_size_hint(row.field), frozenset(a for a, p in enumerate(row.field.phases) if p > 1)) for row in rows}
+    fitted = prober.fields(plans, progress)
+    by_name = {row.name: row for row in rows}
+    for row in rows:
+        row.fitted = fitted.get(row.name)
+    local = {row.name: _measured_local(row, mode) for row in rows}
+    user = tuple(shape[2:])
+    wanted = {row.name: _wanted(row.field) for row in rows}
+    for name, found in prober.units(user, wanted, local):
+        row = by_name[name]
+        row.at_user = found
+        if isinstance(found, numeric.UnitsAt):
+            _judge(row, row.field, found, mode)
+    grown: dict[tuple[int, ...], list[_Row]] = {}
+    for row in rows:
+        sizes = _grown_sizes(row, user)
+        if sizes is not None and isinstance(row.at_user, numeric.UnitsAt) and not row.size_differs:
+            grown.setdefault(sizes, []).append(row)
+    for sizes, group in grown.items():
+        _compare_grown(model, shape, sizes, group, prober, local, mode)
+
+
+def _measured_local(row: _Row, mode: str) -> bool:
+    fitted = row.fitted
+    return fitted.mode == "local" if isinstance(fitted, rfnumeric.ProbeResult) else mode == "local"
+
+
+def _wanted(rf: ReceptiveField) -> list[tuple[int, ...]]:
+    return sorted(set(window(rf)) | set(_named_units(rf).values()))
+
+
+def _grown_sizes(row: _Row, user: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The input the probe's search settled on, where it is not the user's."""
+    fitted = row.fitted
+    if not isinstance(fitted, rfnumeric.ProbeResult):
+        return None
+    sizes = tuple(fitted.input_shape[2:])
+    return sizes if sizes != user else None
+
+
+def _compare_grown(model, shape, sizes, group: list[_Row], prober: numeric.Prober, local, mode: str) -> None:
+    """rfarith analysed again at ``sizes`` and the windows of ``group`` compared there."""
+    grown_shape = (shape[0], shape[1], *sizes)
+    size_text = "×".join(map(str, sizes))
+    try:
+        report = hybrid(model, grown_shape, mode)
+    except (RFError, ValueError, RuntimeError) as e:
+        for row in group:
+            row.grown_note = f"the field does not fit the user's input, and rfarith cannot analyse the input {size_text} the probe grew to ({_first_line(e)}): compared at the user's input only"
+        return
+    fields = {}
+    for row in group:
+        if row.name in report:
+            fields[row.name] = report[row.name]
+        else:
+            row.grown_note = f"'{row.name}' is not a node at the input {size_text} the probe grew to: compared at the user's input only"
+    wanted = {name: window(rf) for name, rf in fields.items()}
+    by_name = {row.name: row for row in group}
+    for name, found in prober.units(sizes, wanted, local):
+        row = by_name[name]
+        if isinstance(found, numeric.UnitsAt):
+            _judge(row, fields[name], found, mode)
+        else:
+            row.grown_note = f"the probe could not measure the units at the input {size_text} it grew to ({_first_line(found)}): compared at the user's input only"
+
+
+def _judge(row: _Row, rf: ReceptiveField, found: numeric.UnitsAt, mode: str) -> None:
+    """Compare one measurement of ``row``'s units with ``rf`` (analysed at the same input)."""
+    if tuple(found.n) != tuple(rf.n):
+        size = "×".join(map(str, found.sizes))
+        row.size_differs.append(f"the map has {_sizes_text(rf.n)} units (analytic) vs {_sizes_text(found.n)} (numeric) at input {size}")
+        return
+    row.compared.append(tuple(found.sizes))
+    row.units_compared += len(found.supports)
+    row.mismatches += mismatches(rf, found.supports, whole=mode == "full" and bool(rf.global_via))
+
+
+def _sizes_text(n: Sequence[int]) -> str:
+    return "×".join(map(str, n))
+
+
 def _select(report: rfarith.Report, nodes: Iterable[str] | None) -> list[str]:
-    if nodes is None:
-        return [row.name for row in report.rows[1:] if row.op != "output"]
+    if nodes is None:  # a traced report's output rows repeat earlier nodes; a measured one's do not
+        return [row.name for row in report.rows[1:] if row.op != "output" or not report.traced]
     chosen = set(nodes)
     for name in chosen:
-        report[name]  # raises UnknownNode with close names
+        report.row(name)  # raises UnknownNode with close names
     return [row.name for row in report.rows if row.name in chosen]  # in graph order
 
 
@@ -126,201 +306,75 @@ def _size_hint(rf: ReceptiveField) -> tuple[int, ...]:
     return tuple(r + 4 * math.ceil(j) for r, j in zip(rf.r, rf.j))
 
 
-def _units(rf: ReceptiveField) -> dict[str, tuple[int, ...]]:
-    return {
-        "first": tuple(0 for _ in rf.n),
-        "centre": tuple(n // 2 for n in rf.n),
-        "last": tuple(n - 1 for n in rf.n),
-    }
-
-
-def _record(report: rfarith.Report, name: str, measured: numeric.NodeMeasurement, max_size: int) -> dict[str, Any]:
-    row = report.row(name)
-    rf = row.field
-    record: dict[str, Any] = {"node": name, "op": row.op}
-    verdict = Verdict()
-    for i, a in enumerate(rf.axes):
-        record.update({f"n_{a}": rf.n[i], f"j_{a}": rf.j[i], f"r_{a}": rf.r[i], f"start_{a}": rf.start[i]})
-    units = _units(rf)
-    for key, unit in units.items():
-        record[key] = rf.real_bounds(unit)
-    record["flags"] = rf.describe_flags()
-    if rf.global_via or (any(f.is_global for f in rf.fields) and not rf.broadcast_axes):
-        via = rf.global_via[0] if rf.global_via else rf.node
-        verdict.notes.append(f"global: every unit sees the whole input (via {via})")
-    if row.source != "rule":
-        verdict.numeric_only = True
-        verdict.notes.append(f"no analytic rule for {row.op}: measured by the probe" if report.traced else "module not traceable: numeric only")
-    probe = measured.field
-    if isinstance(probe, UnknownNode):
-        verdict.skipped.append(f"the probe cannot address '{name}' without torch.fx (not a module call): analytic only")
-        record["agree"], record["reason"] = False, verdict.text()
-        return record
-    if isinstance(probe, Exception):
-        _skip_or_differ(verdict, probe, "the field", max_size)
-        probe = None
-    if probe is not None:
-        long_periods = _long_periods(rf)
-        long_differ = False
-        unresolved = _unresolved(probe)
-        if unresolved:
-            size, axes = probe.input_shape[2:], ", ".join(unresolved)
-            verdict.skipped.append(
-                f"too few units whole inside input {size} along {axes} for the probe to fit j, r and start (the rest cut by the border): compared unit by unit only"
-            )
-        broadcast_differs, rounded = False, []
-        for i, a in enumerate(rf.axes):
-            record.update({f"j_{a}_num": probe.j[i], f"r_{a}_num": probe.r[i], f"start_{a}_num": probe.start[i]})
-            if a in unresolved:
-                continue
-            differ = [
-                f"{quantity}_{a} {_fmt(mine)} vs {_fmt(theirs)}"
-                for quantity, mine, theirs in (("j", rf.j[i], probe.j[i]), ("r", rf.r[i], probe.r[i]), ("start", rf.start[i], probe.start[i]))
-                if not _same(mine, theirs)
-            ]
-            if differ and a in long_periods:
-                long_differ = True
-            elif differ and a in rf.broadcast_reach:
-                broadcast_differs = True
-            elif differ and "rounding" in rf.flags:
-                rounded.append(a)
-            else:
-                verdict.differences += differ
-        flags_num = probe.flags
-        record["flags_num"] = probe.describe_flags()
-        for flag in COMPARED_FLAGS:
-            if (flag in rf.flags) != (flag in flags_num):
-                if flag in ("holes", "nonuniform") and long_periods:
-                    long_differ = True  # read from a window shorter than the period
-                    continue
-                if flag in ("holes", "nonuniform") and "rounding" in rf.flags:
-                    rounded.append(flag)
-                    continue
-                if rf.broadcast_axes and (flag in ("holes", "nonuniform") or flag == "global" and not rf.global_via):
-                    broadcast_differs = True
-                    continue
-                side = "analytic" if flag in rf.flags else "numeric"
-                verdict.differences.append(f"{flag} only {side}")
-        if broadcast_differs:
-            verdict.skipped.append(
-                f"a map of one unit along {', '.join(rf.broadcast_axes)} is broadcast or resized at this input (every unit sees the same pixels through it); on the larger input the probe measures, that map has more units and the field is another one: j, r, start, holes and nonuniform compared unit by unit only"
-            )
-        if rounded:
-            verdict.skipped.append(
-                f"rounding: PyTorch's float rounding of a resize's index map leaves the field irregular, so its summary differs ({', '.join(rounded)}): compared unit by unit only"
-            )
-        if long_differ:
-            verdict.skipped.append(
-                f"the field repeats only every {_periods_text(long_periods)}, more than the {MAX_PERIOD} units the probe resolves: j, r, start, holes and nonuniform compared unit by unit only"
-            )
-        verdict.underflow = "underflow" in flags_num
-    if measured.units_error is not None:
-        _skip_or_differ(verdict, measured.units_error, "the first, centre and last units", max_size)
-    for i, a in enumerate(rf.axes):
-        record[f"n_{a}_num"] = measured.n[i] if measured.n else None
-        if measured.n and measured.n[i] != rf.n[i]:
-            verdict.differences.append(f"n_{a} {rf.n[i]} vs {measured.n[i]}")
-    by_unit = {s.unit: s for s in measured.units}
-    for key, unit in units.items():
-        support = by_unit.get(unit)
-        record[f"{key}_num"] = support.bounds if support else None
-        if support is not None and rf.real_seen(unit) != support.pixels:
-            verdict.differences.append(f"{key} unit {unit}: {rf.real_bounds(unit)} vs {support.bounds}")
-    record["agree"] = verdict.agree
-    record["reason"] = verdict.text()
-    return record
-
-
-def _long_periods(rf: ReceptiveField) -> dict[str, int]:
-    """Axes (name: period) along which the analytic period is longer than the probe can
-    resolve: the probe's j, r, start and its holes / nonuniform flags there summarise a window
-    of units shorter than one period."""
-    return {a: p for a, p in zip(rf.axes, rf.phases) if p > MAX_PERIOD}
-
-
-def _unresolved(probe: rfnumeric.ProbeResult) -> list[str]:
-    """Axes along which the probe's map has several units but no j: too few of them lay whole
-    inside the input it could use (see ``rfnumeric.fitting.AxisFit``)."""
-    return [a for a, n, j in zip(probe.axes, probe.n, probe.j) if n > 1 and isinstance(j, float) and math.isnan(j)]
-
-
-def _periods_text(periods: dict[str, int]) -> str:
-    return ", ".join(f"{p} units along {a}" for a, p in periods.items())
-
-
-def _skip_or_differ(verdict: Verdict, error: Exception, what: str, max_size: int) -> None:
-    """A probe failure with a known, legitimate cause skips the comparison with that reason;
-    any other failure is a difference nobody explained."""
-    kind = getattr(error, "kind", "other")
-    reason = SKIP_REASONS.get(kind)
-    if reason is None:
-        verdict.differences.append(f"the probe could not measure {what}: {error}")
-    elif reason.format(max_size=max_size) not in verdict.skipped:
-        verdict.skipped.append(reason.format(max_size=max_size))
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
-        return True
-    return a == b
-
-
-def _fmt(value) -> str:
-    return rfarith.report.format_number(value) if isinstance(value, (int, float)) or hasattr(value, "denominator") else str(value)
-
-
+# ---- counts, text, assertion ----------------------------------------------------------------
 def summary(frame: pd.DataFrame) -> dict[str, int]:
-    """Counts: nodes, agree, disagree (unexplained), explained differences, numeric-only rows."""
+    """Counts of rows by status, read from the reason codes: ``agree + disagree +
+    not_compared == nodes``, never negative."""
     if frame.empty:
-        return {"nodes": 0, "agree": 0, "disagree": 0, "explained": 0, "numeric_only": 0}
-    agree = int(frame["agree"].sum())
-    unexplained = int(frame["reason"].str.contains("unexplained:").sum())
-    numeric_only = int(frame["reason"].str.contains("measured by the probe|numeric only").sum())
-    return {
-        "nodes": len(frame),
-        "agree": agree,
-        "disagree": unexplained,
-        "explained": len(frame) - agree - unexplained - numeric_only,
-        "numeric_only": numeric_only,
-    }
+        return dict.fromkeys(SUMMARY_KEYS, 0)
+    statuses = [status(codes) for codes in frame["reason"]]
+    counts = {"nodes": len(frame), "agree": statuses.count("agree"), "disagree": statuses.count(DISAGREE), "not_compared": statuses.count(NOT_COMPARED)}
+    return counts
+
+
+def reason_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """How many rows carry each reason code."""
+    counts: dict[str, int] = {}
+    for codes in frame.get("reason", []):
+        for code in codes:
+            counts[code] = counts.get(code, 0) + 1
+    return counts
+
+
+def footer(frame: pd.DataFrame) -> str:
+    """The summary line: the counts, and why rows were not compared."""
+    counts = frame.attrs.get("summary") or summary(frame)
+    text = f"{counts['nodes']} nodes: {counts['agree']} agree, {counts['disagree']} disagree, {counts['not_compared']} not compared"
+    missing = {code: n for code, n in reason_counts(frame).items() if Reason(code).kind == NOT_COMPARED}
+    if missing:
+        text += " (" + ", ".join(f"{n} {code}" for code, n in missing.items()) + ")"
+    if counts["disagree"] or counts["not_compared"]:
+        text += "; INCOMPLETE OR DISAGREEING: see the reasons above"
+    return text
 
 
 def render(frame: pd.DataFrame, title: str = "") -> str:
-    """The comparison as a text table: analytic | numeric per quantity, agreement, reason."""
+    """The comparison as a text table: analytic | numeric per quantity, agreement, reasons."""
     from rfarith.report import per_axis_text
 
-    axes = [c[2:] for c in frame.columns if c.startswith("r_") and not c.endswith("_num")]
+    axes = frame.attrs.get("axes") or [c[2:] for c in frame.columns if c.startswith("r_") and not c.endswith("_num")]
     headers = ["Node", "Op", "n", "j", "r", "start", "agree", "Reason"]
     rows = []
     for name, row in frame.iterrows():
         cells = [str(name), str(row["op"])]
         for quantity in ("n", "j", "r", "start"):
-            mine = per_axis_text([row[f"{quantity}_{a}"] for a in axes])
-            theirs = [row.get(f"{quantity}_{a}_num") for a in axes]
-            theirs_text = "--" if any(v is None or (isinstance(v, float) and v != v and quantity != "start") for v in theirs) else per_axis_text(theirs)
-            cells.append(mine if mine == theirs_text else f"{mine} | {theirs_text}")
-        cells.append("yes" if row["agree"] else "NO")
-        cells.append(str(row["reason"]) or "--")
+            mine = _cell([row[f"{quantity}_{a}"] for a in axes], per_axis_text)
+            theirs = _cell([row.get(f"{quantity}_{a}_num") for a in axes], per_axis_text)
+            cells.append(mine if mine == theirs else f"{mine} | {theirs}")
+        cells.append({"agree": "yes", DISAGREE: "NO", NOT_COMPARED: "--"}[row["status"]])
+        cells.append(str(row["reason_text"]) or "--")
         rows.append(cells)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
 
     def fmt(cells: list[str]) -> str:
         return "  ".join(c.ljust(w) if i in (0, 1, 6, 7) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-    counts = frame.attrs.get("summary") or summary(frame)
     shape = frame.attrs.get("input_shape")
     head = f"Analytic vs numeric receptive fields{': ' + title if title else ''}"
     if shape:
         head += f"  (input {'×'.join(map(str, shape))}, mode {frame.attrs.get('mode', 'local')})"
     line = "=" * min(sum(widths) + 2 * (len(widths) - 1), 160)
-    out = [head, "a | b: analytic | numeric where they differ; n at the input, r/j/start of an interior unit", line, fmt(headers), "-" * len(line)]
+    legend = "a | b: analytic | numeric where they differ (numeric r/j/start: the probe's fit, information only); the verdict compares exact pixel sets of units"
+    out = [head, legend, line, fmt(headers), "-" * len(line)]
     out += [fmt(r) for r in rows]
-    out += [
-        line,
-        f"{counts['nodes']} nodes, {counts['agree']} agree, {counts['disagree']} disagree, "
-        f"{counts['explained']} differ for a stated reason, {counts['numeric_only']} numeric-only",
-    ]
+    out += [line, footer(frame)]
     return "\n".join(out) + "\n"
+
+
+def _cell(values: list, text: Callable) -> str:
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
+        return "--"
+    return text(values)
 
 
 def assert_agree(
@@ -329,21 +383,34 @@ def assert_agree(
     nodes: Iterable[str] | None = None,
     mode: str = "local",
     max_size: int = 4096,
+    allow: Iterable[Reason | str] = (),
 ) -> pd.DataFrame:
     """Fail (AssertionError with the table) unless analytic and numeric agree on every node.
 
-    A difference with a stated, legitimate reason (the field is wider than any input the probe
-    may use; a probe underflow) does not fail it; any unexplained difference does. Returns the
-    comparison table.
+    A row agrees when every compared unit sees the same pixels on both sides. A row that could
+    not be compared (its reason codes say why) fails too, unless each of its codes of kind
+    ``not_compared`` is in ``allow`` (e.g. ``allow={crosscheck.Reason.NUMERIC_ONLY}`` for a
+    model torch.fx cannot trace). Returns the comparison table.
 
     >>> import torch.nn as nn, crosscheck
     >>> _ = crosscheck.assert_agree(nn.Sequential(nn.Conv2d(1, 2, 3, dilation=2), nn.MaxPool2d(2)), (1, 1, 24, 24))
     """
+    allowed = {Reason(code) for code in allow}
     frame = compare(model, input_shape, nodes, mode, max_size)
-    failing = frame[frame["reason"].str.contains("unexplained:")] if not frame.empty else frame
+    if frame.empty:
+        return frame
+
+    def fails(codes) -> bool:
+        kinds = [Reason(c) for c in codes]
+        return any(c.kind == DISAGREE for c in kinds) or any(c.kind == NOT_COMPARED and c not in allowed for c in kinds)
+
+    failing = frame[[fails(codes) for codes in frame["reason"]]]
     if len(failing):
+        codes = sorted({c for row in failing["reason"] for c in row if Reason(c).kind == NOT_COMPARED})
+        hint = f"\nRows not compared ({', '.join(codes)}) pass with allow={{{', '.join('crosscheck.Reason.' + Reason(c).name for c in codes)}}}." if codes else ""
         raise AssertionError(
-            f"analytic and numeric receptive fields disagree on {len(failing)} of {len(frame)} nodes:\n"
+            f"analytic and numeric receptive fields do not agree on {len(failing)} of {len(frame)} nodes:\n"
             + render(failing, type(model).__name__)
+            + hint
         )
     return frame

@@ -70,21 +70,44 @@ def measured_report(model: nn.Module, input_shape: Sequence[int], mode: str = "l
     """The table of a model fx cannot trace at all: every module call measured by the probe.
 
     Rows are named by module path; their fields are the probe's (periodic, from its r, j and
-    start), and every row says ``from: probe``.
+    start), and every row says ``from: probe``. A map the probe cannot measure keeps its row,
+    with no field and the reason. The last row, ``output``, is the model's real output, probed
+    as such (not the last module call, which need not be it).
     """
     frame = rfnumeric.sweep(model, input_shape, mode=mode)
     axes = rfarith.axis_names(len(input_shape) - 2)
+    rows = [_measured_row(str(name), record, axes, input_shape) for name, record in frame.iterrows()]
+    rows.append(_output_row(model, input_shape, axes, mode))
+    return rfarith.Report(rows, {"output": "output"}, tuple(input_shape), type(model).__name__, traced=False)
+
+
+def _measured_row(name: str, record, axes: tuple[str, ...], input_shape: Sequence[int]) -> Row:
+    source = "rule" if record["op"] == "input" else "probe"
+    shape = tuple(record["shape"])
+    if any(_missing(record[f"r_{a}"]) for a in axes):
+        reason = str(record["flags"]).removeprefix("not measured: ") or "the probe could not measure this map"
+        return Row(name, str(record["op"]), shape, None, source, reason)
+    flags, via = _parse_flags(record["flags"])
     extent = tuple(int(s) for s in input_shape[2:])
-    rows = []
-    for name, record in frame.iterrows():
-        flags, via = _parse_flags(record["flags"])
-        if any(_missing(record[f"r_{a}"]) for a in axes):
-            continue  # the probe could not measure this map; the sweep says why in its flags
-        terms = (tuple(_measured_axis(record, a) for a in axes),)
-        field = rfarith.ReceptiveField(str(name), axes, terms, extent, via, frozenset(flags - {"global"}) if via else frozenset(flags))
-        source = "rule" if record["op"] == "input" else "probe"
-        rows.append(Row(str(name), str(record["op"]), tuple(record["shape"]), field, source))
-    return rfarith.Report(rows, {"output": rows[-1].name} if rows else {}, tuple(input_shape), type(model).__name__, traced=False)
+    terms = (tuple(_measured_axis(record, a) for a in axes),)
+    field = rfarith.ReceptiveField(name, axes, terms, extent, via, frozenset(flags - {"global"}) if via else frozenset(flags))
+    return Row(name, str(record["op"]), shape, field, source)
+
+
+def _output_row(model: nn.Module, input_shape: Sequence[int], axes: tuple[str, ...], mode: str) -> Row:
+    """The model's own output, probed (a row with the reason where the probe cannot)."""
+    try:
+        probe = rfnumeric.probe(model, input_shape, mode=mode)
+    except (rfarith.RFError, ValueError) as e:
+        return Row("output", "output", (), None, "probe", str(e).strip().splitlines()[0])
+    record = {"op": "output", "shape": (), "flags": probe.describe_flags()}
+    for i, a in enumerate(axes):
+        n = probe.n[i] if tuple(probe.input_shape[2:]) == tuple(input_shape[2:]) else math.nan
+        record.update({f"n_{a}": n, f"j_{a}": probe.j[i], f"r_{a}": probe.r[i], f"start_{a}": probe.start[i]})
+    if any(_missing(record[f"{q}_{a}"]) for a in axes for q in ("n", "r")):
+        why = "its size at the user's input is unknown" if any(_missing(record[f"n_{a}"]) for a in axes) else "no field"
+        return Row("output", "output", (), None, "probe", f"the probe measured the output on a grown input only ({why})")
+    return _measured_row("output", record, axes, input_shape)
 
 
 def _missing(value) -> bool:

@@ -1,8 +1,8 @@
 """What crosscheck asks of the probe, for many feature maps at once.
 
 For every compared node: its field (the probe's search, started at the smallest input that
-holds the analytic field: the size hint), and what its first, centre and last units see at
-exactly the user's input. One private copy of the model serves every node, and measurements at
+holds the analytic field: the size hint), and the exact supports of chosen units at exactly a
+given input (the user's, or the one the search grew to). One private copy of the model serves every node, and measurements at
 the same input size and mode share one forward and one backward (rfnumeric's search machinery,
 as its sweep uses it). The one place that talks to rfnumeric's internals.
 """
@@ -10,8 +10,9 @@ as its sweep uses it). The one place that talks to rfnumeric's internals.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from torch import nn
@@ -22,8 +23,17 @@ from rfnumeric.capture import Locator
 from rfnumeric.measure import ForwardFailed, Request, Session, Target, UnitSpec
 from rfnumeric.mode import Retry
 from rfnumeric.probe import build_result
-from rfnumeric.search import MEMORY_BUDGET, Search, _measure_within, run_searches, start_sizes
+from rfnumeric.search import (
+    ELEMENTS_PER_PIXEL,
+    MEMORY_BUDGET,
+    Search,
+    _measure_within,
+    run_searches,
+    start_sizes,
+)
 from rfnumeric.sweep import same_tensor
+
+from .verdict import Support
 
 
 @dataclass(frozen=True)
@@ -35,75 +45,167 @@ class UnitSupport:
     pixels: tuple[tuple[int, ...], ...]
 
 
-@dataclass
-class NodeMeasurement:
-    """The probe's answers for one node (an exception where it could not answer)."""
+@dataclass(frozen=True)
+class UnitsAt:
+    """A map's size and the exact support of each asked unit, measured at input ``sizes``
+    (``None``: the map has no such unit)."""
 
-    field: rfnumeric.ProbeResult | Exception | None = None
-    n: tuple[int, ...] = ()
-    units: tuple[UnitSupport, ...] = ()
-    units_error: Exception | None = None
+    sizes: tuple[int, ...]
+    n: tuple[int, ...]
+    supports: dict[tuple[int, ...], Support | None]
 
 
-def measure_nodes(
-    model: nn.Module,
-    input_shape: Sequence[int],
-    plans: dict[str, tuple[Sequence[int], list[tuple[int, ...]]]],
-    mode: str,
-    max_size: int,
-    progress: Callable[[int, int, str], None] | None = None,
-    chunk: int = 32,
-    periodic: dict[str, frozenset[int]] | None = None,
-) -> dict[str, NodeMeasurement]:
-    """``plans``: node -> (size hint per axis, units to measure at ``input_shape``).
-    ``periodic``: node -> axes along which the field is known to be periodic (after upsampling):
-    the probe measures a window of units there instead of trusting three adjacent ones.
+UNITS_PER_MEASUREMENT = 64  # seeds one measurement of unit supports carries at most
 
-    Searches run ``chunk`` nodes at a time (sharing measurements within a chunk), and
-    ``progress(done, total, node)`` is called after each chunk.
-    """
-    session = Session(model, input_shape, "structural")
-    user = session.shape[2:]
-    local = mode == "local"
-    results = {name: NodeMeasurement() for name in plans}
-    searches: dict[str, Search] = {}
-    targets = {}
-    for name in plans:
-        try:
-            targets[name] = session.target(name)
-        except RFError as e:  # a node the probe cannot address (a function call without fx)
-            results[name].field = e
-    shared = identical_maps(session, targets, local)  # measured once, under the first name
-    for name, (hint, _) in plans.items():
-        if name not in targets or name in shared:
-            continue
-        windows = (periodic or {}).get(name, frozenset())
-        searches[name] = Search(targets[name], user, start_sizes(user, hint, max_size), max_size, want_full=not local, keep_heatmap=False, periodic=windows)
-    pending = list(searches.values())
-    with warnings.catch_warnings():  # crosscheck states size-dependent growth as a reason itself
-        warnings.simplefilter("ignore", rfnumeric.GrownInputWarning)
-        for start in range(0, len(pending), chunk):
-            part = pending[start : start + chunk]
-            run_searches(session, part, isolate=True)
-            _retry_at_user_size(session, part, searches, user, max_size, local)
-            if progress is not None:
-                progress(start + len(part), len(pending), part[-1].target.name)
-    for name, search in searches.items():
-        if search.outcome is None:
-            results[name].field = search.error or ProbeError(f"the probe did not settle on '{name}'")
-            continue
-        try:
-            results[name].field = build_result(session, search.outcome, None, "structural")
-        except (RFError, ValueError) as e:
-            results[name].field = e
-    _measure_units(session, user, {k: v for k, v in plans.items() if k not in shared}, targets, results, local)
-    for name, source in shared.items():
-        measured = results[source]
-        field = measured.field
-        if isinstance(field, rfnumeric.ProbeResult):
-            field = dataclasses.replace(field, node=name)
-        results[name] = dataclasses.replace(measured, field=field)
-    return results
+
+class Prober:
+    """One private copy of the model, measured for many feature maps: their fields (the
+    probe's search, started at a size hint) and the exact supports of chosen units at any
+    input size. Measurements at one size share forwards and backwards."""
+
+    def __init__(self, model: nn.Module, input_shape: Sequence[int], mode: str, max_size: int) -> None:
+        self.session = Session(model, input_shape, "structural")
+        self.user = tuple(self.session.shape[2:])
+        self.local = mode == "local"
+        self.max_size = max_size
+        self._targets: dict[str, Target | RFError] = {}
+        self._shared: dict[str, str] | None = None
+
+    def target(self, name: str) -> Target:
+        """The probe's handle on ``name``; raises the RFError that says why it has none."""
+        if name not in self._targets:
+            try:
+                self._targets[name] = self.session.target(name)
+            except RFError as e:  # a node the probe cannot address (a function call without fx)
+                self._targets[name] = e
+        found = self._targets[name]
+        if isinstance(found, RFError):
+            raise found
+        return found
+
+    def shared(self, names: Sequence[str]) -> dict[str, str]:
+        """Nodes holding the very tensor an earlier one holds (see :func:`identical_maps`)."""
+        if self._shared is None:
+            targets = {}
+            for name in names:
+                try:
+                    targets[name] = self.target(name)
+                except RFError:
+                    pass
+            self._shared = identical_maps(self.session, targets, self.local)
+        return self._shared
+
+    def fields(
+        self,
+        plans: dict[str, tuple[Sequence[int], frozenset[int]]],
+        progress: Callable[[int, int, str], None] | None = None,
+        chunk: int = 32,
+    ) -> dict[str, rfnumeric.ProbeResult | Exception]:
+        """Each node's field as the probe's search finds it, started at its size hint
+        (``plans``: node -> (hint per axis, axes known to be periodic)). Searches run ``chunk``
+        nodes at a time, and ``progress(done, total, node)`` follows them."""
+        results: dict[str, rfnumeric.ProbeResult | Exception] = {}
+        shared = self.shared(list(plans))
+        searches: dict[str, Search] = {}
+        for name, (hint, periodic) in plans.items():
+            if name in shared:
+                continue
+            try:
+                target = self.target(name)
+            except RFError as e:
+                results[name] = e
+                continue
+            start = start_sizes(self.user, hint, self.max_size)
+            searches[name] = Search(target, self.user, start, self.max_size, want_full=not self.local, keep_heatmap=False, periodic=periodic)
+        pending = list(searches.values())
+        with warnings.catch_warnings():  # crosscheck states size-dependent growth as a reason itself
+            warnings.simplefilter("ignore", rfnumeric.GrownInputWarning)
+            for first in range(0, len(pending), chunk):
+                part = pending[first : first + chunk]
+                run_searches(self.session, part, isolate=True)
+                _retry_at_user_size(self.session, part, searches, self.user, self.max_size, self.local)
+                if progress is not None:
+                    progress(first + len(part), len(pending), part[-1].target.name)
+        for name, search in searches.items():
+            if search.outcome is None:
+                results[name] = search.error or ProbeError(f"the probe did not settle on '{name}'")
+                continue
+            try:
+                results[name] = build_result(self.session, search.outcome, None, "structural")
+            except (RFError, ValueError) as e:
+                results[name] = e
+        for name, source in shared.items():
+            if name in plans:
+                found = results.get(source)
+                if isinstance(found, rfnumeric.ProbeResult):
+                    found = dataclasses.replace(found, node=name)
+                results[name] = found if found is not None else ProbeError(f"'{source}' was not measured")
+        return results
+
+    def units(
+        self, sizes: Sequence[int], wanted: dict[str, list[tuple[int, ...]]], local: dict[str, bool]
+    ) -> Iterator[tuple[str, UnitsAt | Exception]]:
+        """The exact support of every wanted unit at input ``sizes``, node by node (yielded a
+        few nodes at a time, so the supports of a large input need not all be held at once).
+        ``local``: per node, whether its global side paths are detached."""
+        sizes = tuple(int(s) for s in sizes)
+        shared = self.shared(list(wanted))
+        own: dict[str, list[tuple[int, ...]]] = {}
+        for name, units in wanted.items():
+            source = shared.get(name, name)
+            own[source] = sorted(set(own.get(source, [])) | set(units))
+        copies = {name: shared.get(name, name) for name in wanted}
+        for group in _chunks(own, local):
+            measured: dict[str, UnitsAt | Exception] = {}
+            requests = []
+            for name in group:
+                try:
+                    target = self.target(name)
+                except RFError as e:
+                    measured[name] = e
+                    continue
+                requests += [Request(target, UnitSpec("fixed", unit=tuple(u)), keep_support=True) for u in own[name]]
+            node_local = local.get(group[0], self.local)
+            for measurement in _measured_apart(self.session, sizes, requests, node_local, measured):
+                for name, found in _units_by_node(measurement).items():
+                    measured.setdefault(name, found)
+            for name, dup in copies.items():
+                if dup in measured:
+                    found = measured[dup]
+                    if isinstance(found, UnitsAt):
+                        found = dataclasses.replace(found, supports={u: found.supports.get(u) for u in wanted[name]})
+                    yield name, found
+            for name in [n for n, dup in copies.items() if dup in measured]:
+                del copies[name]
+        for name in copies:  # nothing came back for these (cannot happen unless a map vanished)
+            yield name, ProbeError(f"the probe returned no units of '{name}' at input {sizes}")
+
+
+def _chunks(own: dict[str, list[tuple[int, ...]]], local: dict[str, bool]) -> Iterator[list[str]]:
+    """Nodes in groups of one mode, each group at most UNITS_PER_MEASUREMENT units (or one node)."""
+    for mode in (True, False):
+        group: list[str] = []
+        count = 0
+        for name, units in own.items():
+            if local.get(name, True) is not mode:
+                continue
+            if group and count + len(units) > UNITS_PER_MEASUREMENT:
+                yield group
+                group, count = [], 0
+            group.append(name)
+            count += len(units)
+        if group:
+            yield group
+
+
+def _units_by_node(measurement) -> dict[str, UnitsAt]:
+    found: dict[str, UnitsAt] = {}
+    for element in measurement.elements:
+        name = element.request.target.name
+        at = found.setdefault(name, UnitsAt(measurement.sizes, element.n, {}))
+        unit = element.request.spec.unit
+        at.supports[tuple(unit)] = element.support if element.unit is not None else None
+    return found
 
 
 def identical_maps(session: Session, targets: dict[str, Target], local: bool) -> dict[str, str]:
@@ -159,26 +261,12 @@ def user_max(user: tuple[int, ...], max_size: int) -> int:
     return min(max(user), max_size)
 
 
-def _measure_units(session, user, plans, targets, results, local: bool) -> None:
-    """What the planned units see at the user's input, in one measurement per mode."""
-    by_mode: dict[bool, list[Request]] = {True: [], False: []}
-    for name, (_, units) in plans.items():
-        if name not in targets:
-            continue
-        field = results[name].field
-        node_local = field.mode == "local" if isinstance(field, rfnumeric.ProbeResult) else local
-        by_mode[node_local] += [Request(targets[name], UnitSpec("fixed", unit=tuple(u))) for u in units]
-    for node_local, requests in by_mode.items():
-        if not requests:
-            continue
-        for measurement in _measured_apart(session, tuple(user), requests, node_local, results):
-            _record_units(measurement, results)
-
-
-def _measured_apart(session, sizes, requests: list[Request], local: bool, results):
-    """One measurement of every request, or, if one map cannot be measured, each map's own."""
+def _measured_apart(session, sizes, requests: list[Request], local: bool, errors: dict):
+    """One measurement of every request (split to fit the memory budget), or, if one map
+    cannot be measured, each map's own; a map that fails gets its error in ``errors``."""
+    cost = ELEMENTS_PER_PIXEL * math.prod(sizes)
     try:
-        yield _measure_within(session, sizes, requests, local, 0, MEMORY_BUDGET)
+        yield _measure_within(session, sizes, requests, local, cost, MEMORY_BUDGET)
         return
     except RFError:
         pass
@@ -187,17 +275,9 @@ def _measured_apart(session, sizes, requests: list[Request], local: bool, result
         by_node.setdefault(request.target.name, []).append(request)
     for name, own in by_node.items():
         try:
-            yield _measure_within(session, sizes, own, local, 0, MEMORY_BUDGET)
+            yield _measure_within(session, sizes, own, local, cost, MEMORY_BUDGET)
         except RFError as e:
-            results[name].units_error = e
-
-
-def _record_units(measurement, results) -> None:
-    for element in measurement.elements:
-        result = results[element.request.target.name]
-        result.n = element.n
-        if element.unit is not None:
-            result.units += (_support(element),)
+            errors[name] = e
 
 
 def _support(element) -> UnitSupport:

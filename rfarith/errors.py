@@ -87,3 +87,8 @@ class ProbeError(RFError):
     def __init__(self, message: str, kind: str = "other") -> None:
         self.kind = kind
         super().__init__(message)
+
+
+class NotComputed(RFError):
+    """A row of a report whose field could not be computed (the report says why); it is kept
+    in the table with NaN, never dropped, and asking for its field raises this."""

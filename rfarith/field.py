@@ -56,6 +56,21 @@ def _has_holes(terms: tuple[tuple[AxisField, ...], ...]) -> bool:
     return False
 
 
+def _line(phase: tuple[int, int], size: int) -> np.ndarray:
+    """One axis of a phase (lo, mask) as a boolean array over an input of ``size`` pixels."""
+    line = np.zeros(size, dtype=bool)
+    pixels = [p for p in _pixels(phase) if 0 <= p < size]
+    line[pixels] = True
+    return line
+
+
+def _outer(lines: list[np.ndarray]) -> np.ndarray:
+    product = lines[0]
+    for line in lines[1:]:
+        product = np.multiply.outer(product, line)
+    return product
+
+
 def axis_names(count: int) -> tuple[str, ...]:
     """'l' for 1-D, 'h','w' for 2-D, 'd','h','w' for 3-D."""
     return {1: ("l",), 2: ("h", "w"), 3: ("d", "h", "w")}.get(count, tuple(f"a{i}" for i in range(count)))
@@ -215,6 +230,25 @@ class ReceptiveField:
                 for axis_seen, p in zip(seen, pixels):
                     axis_seen.update(p)
         return tuple(tuple(sorted(p)) for p in seen)
+
+    def mask(self, unit: int | tuple[int, ...]) -> np.ndarray:
+        """The exact set of input pixels ``unit`` sees, as a boolean array over the input
+        (shape ``extent``): the union, over the paths reaching the unit, of the products of
+        what each path sees along each axis. Unlike the per-axis :meth:`real_seen`, corners a
+        factorised 1xn / nx1 pair of branches leaves unseen stay False.
+
+        >>> import torch.nn as nn, rfarith
+        >>> rf = rfarith.analyze(nn.Conv2d(1, 1, 3, padding=1), (1, 1, 5, 5)).output
+        >>> rf.mask((0, 0)).astype(int)[:3, :3].tolist()
+        [[1, 1, 0], [1, 1, 0], [0, 0, 0]]
+        """
+        unit = self._unit(unit)
+        seen = np.zeros(self.extent, dtype=bool)
+        for term in self.terms:
+            lines = [_line(f.real(m), size) for f, m, size in zip(term, unit, self.extent)]
+            if all(line.any() for line in lines):
+                seen |= _outer(lines)
+        return seen
 
     def _unit(self, unit: int | tuple[int, ...]) -> tuple[int, ...]:
         unit = (unit,) if isinstance(unit, int) else tuple(unit)

@@ -9,7 +9,7 @@ from functools import cached_property
 
 import pandas as pd
 
-from .errors import UnknownNode
+from .errors import NotComputed, UnknownNode
 from .field import ReceptiveField
 from .walk import Row
 
@@ -82,13 +82,21 @@ class Report:
         row = self._by_name.get(name)
         if row is None:
             raise UnknownNode(name, self.names)
+        if row.field is None:
+            raise NotComputed(f"the field of '{name}' could not be computed: {row.reason}")
         return row.field
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
 
     def __iter__(self) -> Iterator[ReceptiveField]:
-        return (row.field for row in self.rows)
+        """The computed fields, in graph order (rows without one: see :attr:`missing`)."""
+        return (row.field for row in self.rows if row.field is not None)
+
+    @property
+    def missing(self) -> dict[str, str]:
+        """Rows whose field could not be computed, with the reason (empty: the report is complete)."""
+        return {row.name: row.reason for row in self.rows if row.field is None}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -123,24 +131,32 @@ class Report:
     def table(self) -> pd.DataFrame:
         """One row per feature map: op, shape, n/j/r/start per axis, flags (and phases if any)."""
         records = []
-        periodic = any(p > 1 for row in self.rows for p in row.field.phases)
+        fields = list(self)
+        periodic = any(p > 1 for rf in fields for p in rf.phases)
         measured = any(row.source != "rule" for row in self.rows)
         for row in self.rows:
             record: dict[str, object] = {"node": row.name, "op": row.op, "shape": row.shape}
-            record.update(field_columns(row.field))
-            if periodic:
-                for a, p in zip(row.field.axes, row.field.phases):
-                    record[f"phases_{a}"] = p
-            record["flags"] = row.field.describe_flags()
+            if row.field is None:
+                record.update({f"{q}_{a}": math.nan for a in self.axes for q in ("n", "j", "r", "start")})
+                record.update({f"phases_{a}": math.nan for a in self.axes} if periodic else {})
+                record["flags"] = ""
+            else:
+                record.update(field_columns(row.field))
+                if periodic:
+                    for a, p in zip(row.field.axes, row.field.phases):
+                        record[f"phases_{a}"] = p
+                record["flags"] = row.field.describe_flags()
             if measured:
                 record["source"] = row.source
+            if self.missing:
+                record["reason"] = row.reason
             records.append(record)
         return pd.DataFrame.from_records(records).set_index("node")
 
     # ---- text --------------------------------------------------------------------------------
     def render(self) -> str:
         """A torchinfo-like text table (what ``rfcheck report`` prints)."""
-        periodic = any(p > 1 for row in self.rows for p in row.field.phases)
+        periodic = any(p > 1 for rf in self for p in rf.phases)
         measured = any(row.source != "rule" for row in self.rows)
         headers = ["Node", "Op", "Output shape", "n", "j", "r", "start"]
         headers += ["phases"] if periodic else []
@@ -148,6 +164,12 @@ class Report:
         headers += ["Flags"]
         rows = []
         for row in self.rows:
+            if row.field is None:
+                cells = [row.name, row.op, "×".join(str(s) for s in row.shape), "--", "--", "--", "--"]
+                cells += ["--"] if periodic else []
+                cells += [row.source] if measured else []
+                rows.append([*cells, f"NOT COMPUTED: {row.reason}"])
+                continue
             cells = [
                 row.name,
                 row.op,
@@ -166,15 +188,28 @@ class Report:
     def _footer(self) -> list[str]:
         lines = []
         for key, name in self._outputs.items():
-            rf = self[name]
             label = "output" if key == "output" else f"output {key}"
+            if name in self.missing:
+                lines.append(f"{label} '{name}': NOT COMPUTED ({self.missing[name]})")
+                continue
+            rf = self[name]
             lines.append(
                 f"{label} '{name}': r {per_axis_text(rf.r)}, j {per_axis_text(rf.j)}, "
                 f"start {per_axis_text(rf.start)}"
                 + (f", {rf.describe_flags()}" if rf.flags else "")
             )
-        lines.append(f"{len(self.rows)} feature maps")
+        if not self._outputs:
+            lines.append("output: NOT COMPUTED (the model output is not a tensor that depends on its input)")
+        count = f"{len(self.rows)} feature maps"
+        if self.missing:
+            count += f"; INCOMPLETE: {len(self.missing)} not computed ({', '.join(self.missing)})"
+        lines.append(count)
         return lines
+
+    @property
+    def complete(self) -> bool:
+        """Every row has its field and the model output is among them."""
+        return not self.missing and bool(self._outputs)
 
     def __str__(self) -> str:
         return self.render()

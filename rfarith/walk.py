@@ -31,13 +31,16 @@ from .value import Value, input_value
 
 @dataclass(frozen=True)
 class Row:
-    """One feature map of the report; ``source`` is "rule" or "probe" (measured by a fallback)."""
+    """One feature map of the report; ``source`` is "rule" or "probe" (measured by a fallback).
+    A report of a model torch.fx cannot trace keeps the rows the probe could not measure, with
+    ``field`` None and the ``reason``."""
 
     name: str
     op: str
     shape: tuple[int, ...]
-    field: ReceptiveField
+    field: ReceptiveField | None  # None: not computed (only in a measured report; see reason)
     source: str = "rule"
+    reason: str = ""  # why ``field`` is None
 
 
 Fallback = Callable[[Call], Any]

@@ -115,6 +115,7 @@ class Request:
     target: Target
     spec: UnitSpec
     keep_heatmap: bool = False
+    keep_support: bool = False  # keep the unit's exact support (Element.support)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,9 @@ class Element:
     connected: bool  # whether the feature map depends on the input at all
     box_holes: bool = False  # some pixel inside the box its support spans receives no gradient
     size_dependent: tuple[str, ...] = ()  # ops before the map whose geometry follows the input size
+    # with Request.keep_support: the exact support, as the first pixel of its box per axis and
+    # the box's boolean pattern (a pixel is seen iff its gradient is non-zero); None otherwise
+    support: tuple[tuple[int, ...], np.ndarray] | None = None
 
     @property
     def empty(self) -> bool:
@@ -175,6 +179,14 @@ def _box_holes(seen: np.ndarray, spans: tuple[Span | None, ...]) -> bool:
     if any(s is None for s in spans):
         return False
     return not bool(seen[tuple(slice(s.lo, s.hi + 1) for s in spans)].all())
+
+
+def _support_box(seen: np.ndarray, spans: tuple[Span | None, ...]) -> tuple[tuple[int, ...], np.ndarray]:
+    """A unit's exact support cut to the box it spans: (first pixel per axis, the pattern)."""
+    if any(s is None for s in spans):
+        return (0,) * len(spans), np.zeros((0,) * len(spans), dtype=bool)
+    box = tuple(slice(s.lo, s.hi + 1) for s in spans)
+    return tuple(s.lo for s in spans), seen[box].copy()
 
 
 def seed_for(
@@ -506,6 +518,7 @@ class Session:
                     connected,
                     _box_holes(seen, spans),
                     before.get(request.target, ()),
+                    _support_box(seen, spans) if request.keep_support else None,
                 )
             )
         return Measurement(
