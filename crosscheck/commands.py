@@ -97,7 +97,10 @@ def _plot(model, shape, title, args) -> int:
         raise FileNotFoundError(f"folder '{out.parent}' for --out does not exist")
     figure.savefig(out, dpi=120)
     print(f"wrote {out}")
-    return EXIT_OK
+    problems = getattr(figure, "rfcheck_problems", [])
+    for problem in problems:
+        print(f"DISAGREE: {problem}")
+    return EXIT_DISAGREE if problems else EXIT_OK
 
 
 def _header(title: str, input_shape, mode: str, extra: dict) -> dict:

@@ -364,7 +364,7 @@ def render(frame: pd.DataFrame, title: str = "") -> str:
     if shape:
         head += f"  (input {'×'.join(map(str, shape))}, mode {frame.attrs.get('mode', 'local')})"
     line = "=" * min(sum(widths) + 2 * (len(widths) - 1), 160)
-    legend = "a | b: analytic | numeric where they differ (numeric r/j/start: the probe's fit, information only); the verdict compares exact pixel sets of units"
+    legend = "a | b: analytic | numeric where they differ (numeric j/r/start: the probe's fit, information only); agree: every compared unit sees the same pixels"
     out = [head, legend, line, fmt(headers), "-" * len(line)]
     out += [fmt(r) for r in rows]
     out += [line, footer(frame)]

@@ -15,7 +15,15 @@ from torch import nn
 
 from . import rules as _rules  # noqa: F401  (registers the built-in rules)
 from .axisfield import AxisField
-from .errors import NotComputed, ProbeError, RFError, ShapeError, TraceError, UnknownNode, UnsupportedOp
+from .errors import (
+    NotComputed,
+    ProbeError,
+    RFError,
+    ShapeError,
+    TraceError,
+    UnknownNode,
+    UnsupportedOp,
+)
 from .field import ReceptiveField, axis_names
 from .guard import eval_mode
 from .report import Report

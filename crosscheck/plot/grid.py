@@ -138,6 +138,17 @@ def with_probe(model: nn.Module, rep: Report, rf: ReceptiveField, boxes: list[Un
     return out, note
 
 
+def disagreements(boxes: list[UnitBox], axes: Sequence[str]) -> list[str]:
+    """One line per drawn unit whose probed bounds differ from the analytic ones."""
+    found = []
+    for box in boxes:
+        real = None if any(s is None for s in box.real) else tuple(box.real)
+        if box.probed and box.probe != real:
+            seen = span_text(axes, box.probe) if box.probe else "nothing of this input"
+            found.append(f"{box.label} {unit_text(box.unit)}: analytic {span_text(axes, box.real)}, probe {seen}")
+    return found
+
+
 def unit_label(box: UnitBox, axes: Sequence[str]) -> str:
     """Legend text: the unit, what it sees, and what the probe saw if that differs."""
     text = f"{box.label} {unit_text(box.unit)}: {span_text(axes, box.real)}"
@@ -298,6 +309,7 @@ def rf_grid(
     if note:
         title.append(note)
     ax.set_title("\n".join(title), fontsize=10)
+    fig.rfcheck_problems = disagreements(boxes, rf.axes)  # read by `rfcheck plot` for its exit status
     every = tuple(math.ceil(k / MAX_ANCHORS) for k in rf.n[-2:])
     ax.legend(handles=legend_handles(boxes, rf.axes, every), loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, fontsize=8, frameon=False)
     return fig

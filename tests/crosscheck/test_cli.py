@@ -1,7 +1,8 @@
 """The ``rfcheck`` command, run as users run it: ``python -m crosscheck ...`` in a subprocess.
 
-Exit status: 0 when every row agrees, 1 when analytic and numeric disagree, 2 on bad usage with
-one line on standard error (``rfcheck: error: ...``) and no traceback unless ``--debug``.
+Exit status: 0 when what was printed is complete and true, 1 when analytic and numeric
+disagree or a row could not be compared or computed, 2 on bad usage with one line on standard
+error (``rfcheck: error: ...``) and no traceback unless ``--debug``, 3 on an internal error.
 
 Expected numbers are derived by hand with the guide's recurrences (input ``j = 1``, ``r = 1``,
 ``start = 0.5``; conv/pool of kernel ``k``, stride ``s``, padding ``p``: ``j' = j*s``,
@@ -138,16 +139,22 @@ def test_report_csv_parses():
     assert len(table) == ALEXNET_ROWS
     assert table.index[0] == "input" and table.index[-1] == "fc7"
     guide_columns(table)
-    assert table.loc["input", "shape"] == "1x3x227x227"
+    assert tuple(table.loc["input", ["shape_0", "shape_1", "shape_2", "shape_3"]]) == (1, 3, 227, 227)
+    numeric = [c for c in table.columns if c[:2] in ("n_", "j_", "r_", "st")]
+    assert all(pd.api.types.is_numeric_dtype(table[c]) for c in numeric), table.dtypes
 
 
 def test_report_json_parses():
     result = rfcheck("report", "alexnet", "--format", "json")
     assert result.returncode == 0, result.stderr
-    records = json.loads(result.stdout)
+    document = json.loads(result.stdout)
+    header, records = document["header"], document["rows"]
+    assert header["input_shape"] == [1, 3, 227, 227] and header["complete"] is True
+    assert set(header["versions"]) == {"rfcheck", "torch"}
     assert isinstance(records, list) and len(records) == ALEXNET_ROWS
     table = pd.DataFrame.from_records(records).set_index("node")
     guide_columns(table)
+    assert table.loc["input", "shape"] == [1, 3, 227, 227] and table.loc["fc7", "flags"] == []
 
 
 def test_report_markdown_has_the_header_row():
@@ -180,7 +187,10 @@ def test_compare_keras_minimal_agrees(fmt):
     if fmt == "csv":
         table = pd.read_csv(io.StringIO(result.stdout), index_col="node")
     else:
-        table = pd.DataFrame.from_records(json.loads(result.stdout)).set_index("node")
+        document = json.loads(result.stdout)
+        assert document["header"]["summary"] == {"nodes": 5, "agree": 5, "disagree": 0, "not_compared": 0}
+        assert document["header"]["mode"] == "local"
+        table = pd.DataFrame.from_records(document["rows"]).set_index("node")
     assert list(table.index) == list(KERAS_MINIMAL)
     assert table["agree"].tolist() == [True] * len(KERAS_MINIMAL)
     for name, (n, j, r, start) in KERAS_MINIMAL.items():
@@ -188,7 +198,13 @@ def test_compare_keras_minimal_agrees(fmt):
         assert (row["n_h"], row["j_h"], row["r_h"], row["start_h"]) == (n, j, r, start)
         assert (row["n_h_num"], row["j_h_num"], row["r_h_num"], row["start_h_num"]) == (n, j, r, start)
     # unit 0 of feature_grid sees pixels 0..19 (lo = 10 - 20/2 = 0) on both axes
-    assert table.loc["feature_grid", "first"] == table.loc["feature_grid", "first_num"] == "((0, 19), (0, 19))"
+    if fmt == "csv":
+        row = table.loc["feature_grid"]
+        assert [row[f"first{side}_{edge}_{a}"] for side in ("", "_num") for a in "hw" for edge in ("lo", "hi")] == [0, 19] * 4
+        assert pd.api.types.is_integer_dtype(table["first_lo_h"]) and pd.api.types.is_integer_dtype(table["units_compared"])
+    else:
+        assert table.loc["feature_grid", "first"] == table.loc["feature_grid", "first_num"] == [[0, 19], [0, 19]]
+        assert table.loc["feature_grid", "reason"] == [] and table.loc["feature_grid", "compared_at"][0] == [32, 32]
 
 
 def test_compare_disagreement_exits_1():
@@ -202,7 +218,8 @@ def test_compare_disagreement_exits_1():
     row = table.loc["0"]
     assert not row["agree"]
     assert (row["r_h"], row["start_h"], row["r_h_num"], row["start_h_num"]) == (3, -0.5, 5, 0.5)
-    assert "unexplained" in row["reason"] and "r_h 3 vs 5" in row["reason"]
+    assert row["reason"] == "pixels_differ" and row["status"] == "disagree"
+    assert "analytic 0..1×0..1 vs numeric 0..2×0..2" in row["reason_text"]
 
 
 # ---- loading models -----------------------------------------------------------------------------
@@ -224,7 +241,7 @@ def test_module_factory_loads_and_output_writes_the_file(tmp_path):
     result = rfcheck("compare", f"{NETS_MODULE}:good", *SMALL, "--format", "json", "--output", str(out))
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
-    records = json.loads(out.read_text())
+    records = json.loads(out.read_text())["rows"]
     assert [r["node"] for r in records] == ["0", "1", "2"]
     assert all(r["agree"] for r in records)
     assert (records[-1]["r_h"], records[-1]["j_h"], records[-1]["start_h"]) == (5, 2, 2.5)
@@ -355,36 +372,39 @@ def test_compare_table_format_ends_with_the_summary(capsys):
     result = run_main(capsys, "compare", "keras_minimal", "--no-progress")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Analytic vs numeric receptive fields: keras_minimal")
-    assert result.stdout.rstrip().endswith(
-        "5 nodes, 5 agree, 0 disagree, 0 differ for a stated reason, 0 numeric-only"
-    )
+    assert result.stdout.rstrip().endswith("5 nodes: 5 agree, 0 disagree, 0 not compared")
     for name in KERAS_MINIMAL:
         assert any(line.startswith(name + " ") for line in result.stdout.splitlines()), name
 
 
 def test_compare_disagreement_table_says_no(capsys):
-    """nets.disagree as a table: the row reads '3 | 5' (analytic | numeric r) and 'NO'."""
+    """nets.disagree as a table: the row reads '3 | 5' (analytic | numeric r), 'NO', and the
+    first unit whose pixels differ; the footer says the output is not all true."""
     result = run_main(capsys, "compare", f"{NETS_PATH}:disagree", *SMALL)
     assert result.returncode == 1, result.stderr
-    assert "1 nodes, 0 agree, 1 disagree" in result.stdout
+    assert "1 nodes: 0 agree, 1 disagree, 0 not compared; INCOMPLETE OR DISAGREEING" in result.stdout
     row = next(line for line in result.stdout.splitlines() if line.startswith("0 "))
-    assert "3 | 5" in row and "-0.5 | 0.5" in row and "NO" in row
+    assert "3 | 5" in row and "-0.5 | 0.5" in row and "NO" in row and "unit (0, 0)" in row
 
 
 def test_main_exit_1_on_a_reported_disagreement(monkeypatch, capsys):
     """The exit status follows the comparison's summary: a patched compare that returns a frame
-    whose summary counts one unexplained disagreement makes ``rfcheck compare`` exit 1."""
+    whose summary counts one disagreement, or one row not compared, makes ``rfcheck compare``
+    exit 1."""
     import crosscheck.commands as commands
 
-    def fake_compare(model, shape, nodes, mode, max_size, progress):
-        frame = pd.DataFrame({"op": ["Conv2d"], "agree": [False], "reason": ["unexplained: r_h 3 vs 5"]}, index=["0"])
-        frame.attrs["summary"] = {"nodes": 1, "agree": 0, "disagree": 1, "explained": 0, "numeric_only": 0}
-        return frame
+    for code, counts in (("pixels_differ", (0, 1, 0)), ("probe_failed", (0, 0, 1))):
 
-    monkeypatch.setattr(commands, "compare", fake_compare)
-    result = run_main(capsys, "compare", f"{NETS_PATH}:good", *SMALL, "--format", "csv", "--no-progress")
-    assert result.returncode == 1
-    assert "unexplained" in result.stdout
+        def fake_compare(model, shape, nodes, mode, max_size, progress, code=code, counts=counts):
+            frame = pd.DataFrame({"op": ["Conv2d"], "agree": [False], "reason": [(code,)], "reason_text": ["words"]}, index=["0"])
+            frame.attrs["summary"] = dict(zip(("nodes", "agree", "disagree", "not_compared"), (1, *counts)))
+            frame.attrs["input_shape"] = (1, 3, 16, 16)
+            return frame
+
+        monkeypatch.setattr(commands, "compare", fake_compare)
+        result = run_main(capsys, "compare", f"{NETS_PATH}:good", *SMALL, "--format", "csv", "--no-progress")
+        assert result.returncode == 1, code
+        assert code in result.stdout
 
 
 def test_progress_bar_draws_only_on_a_terminal():
@@ -404,3 +424,17 @@ def test_progress_bar_draws_only_on_a_terminal():
     text = tty.getvalue()
     assert "probing [#####-----] 2/4 conv2" in text  # 10 * 2 // 4 = 5 filled
     assert text.endswith("\n") and "[##########] 4/4" in text
+
+
+def test_an_internal_error_exits_3_and_asks_for_a_report(monkeypatch, capsys):
+    """A bug (not the user's input) is told apart from a usage error: exit 3, one line."""
+    import crosscheck.commands as commands
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("an invariant broke")
+
+    monkeypatch.setattr(commands, "compare", broken)
+    result = run_main(capsys, "compare", f"{NETS_PATH}:good", *SMALL, "--no-progress")
+    assert result.returncode == 3
+    assert result.stderr.startswith("rfcheck: internal error: RuntimeError: an invariant broke")
+    assert "--debug" in result.stderr and "Traceback" not in result.stderr

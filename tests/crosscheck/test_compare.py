@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -22,6 +23,7 @@ from torch import nn
 import crosscheck
 import rfarith
 from crosscheck import numeric
+from crosscheck.reasons import Reason
 from tests.snapshot import ModelSnapshot
 
 
@@ -238,31 +240,35 @@ def test_numeric_columns_equal_the_analytic_ones(name):
 def test_every_row_agrees(name):
     frame = frame_of(name)
     assert frame["agree"].tolist() == [True] * len(frame), crosscheck.render(frame)
-    assert frame.attrs["summary"] == {"nodes": len(frame), "agree": len(frame), "disagree": 0, "explained": 0, "numeric_only": 0}
+    assert frame.attrs["summary"] == {"nodes": len(frame), "agree": len(frame), "disagree": 0, "not_compared": 0}
+    assert all(n > 0 for n in frame["units_compared"])
 
 
 def test_misaligned_flags():
     """The hull merge is exact and flagged, not an error (see Misaligned's docstring)."""
     frame = frame_of("misaligned")
-    assert frame.loc["add", "flags"] == "holes, misaligned"
+    assert frame.loc["add", "flags"] == ("holes", "misaligned")
     for node in ("pad", "a", "b1", "b2"):
-        assert frame.loc[node, "flags"] == ""
+        assert frame.loc[node, "flags"] == ()
 
 
 def test_squeeze_excite_states_the_global_path():
     frame = frame_of("squeeze_excite")
     for node in ("pool", "fc1", "relu", "fc2", "sigmoid", "mul"):
-        assert frame.loc[node, "flags"] == "global (via pool)", node
-        assert frame.loc[node, "reason"] == "global: every unit sees the whole input (via pool)", node
+        assert frame.loc[node, "flags"] == ("global",) and frame.loc[node, "global_via"] == "pool", node
+        assert frame.loc[node, "reason"] == (Reason.GLOBAL,), node
+        assert frame.loc[node, "reason_text"] == "global: every unit sees the whole input (via pool)", node
+        assert bool(frame.loc[node, "agree"]), node  # a note: the verdict is the sets'
         assert "global" in frame.loc[node, "flags_num"]
-    assert frame.loc["conv", "reason"] == "" and frame.loc["conv", "flags"] == ""
+    assert frame.loc["conv", "reason"] == () and frame.loc["conv", "flags"] == ()
 
 
 def test_columns():
     frame = frame_of("chain")
     for column in ("op", "n_h", "j_h", "r_h", "start_h", "n_w", "j_w", "r_w", "start_w",
                    "n_h_num", "j_h_num", "r_h_num", "start_h_num", "first", "centre", "last",
-                   "first_num", "centre_num", "last_num", "flags", "flags_num", "agree", "reason"):
+                   "first_num", "centre_num", "last_num", "flags", "flags_num", "global_via",
+                   "units_compared", "compared_at", "status", "agree", "reason", "reason_text"):
         assert column in frame.columns, column
     assert frame.index.name == "node"
     assert frame.attrs["input_shape"] == (1, 1, 8, 8) and frame.attrs["mode"] == "local"
@@ -272,9 +278,20 @@ def test_columns():
 def test_summary_counts():
     frame = frame_of("chain")
     assert crosscheck.summary(frame) == frame.attrs["summary"] == {
-        "nodes": 4, "agree": 4, "disagree": 0, "explained": 0, "numeric_only": 0,
+        "nodes": 4, "agree": 4, "disagree": 0, "not_compared": 0,
     }
-    assert crosscheck.summary(pd.DataFrame()) == {"nodes": 0, "agree": 0, "disagree": 0, "explained": 0, "numeric_only": 0}
+    assert crosscheck.summary(pd.DataFrame()) == {"nodes": 0, "agree": 0, "disagree": 0, "not_compared": 0}
+
+
+def test_summary_adds_up_and_reads_codes_only():
+    """Counts come from the codes (the words may say anything) and always add up."""
+    frame = frame_of("chain").copy()
+    frame["reason"] = [(), (Reason.PIXELS_DIFFER.value,), (Reason.PROBE_FAILED.value, Reason.GLOBAL.value), (Reason.PIXELS_DIFFER.value, Reason.NUMERIC_ONLY.value)]
+    frame["reason_text"] = ["unexplained", "", "agree", "pixels_differ"]
+    counts = crosscheck.summary(frame)
+    assert counts == {"nodes": 4, "agree": 1, "disagree": 2, "not_compared": 1}
+    assert counts["agree"] + counts["disagree"] + counts["not_compared"] == counts["nodes"]
+    assert all(v >= 0 for v in counts.values())
 
 
 def test_render_has_the_header_and_a_line_per_node():
@@ -291,7 +308,7 @@ def test_render_has_the_header_and_a_line_per_node():
         # one number per quantity when both axes and both sides agree; start 0.5 prints as 0.5
         assert line.split() == [node, op, str(n), str(j), str(r), f"{start:g}", "yes", "--"]
     assert set(lines[-2]) == {"="}
-    assert lines[-1] == "4 nodes, 4 agree, 0 disagree, 0 differ for a stated reason, 0 numeric-only"
+    assert lines[-1] == "4 nodes: 4 agree, 0 disagree, 0 not compared"
 
 
 # ---- assert_agree ------------------------------------------------------------------------------
@@ -309,52 +326,73 @@ def test_assert_agree_passes_on_every_net(name):
 
 @pytest.fixture
 def doctored_probe(monkeypatch):
-    """The probe, except that on chain's pool ('2') it reports r two pixels wider: 6, not 4."""
-    real = numeric.measure_nodes
+    """The probe, except that on chain's pool ('2') every measured unit sees one more pixel
+    along h (see _widened)."""
+    real = numeric.Prober.units
 
-    def measure_nodes(*args, **kwargs):
-        results = real(*args, **kwargs)
-        if "2" in results:
-            field = results["2"].field
-            results["2"].field = dataclasses.replace(field, r=tuple(r + 2 for r in field.r))
-        return results
+    def units(self, sizes, wanted, local):
+        for name, found in real(self, sizes, wanted, local):
+            if name == "2" and isinstance(found, numeric.UnitsAt):
+                found = dataclasses.replace(found, supports={u: _widened(s) for u, s in found.supports.items()})
+            yield name, found
 
-    monkeypatch.setattr(numeric, "measure_nodes", measure_nodes)
+    monkeypatch.setattr(numeric.Prober, "units", units)
 
 
-def test_an_unexplained_difference_disagrees(doctored_probe):
+def _widened(support, size=8):
+    """One more pixel seen along h: after the box, or before it at the input's end."""
+    origin, pattern = support
+    grown = np.zeros((pattern.shape[0] + 1, *pattern.shape[1:]), dtype=bool)
+    if origin[0] + pattern.shape[0] < size:
+        grown[:-1], grown[-1, 0] = pattern, True
+        return origin, grown
+    grown[1:], grown[0, 0] = pattern, True
+    return (origin[0] - 1, *origin[1:]), grown
+
+
+def test_a_unit_seeing_other_pixels_disagrees(doctored_probe):
     frame = crosscheck.compare(chain(), (1, 1, 8, 8))
     assert frame["agree"].tolist() == [True, True, False, True]
-    assert frame.loc["2", "reason"] == "unexplained: r_h 4 vs 6; r_w 4 vs 6"
-    assert frame.attrs["summary"] == {"nodes": 4, "agree": 3, "disagree": 1, "explained": 0, "numeric_only": 0}
+    assert frame.loc["2", "reason"] == (Reason.PIXELS_DIFFER,)
+    assert frame.loc["2", "status"] == "disagree"
+    assert frame.loc["2", "reason_text"].startswith("unit (0, 0) at input 8×8: analytic 0..2×0..2 vs numeric 0..3×0..2 (1 pixels seen by one side only)")
+    assert frame.attrs["summary"] == {"nodes": 4, "agree": 3, "disagree": 1, "not_compared": 0}
     row = next(line for line in crosscheck.render(frame).splitlines() if line.startswith("2 "))
-    assert "4 | 6" in row and "NO" in row
+    assert "NO" in row and "unit (0, 0)" in row
 
 
 def test_assert_agree_raises_with_the_table(doctored_probe):
     with pytest.raises(AssertionError) as info:
         crosscheck.assert_agree(chain(), (1, 1, 8, 8))
     message = str(info.value)
-    assert "disagree on 1 of 4 nodes" in message
+    assert "do not agree on 1 of 4 nodes" in message
     assert "Analytic vs numeric receptive fields: Sequential" in message
     assert "Node  Op" in message
     row = next(line for line in message.splitlines() if line.startswith("2 "))
-    assert "MaxPool2d" in row and "4 | 6" in row and "unexplained: r_h 4 vs 6" in row
+    assert "MaxPool2d" in row and "analytic 0..2×0..2 vs numeric 0..3×0..2" in row
     assert not any(line.startswith(("0 ", "1 ", "3 ")) for line in message.splitlines())  # agreeing rows left out
 
 
-def test_a_stated_reason_does_not_fail():
-    """max_size=8: chain's '3' has r 12 > 8, so the probe may not grow the input enough; the row
-    differs with that reason stated, counts as explained, and assert_agree passes."""
+def test_a_field_too_wide_to_grow_is_compared_at_the_user_input():
+    """max_size=8: chain's '3' has r 12 > 8, so the probe may not grow the input enough; its
+    units are compared, clipped, at the user's input (they agree), and the row says so."""
     torch.manual_seed(0)
     frame = crosscheck.assert_agree(chain(), (1, 1, 8, 8), max_size=8)
-    assert frame["agree"].tolist() == [True, True, True, False]
-    reason = frame.loc["3", "reason"]
-    assert "field wider than the largest input the probe may use (max_size=8)" in reason
-    assert "unexplained" not in reason
-    assert frame.attrs["summary"] == {"nodes": 4, "agree": 3, "disagree": 0, "explained": 1, "numeric_only": 0}
-    # the unit bounds are still measured at the user's input: '3' (first) sees 0..6
+    assert frame["agree"].all()
+    assert frame.loc["3", "reason"] == (Reason.USER_INPUT_ONLY,)
+    assert "field is wider than the largest input the probe may use (max_size=8)" in frame.loc["3", "reason_text"]
+    assert frame.loc["3", "compared_at"] == ((8, 8),)
+    assert frame.attrs["summary"] == {"nodes": 4, "agree": 4, "disagree": 0, "not_compared": 0}
+    # the unit bounds are measured at the user's input: '3' (first) sees 0..6
     assert frame.loc["3", "first_num"] == ((0, 6), (0, 6))
+
+
+def test_a_field_that_does_not_fit_is_compared_again_where_the_probe_grew():
+    """chain's '3' (r 12) does not fit 8×8: its units are compared at 8×8 and again at the
+    larger input the probe grew to, with rfarith analysed there."""
+    frame = frame_of("chain")
+    sizes = frame.loc["3", "compared_at"]
+    assert sizes[0] == (8, 8) and len(sizes) == 2 and min(sizes[1]) > 12
 
 
 # ---- nodes ---------------------------------------------------------------------------------------

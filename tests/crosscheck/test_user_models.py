@@ -1,0 +1,163 @@
+"""Models written the way users write them, through report, compare, assert_agree and the CLI.
+
+Each case says what a user must see: no row dropped, no wrong field, ``output`` the model's own
+output, and an exit status of 0 only when what was printed is complete and true. The models and
+their fields (derived by hand) are in ``models/user_models.py``; every field asserted here is
+also checked against a brute-force gradient of one unit (``brute_support``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import crosscheck
+import rfarith
+from crosscheck import Reason
+from tests.crosscheck.models import user_models as um
+from tests.snapshot import ModelSnapshot
+
+ROOT = Path(__file__).resolve().parents[2]
+FILE = "tests/crosscheck/models/user_models.py"
+SHAPE = (1, 3, 16, 16)
+
+
+def brute_support(model: nn.Module, shape, unit) -> np.ndarray:
+    """The pixels one output unit's gradient reaches, by plain autograd on a float64 copy with
+    positive weights, zero biases and a positive input (nothing can cancel)."""
+    net = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            p.copy_(torch.full_like(p, 0.1) if "weight" in name else torch.zeros_like(p))
+    x = torch.ones(shape, dtype=torch.float64, requires_grad=True)
+    out = net(x)
+    out[(0, slice(None), *unit)].sum().backward()
+    return (x.grad.abs().sum(1)[0] != 0).numpy()
+
+
+def box(seen: np.ndarray) -> tuple[tuple[int, int], ...]:
+    return tuple((int(np.flatnonzero(seen.any(axis=1 - a))[0]), int(np.flatnonzero(seen.any(axis=1 - a))[-1])) for a in range(2))
+
+
+@cache
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUTF8": "1", "MPLBACKEND": "Agg"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "crosscheck", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300,
+    )
+
+
+def model_arg(factory: str) -> str:
+    return f"{FILE}:{factory}"
+
+
+# ---- control flow on tensor values ---------------------------------------------------------------
+def test_control_flow_in_the_forward_report_keeps_the_real_output():
+    """fx cannot trace the root's forward: every row is measured, the last row is the model's
+    own output (b's map averaged, plus one), r 5, j 1, start 1.5, and the report is complete."""
+    model = um.ControlFlow()
+    report = crosscheck.hybrid(model, SHAPE)
+    assert report.names == ["x", "a", "b", "output"]
+    assert report.output.node == "output" and report.complete
+    assert (report.output.r, report.output.j, report.output.start) == ((5, 5), (1, 1), (1.5, 1.5))
+    assert report.output.bounds((0, 0)) == ((-1, 3), (-1, 3))  # unclipped: a pads by one
+    assert report.output.bounds((5, 5)) == box(brute_support(model, SHAPE, (5, 5))) == ((4, 8), (4, 8))
+    result = cli("report", model_arg("control_flow"), "--input", "3x16x16")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "output 'output': r 5, j 1, start 1.5" in result.stdout
+
+
+def test_control_flow_in_the_forward_is_numeric_only_in_compare():
+    """Nothing analytic to compare with: every row is kept, not compared, with its code; the
+    counts add up; assert_agree fails unless the code is allowed; the CLI exits 1 and says why."""
+    model = um.ControlFlow()
+    snapshot = ModelSnapshot.of(model)
+    frame = crosscheck.compare(model, SHAPE)
+    assert list(frame.index) == ["a", "b", "output"]
+    assert all(codes == (Reason.NUMERIC_ONLY,) for codes in frame["reason"])
+    assert frame.attrs["summary"] == {"nodes": 3, "agree": 0, "disagree": 0, "not_compared": 3}
+    assert frame.loc["output", "r_h_num"] == 5 and np.isnan(frame.loc["output", "r_h"])
+    with pytest.raises(AssertionError) as info:
+        crosscheck.assert_agree(model, SHAPE)
+    assert "allow={crosscheck.Reason.NUMERIC_ONLY}" in str(info.value)
+    crosscheck.assert_agree(model, SHAPE, allow={Reason.NUMERIC_ONLY})
+    snapshot.assert_same(model)
+    result = cli("compare", model_arg("control_flow"), "--input", "3x16x16", "--no-progress")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "3 nodes: 0 agree, 0 disagree, 3 not compared (3 numeric_only)" in result.stdout
+
+
+def test_control_flow_inside_a_submodule_is_measured_and_compared():
+    model = um.GatedNet()
+    frame = crosscheck.assert_agree(model, SHAPE)
+    assert frame.loc["gate", "reason"] == (Reason.MEASURED_OP,)
+    assert frame.loc["head", "r_h"] == 7 and frame.loc["head", "j_h"] == 2
+    assert crosscheck.hybrid(model, SHAPE).output.real_bounds((0, 0)) == box(brute_support(model, SHAPE, (0, 0)))
+    result = cli("compare", model_arg("gated"), "--input", "3x16x16", "--no-progress")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---- a forward that accepts one input size --------------------------------------------------------
+def test_a_size_assert_keeps_the_rows_the_probe_cannot_measure():
+    """The model refuses any other size, and d's field (r 17) does not fit 16×16: d and the
+    output cannot be measured. They stay, with NaN and the reason; the report is incomplete,
+    and `rfcheck report` exits 1 and says so."""
+    report = crosscheck.hybrid(um.SizeAssert(), SHAPE)
+    assert report.names == ["x", "a", "b", "c", "d", "output"]
+    assert report["c"].r == (13, 13)
+    assert set(report.missing) == {"d", "output"} and not report.complete
+    with pytest.raises(rfarith.NotComputed, match="'d'"):
+        report["d"]
+    table = report.table
+    assert np.isnan(table.loc["d", "r_h"]) and table.loc["d", "reason"]
+    result = cli("report", model_arg("size_assert"), "--input", "3x16x16")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "NOT COMPUTED" in result.stdout and "INCOMPLETE: 2 not computed (d, output)" in result.stdout
+    as_json = cli("report", model_arg("size_assert"), "--input", "3x16x16", "--format", "json")
+    document = json.loads(as_json.stdout)
+    assert [row["node"] for row in document["rows"]] == report.names
+    assert document["header"]["complete"] is False and document["rows"][4]["r_h"] is None
+
+
+def test_a_size_check_inside_a_submodule_is_compared_at_the_user_input():
+    """The check inside a leaf: hybrid measures the head at the size it receives; the whole
+    model's probe cannot grow past 16×16 (the model refuses), so the units are compared there,
+    clipped, and they agree. The table says so; nothing is dropped."""
+    model = um.SizeAssertInside()
+    frame = crosscheck.assert_agree(model, SHAPE)
+    head = frame.loc["head"]
+    assert head["r_h"] == 17 and head["compared_at"] == ((16, 16),)
+    assert Reason.USER_INPUT_ONLY in head["reason"] and Reason.MEASURED_OP in head["reason"]
+    assert "rejects a larger input" in head["reason_text"]
+    assert head["first"] == box(brute_support(model, SHAPE, (0, 0))) == ((0, 8), (0, 8))
+    result = cli("compare", model_arg("size_assert_inside"), "--input", "3x16x16", "--no-progress")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---- custom autograd Functions ---------------------------------------------------------------------
+@pytest.mark.parametrize("factory, r", [("quantised", 5), ("blurred", 7)])
+def test_custom_functions_agree_everywhere(factory, r):
+    """A straight-through rounding (r 5) and a box blur with its own backward (r 7): analysed,
+    probed through the user's backward, and agreeing on every compared unit."""
+    model = getattr(um, factory)()
+    frame = crosscheck.assert_agree(model, SHAPE)
+    last = frame.index[-1]
+    assert frame.loc[last, "r_h"] == r and frame.loc[last, "r_h_num"] == r
+    for unit in ((0, 0), (5, 7)):
+        rf = crosscheck.hybrid(model, SHAPE).output
+        assert np.array_equal(rf.mask(unit), brute_support(model, SHAPE, unit)), unit
+    for command in ("report", "compare"):
+        result = cli(command, model_arg(factory), "--input", "3x16x16", "--no-progress") if command == "compare" else cli(command, model_arg(factory), "--input", "3x16x16")
+        assert result.returncode == 0, result.stdout + result.stderr
