@@ -28,7 +28,7 @@ from torch import nn
 from rfarith.errors import ProbeError, RFError, UnknownNode
 from rfarith.tracing import Traced, trace
 
-from .mode import Naming, Stop
+from .mode import Naming, Stop, note_input, settled
 
 _REPEAT = re.compile(r"^(.*)_(\d+)$")
 
@@ -138,6 +138,7 @@ class EagerRun:
 
     def run(self, x: torch.Tensor, locators: Sequence[Locator]) -> dict[str, Any]:
         captured: dict[str, Any] = {loc.name: x for loc in locators if loc.kind == "input"}
+        note_input(self.naming, x)
         wanted = [loc for loc in locators if loc.kind == "module"]
         if not wanted and not any(loc.kind == "output" for loc in locators):
             return captured
@@ -151,7 +152,7 @@ class EagerRun:
                 calls[path] = count + 1
                 for loc in wanted:
                     if loc.path == path and loc.call == count:
-                        captured[loc.name] = output
+                        captured[loc.name] = settled(self.naming, output, f"node '{loc.name}'")
                         self.mark(loc.name)
                 if not needs_output and all(loc.name in captured for loc in wanted):
                     raise Stop
@@ -164,7 +165,7 @@ class EagerRun:
             output = self.model(x)
             for loc in locators:
                 if loc.kind == "output":
-                    captured[loc.name] = output
+                    captured[loc.name] = settled(self.naming, output, "the model output")
         except Stop:
             pass
         finally:
@@ -189,6 +190,7 @@ class EagerRun:
             return hook
 
         handles = [self.model.get_submodule(p).register_forward_hook(record(p)) for p in paths]
+        note_input(self.naming, x)
         try:
             self.model(x)
         finally:
@@ -221,7 +223,8 @@ class _CapturingInterpreter(fx.Interpreter):
         finally:
             self.naming.node = None
         if n in self.wanted:
-            self.captured[self.wanted[n]] = result
+            name = self.wanted[n]
+            self.captured[name] = settled(self.naming, result, f"node '{name}'")
             self.mark(self.wanted[n])
             if len(self.captured) == len(self.wanted):
                 raise Stop
@@ -246,6 +249,7 @@ class GraphRun:
     def run(self, x: torch.Tensor, locators: Sequence[Locator]) -> dict[str, Any]:
         wanted = {loc.node: loc.name for loc in locators if loc.kind == "graph"}
         interpreter = _CapturingInterpreter(self.model, self.traced, wanted, self.naming, self.mark)
+        note_input(self.naming, x)
         try:
             interpreter.run(x)
         except Stop:

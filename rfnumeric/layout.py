@@ -89,6 +89,31 @@ def assumed(shape: Sequence[int], input_rank: int) -> Layout | None:
     return None
 
 
+def standard(layout: Layout, rank: int) -> bool:
+    """Whether ``layout`` is the input's arrangement ``(batch, channels, *spatial)`` of ``rank``
+    dims, each dim one plain factor (or none): the layout :func:`assumed` would give."""
+    if len(layout) != rank:
+        return False
+    labels: list[Label] = [BATCH, None, *range(rank - 2)]
+    return all(
+        len(dim) <= 1 and all(f[0] == label and f[2] == 1 for f in dim)
+        for dim, label in zip(layout, labels)
+    )
+
+
+def batch_dim(layout: Layout, size: int) -> int | None:
+    """The dim that holds the whole batch of ``size`` elements and nothing else, if any."""
+    for d, dim in enumerate(layout):
+        if dim == ((BATCH, size, 1),):
+            return d
+    return None
+
+
+def has_space(layout: Layout) -> bool:
+    """Whether a tensor of this layout carries any input axis (or mixed positions)."""
+    return any(is_spatial(label) for dim in layout for label, _, _ in dim)
+
+
 def spatial_labels(dim: Dim) -> set[int]:
     return {label for label, _, _ in dim if isinstance(label, int) and not isinstance(label, bool)}
 

@@ -10,6 +10,13 @@ forward runs comes through :class:`ProbeMode`. It
 3. checks the result for NaN / Inf and registers a gradient hook that names the op where a
    non-finite gradient first appears and keeps gradients out of underflow.
 
+Ops run with gradient off (a custom ``torch.autograd.Function``'s forward, a ``no_grad`` block
+of the model) are on no gradient path: they run as written and only pass layouts on. A custom
+Function's output is *settled* where it is first read (:meth:`ProbeMode.settle`): the probe
+backpropagates through the Function's own backward, so the output is given a layout (see
+:meth:`ProbeMode.function_layout`), materialised if it is a stride-0 view, and, when several
+probes share the batch, that backward is checked for mixing batch elements.
+
 Modules and functional calls are treated alike because ``nn.ReLU`` is ``F.relu`` by the time it
 reaches this mode. Channels are *collapsed* where that is exact: a convolution whose weights
 are all equal produces equal output channels, so its output is kept as one channel expanded
@@ -21,13 +28,16 @@ from __future__ import annotations
 import dis
 import math
 import sys
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd.function import BackwardCFunction
 from torch.overrides import TorchFunctionMode
+from torch.utils.checkpoint import CheckpointFunction
 
 from rfarith.errors import ProbeError
 
@@ -40,6 +50,7 @@ _HOOKED = "_rfnumeric_hooked"
 _ORIGINS = "_rfnumeric_origins"  # the global reductions a tensor's value passed through
 _GLOBAL = "_rfnumeric_global"  # set when a tensor depends on the input only through cuts
 _BLEND = "_rfnumeric_blend"  # set when a tensor's channels hold a blend (see surrogates.cat)
+_SETTLED = "_rfnumeric_function"  # a custom Function's output the probe has settled: its name
 
 # Gradient magnitudes float64 handles safely; beyond these the hooks rescale or compress.
 _TINY = 2.0**-900
@@ -93,6 +104,7 @@ class Naming:
 
     def __init__(self, model: nn.Module) -> None:
         self.node: str | None = None
+        self.mode: ProbeMode | None = None  # the probe's mode while it runs a forward
         self.failed: tuple[str, nn.Module] | None = None
         self.stack: list[tuple[str, nn.Module]] = []
         self.counts: dict[str, int] = {}
@@ -157,6 +169,7 @@ class Records:
     elements: int = 0  # tensor elements the forward has produced so far
     progress: dict[str, int] = field(default_factory=dict)  # elements when each map was captured
     size_dependent_before: dict[str, int] = field(default_factory=dict)  # ... and how many such ops
+    checking: bool = False  # a custom Function's backward is being tried alone: hooks stand by
 
 
 # ---- collapsed tensors ----------------------------------------------------------------------
@@ -278,10 +291,24 @@ class ProbeMode(TorchFunctionMode):
         self.origins: tuple[str, ...] = ()
         self.only_global = False
         self.call: tuple[Any, tuple, dict] | None = None  # the op a handler is running
+        # every tensor on the gradient path so far, by (autograd node, output number): how a
+        # custom Function's inputs are found from its backward node
+        self.known: dict[tuple[int, int], weakref.ref[torch.Tensor]] = {}
+
+    def __enter__(self):
+        self.naming.mode = self
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        self.naming.mode = None
+        return super().__exit__(*exc)
 
     # -- dispatch --------------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if not torch.is_grad_enabled():
+            return self._untracked(func, args, kwargs)
+        args, kwargs = self._settle_inputs(func, args, kwargs)
         handler = self.table.get(func)
         if handler is None:
             out = self.passthrough(func, args, kwargs)
@@ -362,6 +389,7 @@ class ProbeMode(TorchFunctionMode):
                     setattr(item, _BLEND, True)
                 if lay.get(item) is None:
                     lay.attach(item, layout)
+                self.register(item)
                 if origins and not getattr(item, _ORIGINS, None):
                     setattr(item, _ORIGINS, origins)
                 if only_global and not hasattr(item, _GLOBAL):
@@ -405,6 +433,8 @@ class ProbeMode(TorchFunctionMode):
         structural = self.structural
 
         def hook(grad: torch.Tensor) -> torch.Tensor | None:
+            if records.checking:
+                return None
             size = grad.abs()
             peak_value = float(size.max()) if size.numel() else 0.0  # NaN if any element is
             if not math.isfinite(peak_value):
@@ -424,6 +454,232 @@ class ProbeMode(TorchFunctionMode):
             return None
 
         return hook
+
+    # -- custom autograd Functions -----------------------------------------------------------
+    def register(self, t: torch.Tensor) -> None:
+        """Remember ``t`` by its autograd node, so that a custom Function reading it finds it."""
+        node = t.grad_fn
+        if node is not None:
+            self.known[(node._sequence_nr(), t.output_nr)] = weakref.ref(t)
+
+    def _untracked(self, func, args, kwargs):
+        """An op run with gradient off: inside a custom ``autograd.Function``'s forward (the
+        probe reads that Function's own backward instead) or a ``no_grad`` block of the model.
+        It is on no gradient path, so it runs as written (no surrogate, no hook); its result
+        takes the layout the op's rule gives when an input has one, so that a Function's output
+        can be located."""
+        out = self.passthrough(func, args, kwargs)
+        if not _holds_tensor(out):
+            return out
+        self.name = self.naming.current(func)  # named as any op, so later names stay the same
+        tensors = lay.tensors_in(list(args) + list(kwargs.values()))
+        inputs = [a for a in tensors if depends(a)]
+        for a in inputs:
+            if _unsettled(a):  # one Function reading another's output: place that one first
+                self.settle(a, self._reader(func))
+            self.register(a)
+        self._note_consumers(inputs)  # a non-finite gradient there is named after this op
+        if not any(lay.get(a) is not None for a in tensors):
+            return out
+        items = [out] if isinstance(out, torch.Tensor) else list(out)
+        try:
+            layouts = lay.propagate(func, args, kwargs, out)
+        except Exception:  # a layout rule that does not understand a call leaves it unknown
+            return out
+        if isinstance(out, torch.Tensor):
+            layouts = [layouts]
+        elif not isinstance(layouts, (tuple, list)) or len(layouts) != len(items):
+            return out
+        for item, layout in zip(items, layouts):
+            if isinstance(item, torch.Tensor) and layout is not None and lay.get(item) is None:
+                lay.attach(item, layout)
+        return out
+
+    def _settle_inputs(self, func, args, kwargs):
+        """Settle the custom Functions' outputs among an op's inputs the first time they are
+        read, and hand the op the dense copy of one that is a stride-0 view."""
+        swaps: dict[int, torch.Tensor] = {}
+        for a in lay.tensors_in(list(args) + list(kwargs.values())):
+            if not depends(a):
+                continue
+            if _unsettled(a):
+                self.settle(a, self._reader(func))
+            dense = base_of(a)
+            if dense is not None and dense.shape == a.shape:
+                swaps[id(a)] = dense
+        if not swaps:
+            return args, kwargs
+        return _swap(args, swaps), {k: _swap(v, swaps) for k, v in kwargs.items()}
+
+    def _reader(self, func: Any) -> str:
+        """The op about to run, for messages (without counting it as a call: names stay)."""
+        if self.naming.node is not None:
+            return f"node '{self.naming.node}'"
+        path = self.naming.stack[-1][0] if self.naming.stack else ""
+        return f"'{op_name(func)}'" + (f" in module '{path}'" if path else "")
+
+    def settle_value(self, value: Any, where: str) -> None:
+        """Settle the custom Functions' outputs in a captured value (a tensor, or a tuple, list or
+        dict of them)."""
+        items = list(value.values()) if isinstance(value, dict) else value
+        for t in lay.tensors_in(items):
+            if depends(t) and _unsettled(t):
+                self.settle(t, where)
+
+    def settle(self, t: torch.Tensor, where: str) -> None:
+        """Prepare the output ``t`` of a custom ``autograd.Function`` (read by ``where``) for the
+        probe. Its forward ran without gradient, so nothing the probe attaches reached it: give
+        it a layout (:meth:`function_layout`); retry uncollapsed if the Function reads a blend
+        (it may treat channels differently); materialise it if it is a stride-0 view (the ops
+        after it must pass every element's gradient to the Function's backward, which may treat
+        channels and positions differently); check that backward does not mix batch elements
+        when several probes share the batch; hook it like any op's output."""
+        node = t.grad_fn
+        function = getattr(node, "_forward_cls", None) or type(node)
+        name = function.__name__
+        setattr(t, _SETTLED, name)
+        with torch._C.DisableTorchFunction():  # the probe's own ops, not the model's
+            if function is CheckpointFunction:
+                raise ProbeError(
+                    f"the model runs part of its forward under torch.utils.checkpoint "
+                    f"(use_reentrant=True), read by {where}: its backward recomputes that part "
+                    "outside the probe, so the structural probe cannot see those ops. Way out: "
+                    "probe the model with activation checkpointing turned off."
+                )
+            sources = self._sources(node)
+            known = [s for s in sources if s is not None]
+            for s in known:
+                if _unsettled(s):  # read straight from another Function
+                    self.settle(s, f"'{name}'")
+            if self.collapse and any(getattr(s, _BLEND, False) for s in known):
+                raise Retry("collapse", name)
+            layout = self.function_layout(t, sources, name, where)
+            lay.attach(t, layout)
+            origins = tuple(dict.fromkeys(o for s in known for o in getattr(s, _ORIGINS, ())))
+            flags = {_ORIGINS: origins} if origins else {}
+            if known and all(getattr(s, _GLOBAL, False) for s in known):
+                flags[_GLOBAL] = True
+            for key, value in flags.items():
+                setattr(t, key, value)
+            self.register(t)
+            self._check_function_batch(t, layout, sources, name)
+            if overlapping(t):
+                with torch.enable_grad():
+                    dense = t.contiguous()
+                lay.attach(dense, layout)
+                for key, value in flags.items():
+                    setattr(dense, key, value)
+                setattr(t, _BASE, (dense, t.grad_fn, t._version))
+                self.register(dense)
+            previous, self.name = self.name, name
+            try:
+                self._note_consumers(known)
+                self._check_and_hook(t)
+            finally:
+                self.name = previous
+
+    def _sources(self, node: Any) -> list[torch.Tensor | None]:
+        """The tensors a custom Function read, one per input that requires grad (``None`` for
+        one the probe never saw)."""
+        found: list[torch.Tensor | None] = []
+        for fn, nr in node.next_functions:
+            if fn is None:
+                continue
+            t = getattr(fn, "variable", None)  # AccumulateGrad: a leaf
+            if t is None:
+                ref = self.known.get((fn._sequence_nr(), nr))
+                t = ref() if ref is not None else None
+                if t is not None and (t.grad_fn is not fn or t.output_nr != nr):
+                    t = None
+            found.append(t)
+        return found
+
+    def function_layout(
+        self, t: torch.Tensor, sources: list[torch.Tensor | None], name: str, where: str
+    ) -> lay.Layout:
+        """Where the units of custom Function ``name``'s output ``t`` are, in this order: the
+        layout its forward's own ops gave it, if that locates an input axis; the layout of its
+        input of the same shape (one layout among such inputs); ``(batch, channels, *spatial)``
+        (or ``(batch, features)``) when every input is known and that reading is unambiguous:
+        the inputs that carry an input axis are themselves ``(batch, channels, *spatial)`` with
+        ``t``'s batch size (for a rank-2 ``t``: no input carries one). Otherwise a ProbeError
+        naming the Function: seeding every position would report a global field."""
+        inner = lay.get(t)
+        if inner is not None and lay.has_space(inner):
+            return inner
+        known = [(s, lay.get(s)) for s in sources if s is not None]
+        located = [(s, found) for s, found in known if found is not None]
+        complete = bool(sources) and len(located) == len(sources)
+        same = list(dict.fromkeys(found for s, found in located if s.shape == t.shape))
+        if len(same) == 1:
+            return same[0]
+        guess = lay.assumed(t.shape, self.input_rank)
+        if complete and not same and guess is not None and t.shape[0] == self.batch:
+            spatial = [found for _, found in located if lay.has_space(found)]
+            if t.dim() == self.input_rank:
+                if spatial and all(lay.standard(found, self.input_rank) for found in spatial):
+                    return guess
+            elif not spatial:  # (batch, features) from inputs that carry no input axis
+                return guess
+        if inner is not None and complete and not any(lay.has_space(f) for _, f in located):
+            return inner
+        shapes = ", ".join(str(tuple(s.shape)) for s, _ in known) or "none the probe saw"
+        raise ProbeError(
+            f"cannot tell where the units of the output of custom autograd.Function '{name}' "
+            f"(shape {tuple(t.shape)}, read by {where}) are: its forward runs without gradient, "
+            f"so the probe follows only its backward, and its inputs (shapes {shapes}) do not "
+            "show which output dims carry the batch and the input's axes. Way out: probe a node "
+            f"before '{name}', or have '{name}' return a (batch, channels, *spatial) map with "
+            "its input's batch size.",
+            kind="layout",
+        )
+
+    def _check_function_batch(
+        self,
+        t: torch.Tensor,
+        layout: lay.Layout,
+        sources: list[torch.Tensor | None],
+        name: str,
+    ) -> None:
+        """With several probes in the batch, run custom Function ``name``'s backward alone from
+        some batch elements of ``t`` and signal a retry (one unit per pass) if gradient reaches
+        another element of its inputs, or if the batch cannot be told apart. Each pair of
+        elements differs in some bit of their index: seeding the elements whose bit is set, then
+        those whose bit is clear, for every bit, finds any leak in ``2 * log2(batch)`` runs."""
+        if self.batch <= 1:
+            return
+        out_dim = lay.batch_dim(layout, self.batch)
+        dims = [
+            lay.batch_dim(found, self.batch) if (found := lay.get(s)) is not None else None
+            for s in sources
+            if s is not None
+        ]
+        if out_dim is None or any(s is None for s in sources) or None in dims:
+            raise Retry("batch", name)
+        inputs = [s for s in sources if s is not None]
+        shape = [1] * t.dim()
+        shape[out_dim] = self.batch
+        index = torch.arange(self.batch)
+        self.records.checking = True
+        try:
+            with torch.enable_grad():
+                for bit in range((self.batch - 1).bit_length()):
+                    for side in (1, 0):
+                        chosen = ((index >> bit) & 1) == side
+                        seed = chosen.to(t.dtype).reshape(shape).expand(t.shape).contiguous()
+                        grads = torch.autograd.grad(
+                            [t], inputs, [seed], retain_graph=True, allow_unused=True
+                        )
+                        others = (~chosen).nonzero().flatten()
+                        for g, d in zip(grads, dims):
+                            if g is not None and bool((g.index_select(d, others) != 0).any()):
+                                raise Retry("batch", name)
+        except Retry:
+            raise
+        except Exception:  # its backward cannot run alone: probe one unit per pass
+            raise Retry("batch", name) from None
+        finally:
+            self.records.checking = False
 
     # -- helpers handlers use ----------------------------------------------------------------
     def layout_of(self, t: torch.Tensor) -> lay.Layout | None:
@@ -527,6 +783,34 @@ def _rebuild(template: Any, parts: list) -> Any:
     if hasattr(template, "_fields"):  # a named tuple
         return type(template)(*parts)
     return type(template)(parts)  # torch.return_types.* take one sequence
+
+
+def _unsettled(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a custom ``autograd.Function``'s output the probe has not settled yet."""
+    return not hasattr(t, _SETTLED) and isinstance(t.grad_fn, BackwardCFunction)
+
+
+def _swap(value: Any, swaps: dict[int, torch.Tensor]) -> Any:
+    """``value`` with the tensors whose id is in ``swaps`` replaced (inside lists and tuples)."""
+    if isinstance(value, torch.Tensor):
+        return swaps.get(id(value), value)
+    if type(value) in (list, tuple):
+        return type(value)(_swap(v, swaps) for v in value)
+    return value
+
+
+def settled(naming: Naming, value: Any, where: str) -> Any:
+    """``value`` (a captured feature map) with the custom Functions' outputs in it settled, when
+    the probe's mode is running (see :meth:`ProbeMode.settle`)."""
+    if naming.mode is not None:
+        naming.mode.settle_value(value, where)
+    return value
+
+
+def note_input(naming: Naming, x: Any) -> None:
+    """Make the model input known to the running mode (a custom Function may read it first)."""
+    if naming.mode is not None and depends(x):
+        naming.mode.register(x)
 
 
 def _holds_tensor(out: Any) -> bool:

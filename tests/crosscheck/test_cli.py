@@ -204,7 +204,7 @@ def test_compare_keras_minimal_agrees(fmt):
         assert pd.api.types.is_integer_dtype(table["first_lo_h"]) and pd.api.types.is_integer_dtype(table["units_compared"])
     else:
         assert table.loc["feature_grid", "first"] == table.loc["feature_grid", "first_num"] == [[0, 19], [0, 19]]
-        assert table.loc["feature_grid", "reason"] == [] and table.loc["feature_grid", "compared_at"][0] == [32, 32]
+        assert table.loc["feature_grid", "reason"] == [] and table.loc["feature_grid", "compared_at"][0] == document["header"]["input_shape"][2:]
 
 
 def test_compare_disagreement_exits_1():
@@ -219,7 +219,8 @@ def test_compare_disagreement_exits_1():
     assert not row["agree"]
     assert (row["r_h"], row["start_h"], row["r_h_num"], row["start_h_num"]) == (3, -0.5, 5, 0.5)
     assert row["reason"] == "pixels_differ" and row["status"] == "disagree"
-    assert "analytic 0..1×0..1 vs numeric 0..2×0..2" in row["reason_text"]
+    # unit (0, 0) sees pixels -2..0 by the attributes (0 of the input) and 0, 2 really
+    assert "unit (0, 0) at input 16×16: analytic 0..0×0..0 vs numeric 0..2×0..2" in row["reason_text"]
 
 
 # ---- loading models -----------------------------------------------------------------------------
