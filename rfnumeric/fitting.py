@@ -15,7 +15,7 @@ AxisFit(j=2, r=3, start=0.5, holes=False, nonuniform=False, needs_window=False, 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import numpy as np
@@ -125,6 +125,11 @@ class AxisFit:
     unresolved: bool = False
     aperiodic: bool = False  # no period explains the window: j is the window's mean jump
     period: int = 1  # units after which the field repeats, shifted by j * period (MAX_PERIOD if none)
+    # per phase p (unit m = q*period + p): (first pixel unit p sees, its pattern), None for a
+    # phase that sees nothing; unit m sees that pattern shifted by q * j * period. () when the
+    # fit predicts no unit (no period, or j not measured)
+    phases: tuple[tuple[int, bytes] | None, ...] = field(default=(), repr=False)
+    reason: str = field(default="", repr=False)  # why j, r, start are NaN (see ``unfitted``)
 
 
 def _exact(value: Fraction) -> int | Fraction:
@@ -230,13 +235,16 @@ def fit_axis(
     whole = {m: s for m, s in measured.items() if s.whole}
     holes = any(s.holes for s in whole.values())
     if n == 1:
-        return AxisFit(NAN, own.size, _centre_of(own.lo, own.hi), holes, False)
+        return AxisFit(
+            NAN, own.size, _centre_of(own.lo, own.hi), holes, False, phases=((own.lo, own.pattern),)
+        )
     # three adjacent units can repeat one shifted pattern by chance (a nearest resize 6 -> 9
     # reads 2, 3, 4 at units 4, 5, 6): along an axis known to be periodic, the window decides
     shift = None if periodic else _period_one(spans, centre)
     if shift is not None:
         lo0, hi0 = own.lo - centre * shift, own.hi - centre * shift
-        return AxisFit(shift, own.size, _centre_of(lo0, hi0), holes, False)
+        phases = ((lo0, own.pattern),)
+        return AxisFit(shift, own.size, _centre_of(lo0, hi0), holes, False, phases=phases)
     window = set(range(max(0, centre - WINDOW), min(n, centre + WINDOW + 1)))
     if not window_measured and not window <= set(spans):
         return AxisFit(NAN, own.size, NAN, holes, False, needs_window=True)
@@ -247,7 +255,9 @@ def fit_axis(
         # two units one step apart cannot tell a shared pixel from a period's repeat
         return AxisFit(NAN, max(sizes.values()), NAN, holes, False, unresolved=True)
     if found is not None and found[1] == 0 and found[0] == 1:  # every unit sees the same pixels
-        return AxisFit(0, own.size, _centre_of(own.lo, own.hi), holes, False)
+        return AxisFit(
+            0, own.size, _centre_of(own.lo, own.hi), holes, False, phases=((own.lo, own.pattern),)
+        )
     if found is not None and found[1] != 0:
         period, jump = found
         j = _exact(Fraction(jump, period))
@@ -270,7 +280,15 @@ def fit_axis(
         if blind:  # a phase that sees nothing has size 0
             one_period = [*one_period, 0]
         start = NAN if lo0 is None else _centre_of(lo0, hi0)
-        return AxisFit(j, max(sizes.values()), start, holes, len(set(one_period)) > 1, period=period)
+        return AxisFit(
+            j,
+            max(sizes.values()),
+            start,
+            holes,
+            len(set(one_period)) > 1,
+            period=period,
+            phases=_phases(spans, whole, period, jump, centre),
+        )
     # no period: report the mean jump over the window and flag the field nonuniform
     first_unit, last_unit = min(whole), max(whole)
     mean_jump = Fraction(whole[last_unit].lo - whole[first_unit].lo, max(last_unit - first_unit, 1))
@@ -279,6 +297,146 @@ def fit_axis(
     return AxisFit(
         _exact(mean_jump), max(sizes.values()), _centre_of(lo0, hi0), holes, True, aperiodic=True, period=MAX_PERIOD
     )
+
+
+def _phases(
+    spans: dict[int, Span | None], whole: dict[int, Span], period: int, jump: int, centre: int
+) -> tuple[tuple[int, bytes] | None, ...]:
+    """Per phase of a period fit, where unit ``p`` (its first unit) sees and the pattern, read
+    from the phase's reference unit (:func:`_reference`); None for a blind phase. () if some
+    phase has no whole unit to read it from (the fit then predicts nothing)."""
+    phases: list[tuple[int, bytes] | None] = []
+    for p in range(period):
+        candidates = [m for m in whole if m % period == p]
+        if not candidates:
+            if any(m % period == p and span is None for m, span in spans.items()):
+                phases.append(None)
+                continue
+            return ()
+        ref = _reference(candidates, whole, period, centre)
+        phases.append((whole[ref].lo - (ref - p) // period * jump, whole[ref].pattern))
+    return tuple(phases)
+
+
+def predicted(fit: AxisFit, unit: int) -> tuple[int, ...] | None:
+    """The pixels ``fit`` says ``unit`` sees (() for a unit of a blind phase); None when the fit
+    predicts no unit (j not measured, or no period explains the field)."""
+    if not fit.phases or not _measured(fit.j):
+        return None
+    jump = Fraction(fit.j) * fit.period
+    if jump.denominator != 1:
+        return None
+    q, p = divmod(unit, fit.period)
+    phase = fit.phases[p]
+    if phase is None:
+        return ()
+    lo, pattern = phase
+    first = lo + q * jump.numerator
+    return tuple(first + i for i, b in enumerate(pattern) if b)
+
+
+def _measured(value: object) -> bool:
+    return not (isinstance(value, float) and math.isnan(value))
+
+
+def _bounds_text(pixels: tuple[int, ...], span: Span | None = None) -> str:
+    if not pixels:
+        return "nothing"
+    text = f"{pixels[0]}..{pixels[-1]}"
+    if len(pixels) != pixels[-1] - pixels[0] + 1:
+        text += f" ({len(pixels)} of {pixels[-1] - pixels[0] + 1} pixels)"
+    if span is not None and not span.whole:
+        text += " (cut at the border)"
+    return text
+
+
+def contradiction(
+    fit: AxisFit, spans: dict[int, Span | None], visible: tuple[int, int] | None = None
+) -> str | None:
+    """Whether ``fit`` reproduces every unit it was fitted on: None if it does, else the first
+    disagreement in words. Pure.
+
+    The fit predicts unit ``m = q*P + p`` from its per-phase patterns (``fit.phases``): phase
+    ``p``'s pattern shifted by ``q * j * P`` pixels. Its j, r and start must agree with those
+    patterns (r the largest size, start the centre of unit 0's field, j * P a whole number of
+    pixels, flags nonuniform / holes where the patterns say so). Each measured span is then
+    compared with its prediction within ``visible`` (the first and last pixel any unit of the
+    map sees: no measurement looks past them; unbounded if None):
+
+    - a unit whose predicted field lies inside ``visible`` and whose span is not cut at a
+      border must see exactly the predicted pixels: first, last and every one between;
+    - a unit that reaches a border (its span is cut there, or its prediction goes past
+      ``visible``) may miss predicted pixels (the border, or zero padding inside the model
+      next to it, removes some), but it may see no pixel the fit does not predict, and on a
+      side it does not reach its first (last) pixel must be the predicted one;
+    - a unit that sees nothing must be predicted to see nothing, unless it reaches a border.
+
+    An axis whose j was not measured (NaN: one unit, too few whole units) claims nothing about
+    other units and always passes."""
+    if not _measured(fit.j):
+        return None
+    measured = sorted(m for m in spans)
+    if not fit.phases:
+        return (
+            f"no period of up to {MAX_PERIOD} units explains what units {measured[0]}..{measured[-1]} "
+            "see"
+        )
+    period = fit.period
+    jump = Fraction(fit.j) * period
+    if jump.denominator != 1:
+        return f"j {fit.j} over a period of {period} units is not a whole number of pixels"
+    sizes = [0 if phase is None else len(phase[1]) for phase in fit.phases]
+    if fit.r != max(sizes):
+        return f"r {fit.r} is not the largest field size {max(sizes)}"
+    zero = fit.phases[0]
+    start = NAN if zero is None else _centre_of(zero[0], zero[0] + len(zero[1]) - 1)
+    if not (start == fit.start or math.isnan(start) and math.isnan(fit.start)):
+        return f"start {fit.start} is not the centre of unit 0's field ({start})"
+    if len(set(sizes)) > 1 and not fit.nonuniform:
+        return f"field sizes {sizes} differ from phase to phase, not flagged nonuniform"
+    if any(phase is not None and 0 in phase[1] for phase in fit.phases) and not fit.holes:
+        return "a phase's field has holes, not flagged holes"
+    summary = f"j {fit.j}, r {fit.r}, start {fit.start}"
+    if period > 1:
+        summary += f", period {period}"
+    first, last = visible if visible is not None else (-math.inf, math.inf)
+    for m in measured:
+        span = spans[m]
+        expected = predicted(fit, m)
+        assert expected is not None
+        if not _reproduces(span, expected, first, last):
+            seen = () if span is None else span.pixels()
+            return (
+                f"unit {m} sees {_bounds_text(seen, span)}, but {summary} put it at "
+                f"{_bounds_text(expected)}"
+            )
+    return None
+
+
+def _reproduces(
+    span: Span | None, expected: tuple[int, ...], first: float, last: float
+) -> bool:
+    """Whether a measured span is what the predicted pixels look like inside the pixels
+    ``first .. last`` the map sees (see :func:`contradiction`)."""
+    inside = tuple(i for i in expected if first <= i <= last)
+    low = bool(expected) and expected[0] < first or span is not None and span.cut_low
+    high = bool(expected) and expected[-1] > last or span is not None and span.cut_high
+    if span is None:
+        return not inside or low or high
+    seen = span.pixels()
+    if not (low or high):
+        return seen == inside
+    return (
+        set(seen) <= set(inside)
+        and (low or seen[0] == inside[0])
+        and (high or seen[-1] == inside[-1])
+    )
+
+
+def unfitted(fit: AxisFit, reason: str) -> AxisFit:
+    """The field along an axis whose fit does not reproduce the units it was fitted on: no
+    single jump, so j, r and start are NaN (flagged nonuniform, with the reason)."""
+    return AxisFit(NAN, NAN, NAN, fit.holes, True, reason=reason)  # type: ignore[arg-type]
 
 
 def global_axis(first: int, last: int) -> AxisFit:

@@ -160,7 +160,12 @@ def build_result(
         input_shape=outcome.measurement.input_shape,
         mode="local" if outcome.local else "full",
         weights=weights,
-        measured={e.unit: _bounds(e) for e in elements if e.unit is not None and not e.empty},
+        measured=_measured_units(elements),
+        notes=tuple(
+            f"no single jump along {axis}: {fit.reason}"
+            for axis, fit in zip(session.axes, fits)
+            if fit.reason
+        ),
     )
 
 
@@ -176,6 +181,17 @@ def outcome_flags(outcome: Outcome) -> set[str]:
     if outcome.measurement.compressed:
         flags.add("underflow")
     return flags
+
+
+def _measured_units(elements: list[Element]) -> dict[tuple[int, ...], tuple[tuple[int, int], ...]]:
+    """Per unit measured on its own, its bounds. A banded step (a seed spanning several units
+    across the other periodic axes: see ``Search._band``) is left out: its spans are the union
+    of the band's units, not what its first unit sees."""
+    return {
+        e.unit: _bounds(e)
+        for e in elements
+        if e.unit is not None and not e.empty and not e.request.spec.band
+    }
 
 
 def _bounds(element: Element) -> tuple[tuple[int, int], ...]:

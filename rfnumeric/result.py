@@ -12,8 +12,12 @@ import numpy as np
 FLAG_ORDER = ("global", "holes", "misaligned", "nonuniform", "clipped", "underflow")
 
 
-def describe_flags(flags: frozenset[str], global_via: tuple[str, ...]) -> str:
-    """Flags as one string, in rfarith's order and format: ``global (via se.pool), holes``."""
+def describe_flags(
+    flags: frozenset[str], global_via: tuple[str, ...], notes: tuple[str, ...] = ()
+) -> str:
+    """Flags as one string, in rfarith's order and format: ``global (via se.pool), holes``.
+    ``notes`` (why an axis has no single jump: :attr:`ProbeResult.notes`) follow ``nonuniform``
+    in parentheses."""
     parts = []
     for flag in FLAG_ORDER:
         if flag not in flags:
@@ -21,6 +25,8 @@ def describe_flags(flags: frozenset[str], global_via: tuple[str, ...]) -> str:
         if flag == "global" and global_via:
             more = f", +{len(global_via) - 1} more" if len(global_via) > 1 else ""
             parts.append(f"global (via {global_via[0]}{more})")
+        elif flag == "nonuniform" and notes:
+            parts.append(f"nonuniform ({'; '.join(notes)})")
         else:
             parts.append(flag)
     return ", ".join(parts)
@@ -40,7 +46,8 @@ class ProbeResult:
     - ``r``: field size (first to last pixel seen, holes included), the largest over the units
       of one period; ``j``: jump between adjacent units' fields (an ``int``, a ``Fraction``
       after upsampling, ``0`` for a global axis, NaN when the map has one unit whatever the
-      input size); ``start``: centre of unit 0's field, ``(lo0 + hi0 + 1) / 2`` with
+      input size, and NaN with ``r`` and ``start`` where no single jump reproduces the units
+      measured: see ``notes``); ``start``: centre of unit 0's field, ``(lo0 + hi0 + 1) / 2`` with
       ``lo0 = lo(m) - m*j``. A global axis reads ``r`` = the size ``input_shape`` had when the
       call was made, ``j = 0``, ``start = r / 2``, as rfarith reports it.
     - ``bounds``: first and last input pixel the probed unit sees, per axis (measured, so
@@ -57,6 +64,11 @@ class ProbeResult:
       float64's smallest numbers: the structural probe compresses them so the support stays
       exact, but the heatmap's magnitudes are not gradients any more; with ``weights='real'``
       nothing is changed and the support may miss pixels whose gradient underflowed).
+    - ``notes``: per axis whose units no single jump reproduces, why (``'no single jump along
+      w: unit 1 sees 0..5, but j 1, r 5, start 2.5 put it at 1..5'``). The probe never reports a
+      summary that contradicts a unit it measured: along such an axis ``j``, ``r`` and
+      ``start`` are NaN, the flag ``nonuniform`` is set and :meth:`describe_flags` shows the
+      note; ``bounds``, ``support`` and ``measured`` still hold what each unit sees.
     - ``mode`` ('local' or 'full', the mode the answer was measured in) and ``weights``.
     """
 
@@ -64,7 +76,7 @@ class ProbeResult:
     axes: tuple[str, ...]
     unit: tuple[int, ...]
     n: tuple[int, ...]
-    r: tuple[int, ...]
+    r: tuple[int | float, ...]
     j: tuple[int | Fraction | float, ...]
     start: tuple[float, ...]
     bounds: tuple[tuple[int, int], ...]
@@ -76,6 +88,7 @@ class ProbeResult:
     mode: str
     weights: str
     measured: Mapping[tuple[int, ...], tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "measured", MappingProxyType(dict(self.measured)))
@@ -94,7 +107,7 @@ class ProbeResult:
         return tuple(s - r / 2 for s, r in zip(self.start, self.r))
 
     def describe_flags(self) -> str:
-        return describe_flags(self.flags, self.global_via)
+        return describe_flags(self.flags, self.global_via, self.notes)
 
     def __repr__(self) -> str:
         flags = f", flags={self.describe_flags()!r}" if self.flags else ""

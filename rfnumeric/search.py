@@ -28,7 +28,16 @@ from fractions import Fraction
 
 from rfarith.errors import ProbeError, RFError, ShapeError
 
-from .fitting import MAX_PERIOD, WINDOW, AxisFit, Span, fit_axis, global_axis
+from .fitting import (
+    MAX_PERIOD,
+    WINDOW,
+    AxisFit,
+    Span,
+    contradiction,
+    fit_axis,
+    global_axis,
+    unfitted,
+)
 from .measure import Element, Measurement, Request, Session, Target, UnitSpec
 
 MEMORY_BUDGET = 2**30  # bytes one measurement may use for the probe's tensors
@@ -198,10 +207,19 @@ class Search:
         if missing:
             self.window = self.window | missing
             return
-        suspect = self._clipped_irregular(fits, by_axis, free)
+        # a summary that does not reproduce every unit it was fitted on is never reported
+        contradicted = {
+            a: reason
+            for a in free
+            if (reason := contradiction(fits[a], by_axis[a], visible[a])) is not None
+        }
+        suspect = self._clipped_irregular(fits, by_axis, free, contradicted)
         if suspect:
             self._grow(suspect)
             return
+        fits = [
+            unfitted(f, contradicted[a]) if a in contradicted else f for a, f in enumerate(fits)
+        ]
         if self.local and self.want_full and centre.reached:
             self._follow_global(centre)
             return
@@ -228,11 +246,16 @@ class Search:
         return tuple(o for o in itertools.product(*(range(p) for p in periods)) if any(o))
 
     def _clipped_irregular(
-        self, fits: list[AxisFit], by_axis: list[dict[int, Span | None]], free: list[int]
+        self,
+        fits: list[AxisFit],
+        by_axis: list[dict[int, Span | None]],
+        free: list[int],
+        contradicted: dict[int, str],
     ) -> set[int]:
         """Axes to measure again on a larger input: their units looked nonuniform or periodic
         (a window of units was measured) while some of them were cut at a border, or no period
-        explained the window at all. Zero padding or a crop inside the model cuts the fields of
+        explained the window at all, or the fit does not reproduce every unit it was fitted on
+        (``contradicted``). Zero padding or a crop inside the model cuts the fields of
         the units near its ends (not only at the input's border, so such units can look whole),
         which makes a uniform field look irregular; on a larger input the units around the
         centre lie clear of it. Up to
@@ -246,6 +269,7 @@ class Search:
                 (fits[a].nonuniform or isinstance(fits[a].j, Fraction) or a in self.window or a in self.periodic)
                 and any(s is not None and not s.whole for s in by_axis[a].values())
                 or fits[a].aperiodic  # the window may reach units next to a pad inside the model
+                or a in contradicted
             )
             and self.sizes[a] < self.max_size
         }

@@ -9,7 +9,18 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rfnumeric.fitting import Span, find_period, fit_axis, global_axis, same_pattern, shift_between
+from rfnumeric.fitting import (
+    AxisFit,
+    Span,
+    contradiction,
+    find_period,
+    fit_axis,
+    global_axis,
+    predicted,
+    same_pattern,
+    shift_between,
+    unfitted,
+)
 
 Layer = tuple[int, int, int, int]  # kernel, stride, dilation, left padding
 
@@ -68,6 +79,8 @@ def test_fit_recovers_the_guide_arithmetic(layers):
     assert (fit.j, fit.r, fit.start) == (j, r, start)
     assert fit.holes == (len(units[centre]) != r)
     assert not fit.nonuniform
+    visible = (min(min(u) for u in units if u), max(max(u) for u in units if u))
+    assert contradiction(fit, spans, visible) is None  # it reproduces every unit it read
 
 
 def test_span_reads_first_last_and_holes():
@@ -199,3 +212,89 @@ def test_a_window_no_period_explains_is_aperiodic():
     spans = {m: span(set(range(m, m + 4)) if m < 9 else {m}, 30) for m in range(4, 12)}
     fit = fit_axis(spans, 7, 12, window_measured=True, periodic=True)
     assert fit.aperiodic and fit.nonuniform
+
+
+# ---- the check that a fit reproduces every unit it was fitted on ---------------------------
+def test_a_fit_predicts_each_unit_from_its_phases():
+    """Period 1: unit m sees the one pattern shifted by m*j. Period 2 (nearest x2 of a
+    stride-4 map): units 2q and 2q+1 see 4q .. 4q+6."""
+    fit = AxisFit(2, 3, 0.5, True, False, phases=((-1, b"\x01\x00\x01"),))
+    assert predicted(fit, 5) == (9, 11)
+    spans = {m: Span(4 * (m // 2), 4 * (m // 2) + 6, b"\x01" * 7) for m in range(8, 25)}
+    fit = fit_axis(spans, 16, 40, window_measured=True)
+    assert predicted(fit, 9) == tuple(range(16, 23)) and predicted(fit, 10) == tuple(range(20, 27))
+    assert contradiction(fit, spans) is None
+
+
+def test_a_consistent_set_of_spans_passes():
+    """j 2, r 5, start 2.5: unit m sees 2m .. 2m+4. With j 2, r 7, start 1.5 unit m sees
+    2m-2 .. 2m+4: unit 0, cut at pixel 0, shows 0..4 of its -2..4, which agrees."""
+    fit = AxisFit(2, 5, 2.5, False, False, phases=((0, b"\x01" * 5),))
+    spans = {m: Span(2 * m, 2 * m + 4, b"\x01" * 5) for m in range(1, 6)}
+    assert contradiction(fit, spans) is None
+    wider = AxisFit(2, 7, 1.5, False, False, phases=((-2, b"\x01" * 7),))
+    cut = {0: Span(0, 4, b"\x01" * 5, cut_low=True), 1: Span(0, 6, b"\x01" * 7), 2: Span(2, 8, b"\x01" * 7)}
+    assert contradiction(wider, cut) is None
+
+
+def test_a_unit_off_by_one_pixel_fails():
+    fit = AxisFit(2, 5, 2.5, False, False, phases=((0, b"\x01" * 5),))
+    spans = {m: Span(2 * m, 2 * m + 4, b"\x01" * 5) for m in range(1, 6)}
+    for off in (Span(7, 11, b"\x01" * 5), Span(6, 9, b"\x01" * 4), Span(6, 11, b"\x01" * 6)):
+        reason = contradiction(fit, {**spans, 3: off})
+        assert reason is not None and reason.startswith(f"unit 3 sees {off.lo}..{off.hi}"), reason
+        assert "put it at 6..10" in reason
+    # the same bounds with another pattern (a hole where the fit has none)
+    holed = Span(6, 10, b"\x01\x01\x00\x01\x01")
+    assert "unit 3 sees 6..10 (4 of 5 pixels)" in contradiction(fit, {**spans, 3: holed})
+
+
+def test_a_cut_unit_is_compared_on_what_it_shows():
+    """The issue's merge at an 8-pixel input: units 0, 1, 2 see 0..4, 0..5, 2..6 (the first
+    two touch pixel 0). The units 2, 1, 0 shift by one on their last pixel, so three adjacent
+    units passed for j 1, r 5, start 2.5; that puts unit 1 at 1..5, but it sees pixel 0."""
+    spans = {
+        2: Span(2, 6, b"\x01" * 5),
+        1: Span(0, 5, b"\x01" * 6, cut_low=True),
+        0: Span(0, 4, b"\x01" * 5, cut_low=True),
+    }
+    fit = fit_axis(spans, 2, 4, window_measured=False)
+    assert (fit.j, fit.r, fit.start) == (1, 5, 2.5)  # what the probe reported
+    reason = contradiction(fit, spans)
+    assert reason == (
+        "unit 1 sees 0..5 (cut at the border), but j 1, r 5, start 2.5 put it at 1..5"
+    )
+    # a uniform field (unit m sees m .. m+4) whose unit 0 touches pixel 0: consistent
+    uniform = {**spans, 1: Span(1, 5, b"\x01" * 5), 0: Span(0, 4, b"\x01" * 5, cut_low=True)}
+    assert contradiction(fit, uniform) is None
+
+
+def test_the_fits_own_numbers_must_match_its_patterns():
+    phases = ((0, b"\x01" * 5),)
+    spans = {m: Span(2 * m, 2 * m + 4, b"\x01" * 5) for m in range(1, 6)}
+    assert "start 3.5" in contradiction(AxisFit(2, 5, 3.5, False, False, phases=phases), spans)
+    assert "r 6" in contradiction(AxisFit(2, 6, 2.5, False, False, phases=phases), spans)
+    fraction = AxisFit(Fraction(1, 2), 5, 2.5, False, False, phases=phases)
+    assert "not a whole number" in contradiction(fraction, spans)
+
+
+def test_blind_phases_must_see_nothing():
+    """A transposed conv with kernel 1 < stride 2: unit 2q sees pixel 3q, unit 2q+1 nothing."""
+    spans = {m: (Span(3 * (m // 2), 3 * (m // 2), b"\x01") if m % 2 == 0 else None) for m in range(8, 25)}
+    fit = fit_axis(spans, 16, 40, window_measured=True)
+    assert fit.phases == ((0, b"\x01"), None) and contradiction(fit, spans) is None
+    assert "unit 9 sees 7..7" in contradiction(fit, {**spans, 9: Span(7, 7, b"\x01")})
+    assert "unit 10 sees nothing" in contradiction(fit, {**spans, 10: None})
+
+
+def test_no_period_and_no_jump():
+    """An aperiodic fit (mean jump) predicts no unit; an axis whose j was not measured claims
+    nothing; an unfitted axis has NaN j, r, start and keeps the reason."""
+    spans = {m: span(set(range(m, m + 4)) if m < 9 else {m}, 30) for m in range(4, 12)}
+    fit = fit_axis(spans, 7, 12, window_measured=True, periodic=True)
+    assert contradiction(fit, spans) == "no period of up to 8 units explains what units 4..11 see"
+    one = fit_axis({0: Span(5, 7, b"\x01\x01\x01")}, 0, 1, window_measured=False)
+    assert contradiction(one, {0: Span(5, 7, b"\x01\x01\x01")}) is None
+    gone = unfitted(fit, "why")
+    assert all(math.isnan(v) for v in (gone.j, gone.r, gone.start)) and gone.nonuniform
+    assert gone.reason == "why" and contradiction(gone, spans) is None
