@@ -161,12 +161,13 @@ def build_result(
         mode="local" if outcome.local else "full",
         weights=weights,
         measured=_measured_units(elements),
-        notes=tuple(
-            f"no single jump along {axis}: {fit.reason}"
-            for axis, fit in zip(session.axes, fits)
-            if fit.reason
-        ),
+        notes=fit_notes(session.axes, fits),
     )
+
+
+def fit_notes(axes: tuple[str, ...], fits) -> tuple[str, ...]:
+    """Why an axis has no single jump, one note per such axis (:attr:`ProbeResult.notes`)."""
+    return tuple(f"no single jump along {axis}: {fit.reason}" for axis, fit in zip(axes, fits) if fit.reason)
 
 
 def outcome_flags(outcome: Outcome) -> set[str]:

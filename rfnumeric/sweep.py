@@ -17,7 +17,7 @@ from . import layout as lay
 from .capture import Locator, leaf_module_calls, select_output
 from .measure import ForwardFailed, Session, Target
 from .mode import Retry, depends
-from .probe import check_mode, outcome_flags, warn_if_size_dependent
+from .probe import check_mode, fit_notes, outcome_flags, warn_if_size_dependent
 from .result import describe_flags
 from .search import Search, run_searches
 
@@ -110,7 +110,9 @@ def _record(session: Session, row: Row, search: Search | None) -> dict[str, Any]
         record[f"r_{a}"] = fit.r if fit is not None else math.nan
         record[f"start_{a}"] = fit.start if fit is not None else math.nan
     if outcome is not None:
-        record["flags"] = describe_flags(frozenset(outcome_flags(outcome)), outcome.reached)
+        record["flags"] = describe_flags(
+            frozenset(outcome_flags(outcome)), outcome.reached, fit_notes(session.axes, outcome.fits)
+        )
     else:
         reason = row.problem or (
             str(search.error) if search is not None and search.error else "unknown"
