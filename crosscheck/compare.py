@@ -26,6 +26,7 @@ from rfarith.field import FLAG_ORDER, ReceptiveField
 from . import numeric
 from .hybrid import hybrid
 from .reasons import DISAGREE, NOT_COMPARED, Reason, status
+from .table import render, summary
 from .verdict import Mismatch, bounds_of, mismatches, window
 
 UNIT_NAMES = ("first", "centre", "last")
@@ -36,7 +37,6 @@ CANNOT_GROW = {
     "size_dependent": "the field changes with the input size (adaptive pooling, a resize to a fixed size or with align_corners=True)",
     "forward": "the model rejects a larger input",
 }
-SUMMARY_KEYS = ("nodes", "agree", "disagree", "not_compared")
 
 
 def compare(
@@ -103,32 +103,26 @@ class _Row:
 
     # ---- the record -------------------------------------------------------------------------
     def record(self, mode: str, max_size: int) -> dict[str, Any]:
-        rf, row = self.field, self.report_row
-        numeric_only = not self.traced
-        axes = _axes_of(self)
-        record: dict[str, Any] = {"node": self.name, "op": row.op}
-        for i, a in enumerate(axes):
-            values = (rf.n[i], rf.j[i], rf.r[i], rf.start[i]) if rf is not None and not numeric_only else (math.nan,) * 4
-            record.update(dict(zip((f"n_{a}", f"j_{a}", f"r_{a}", f"start_{a}"), values)))
+        """The row of the table. A numeric-only row's values are the probe's (``_num``)."""
+        rf = self.field
+        analytic = rf if self.traced else None
         fitted = self.fitted if isinstance(self.fitted, rfnumeric.ProbeResult) else None
-        if numeric_only and rf is not None:  # the report's values are the probe's
-            fitted = None
-        for i, a in enumerate(axes):
-            n_num = self.at_user.n[i] if isinstance(self.at_user, numeric.UnitsAt) else math.nan
-            if numeric_only and rf is not None:
-                record.update({f"n_{a}_num": rf.n[i], f"j_{a}_num": rf.j[i], f"r_{a}_num": rf.r[i], f"start_{a}_num": rf.start[i]})
-                continue
-            record[f"n_{a}_num"] = n_num
-            record[f"j_{a}_num"] = fitted.j[i] if fitted else math.nan
-            record[f"r_{a}_num"] = fitted.r[i] if fitted else math.nan
-            record[f"start_{a}_num"] = fitted.start[i] if fitted else math.nan
-        units = _named_units(rf) if rf is not None else {}
+        summary_num = fitted if self.traced else rf
+        at_user = self.at_user if isinstance(self.at_user, numeric.UnitsAt) else None
+        n_num = at_user.n if at_user else (rf.n if rf is not None and not self.traced else None)
+        record: dict[str, Any] = {"node": self.name, "op": self.report_row.op}
+        for i, a in enumerate(_axes_of(self)):
+            for quantity in ("n", "j", "r", "start"):
+                record[f"{quantity}_{a}"] = getattr(analytic, quantity)[i] if analytic else math.nan
+            record[f"n_{a}_num"] = n_num[i] if n_num else math.nan
+            for quantity in ("j", "r", "start"):
+                record[f"{quantity}_{a}_num"] = getattr(summary_num, quantity)[i] if summary_num else math.nan
+        units = _named_units(analytic) if analytic else {}
         for key in UNIT_NAMES:
-            record[key] = rf.real_bounds(units[key]) if units and not numeric_only else None
-            supports = self.at_user.supports if isinstance(self.at_user, numeric.UnitsAt) else {}
-            record[f"{key}_num"] = bounds_of(supports.get(units[key])) if units else None
-        record["flags"] = _flag_words(rf) if rf is not None and not numeric_only else ()
-        record["flags_num"] = tuple(sorted(fitted.flags)) if fitted else (_flag_words(rf) if numeric_only and rf is not None else ())
+            record[key] = analytic.real_bounds(units[key]) if analytic else None
+            record[f"{key}_num"] = bounds_of(at_user.supports.get(units[key])) if at_user and units else None
+        record["flags"] = _flag_words(analytic.flags) if analytic else ()
+        record["flags_num"] = _flag_words(summary_num.flags) if summary_num else ()
         record["global_via"] = ", ".join(rf.global_via) if rf is not None else ""
         record["units_compared"] = self.units_compared
         record["compared_at"] = tuple(self.compared)
@@ -192,8 +186,8 @@ def _axes_of(row: _Row) -> tuple[str, ...]:
     return rfarith.axis_names(len(row.report_row.shape) - 2)
 
 
-def _flag_words(rf: ReceptiveField) -> tuple[str, ...]:
-    return tuple(f for f in FLAG_ORDER if f in rf.flags)
+def _flag_words(flags: frozenset[str]) -> tuple[str, ...]:
+    return tuple(f for f in (*FLAG_ORDER, *sorted(flags - set(FLAG_ORDER))) if f in flags)
 
 
 def _named_units(rf: ReceptiveField) -> dict[str, tuple[int, ...]]:
@@ -306,77 +300,7 @@ def _size_hint(rf: ReceptiveField) -> tuple[int, ...]:
     return tuple(r + 4 * math.ceil(j) for r, j in zip(rf.r, rf.j))
 
 
-# ---- counts, text, assertion ----------------------------------------------------------------
-def summary(frame: pd.DataFrame) -> dict[str, int]:
-    """Counts of rows by status, read from the reason codes: ``agree + disagree +
-    not_compared == nodes``, never negative."""
-    if frame.empty:
-        return dict.fromkeys(SUMMARY_KEYS, 0)
-    statuses = [status(codes) for codes in frame["reason"]]
-    counts = {"nodes": len(frame), "agree": statuses.count("agree"), "disagree": statuses.count(DISAGREE), "not_compared": statuses.count(NOT_COMPARED)}
-    return counts
-
-
-def reason_counts(frame: pd.DataFrame) -> dict[str, int]:
-    """How many rows carry each reason code."""
-    counts: dict[str, int] = {}
-    for codes in frame.get("reason", []):
-        for code in codes:
-            counts[code] = counts.get(code, 0) + 1
-    return counts
-
-
-def footer(frame: pd.DataFrame) -> str:
-    """The summary line: the counts, and why rows were not compared."""
-    counts = frame.attrs.get("summary") or summary(frame)
-    text = f"{counts['nodes']} nodes: {counts['agree']} agree, {counts['disagree']} disagree, {counts['not_compared']} not compared"
-    missing = {code: n for code, n in reason_counts(frame).items() if Reason(code).kind == NOT_COMPARED}
-    if missing:
-        text += " (" + ", ".join(f"{n} {code}" for code, n in missing.items()) + ")"
-    if counts["disagree"] or counts["not_compared"]:
-        text += "; INCOMPLETE OR DISAGREEING: see the reasons above"
-    return text
-
-
-def render(frame: pd.DataFrame, title: str = "") -> str:
-    """The comparison as a text table: analytic | numeric per quantity, agreement, reasons."""
-    from rfarith.report import per_axis_text
-
-    axes = frame.attrs.get("axes") or [c[2:] for c in frame.columns if c.startswith("r_") and not c.endswith("_num")]
-    headers = ["Node", "Op", "n", "j", "r", "start", "agree", "Reason"]
-    rows = []
-    for name, row in frame.iterrows():
-        cells = [str(name), str(row["op"])]
-        for quantity in ("n", "j", "r", "start"):
-            mine = _cell([row[f"{quantity}_{a}"] for a in axes], per_axis_text)
-            theirs = _cell([row.get(f"{quantity}_{a}_num") for a in axes], per_axis_text)
-            cells.append(mine if mine == theirs else f"{mine} | {theirs}")
-        cells.append({"agree": "yes", DISAGREE: "NO", NOT_COMPARED: "--"}[row["status"]])
-        cells.append(str(row["reason_text"]) or "--")
-        rows.append(cells)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def fmt(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i in (0, 1, 6, 7) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    shape = frame.attrs.get("input_shape")
-    head = f"Analytic vs numeric receptive fields{': ' + title if title else ''}"
-    if shape:
-        head += f"  (input {'×'.join(map(str, shape))}, mode {frame.attrs.get('mode', 'local')})"
-    line = "=" * min(sum(widths) + 2 * (len(widths) - 1), 160)
-    legend = "a | b: analytic | numeric where they differ (numeric j/r/start: the probe's fit, information only); agree: every compared unit sees the same pixels"
-    out = [head, legend, line, fmt(headers), "-" * len(line)]
-    out += [fmt(r) for r in rows]
-    out += [line, footer(frame)]
-    return "\n".join(out) + "\n"
-
-
-def _cell(values: list, text: Callable) -> str:
-    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
-        return "--"
-    return text(values)
-
-
+# ---- the assertion ----------------------------------------------------------------
 def assert_agree(
     model: nn.Module,
     input_shape: Sequence[int],
