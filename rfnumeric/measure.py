@@ -136,6 +136,7 @@ class Element:
     # with Request.keep_support: the exact support, as the first pixel of its box per axis and
     # the box's boolean pattern (a pixel is seen iff its gradient is non-zero); None otherwise
     support: tuple[tuple[int, ...], np.ndarray] | None = None
+    periodic_ops: tuple[str, ...] = ()  # ops before the map after which its field may repeat
 
     @property
     def empty(self) -> bool:
@@ -179,6 +180,11 @@ def _box_holes(seen: np.ndarray, spans: tuple[Span | None, ...]) -> bool:
     if any(s is None for s in spans):
         return False
     return not bool(seen[tuple(slice(s.lo, s.hi + 1) for s in spans)].all())
+
+
+def _ops_before(ops: list[str], before: dict[str, int], name: str) -> list[str]:
+    """The ops recorded before the map ``name`` was captured (all of them if it never was)."""
+    return ops[: before.get(name, len(ops))]
 
 
 def _support_box(seen: np.ndarray, spans: tuple[Span | None, ...]) -> tuple[tuple[int, ...], np.ndarray]:
@@ -355,6 +361,7 @@ class Session:
         def mark(name: str) -> None:
             mode.records.progress[name] = mode.records.elements
             mode.records.size_dependent_before[name] = len(mode.records.size_dependent)
+            mode.records.periodic_ops_before[name] = len(mode.records.periodic_ops)
 
         if any(loc.kind == "graph" for loc in locators):
             if any(loc.kind != "graph" for loc in locators):
@@ -478,15 +485,11 @@ class Session:
         self._check_finite(gradient, mode)
         heat = input_heat(gradient)
         before = {
-            t: tuple(
-                dict.fromkeys(
-                    mode.records.size_dependent[
-                        : mode.records.size_dependent_before.get(
-                            t.name, len(mode.records.size_dependent)
-                        )
-                    ]
-                )
-            )
+            t: tuple(dict.fromkeys(_ops_before(mode.records.size_dependent, mode.records.size_dependent_before, t.name)))
+            for t in targets
+        }
+        periodic_before = {
+            t: tuple(dict.fromkeys(_ops_before(mode.records.periodic_ops, mode.records.periodic_ops_before, t.name)))
             for t in targets
         }
         elements = []
@@ -519,6 +522,7 @@ class Session:
                     _box_holes(seen, spans),
                     before.get(request.target, ()),
                     _support_box(seen, spans) if request.keep_support else None,
+                    periodic_before.get(request.target, ()),
                 )
             )
         return Measurement(

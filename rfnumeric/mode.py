@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import BackwardCFunction
 from torch.overrides import TorchFunctionMode
@@ -169,7 +170,43 @@ class Records:
     elements: int = 0  # tensor elements the forward has produced so far
     progress: dict[str, int] = field(default_factory=dict)  # elements when each map was captured
     size_dependent_before: dict[str, int] = field(default_factory=dict)  # ... and how many such ops
+    # ops that can make a field repeat only every few units (upsampling, transposed convolution,
+    # pixel shuffle, ...): after them, three adjacent units cannot tell the period
+    periodic_ops: list[str] = field(default_factory=list)
+    periodic_ops_before: dict[str, int] = field(default_factory=dict)  # ... and how many when captured
     checking: bool = False  # a custom Function's backward is being tried alone: hooks stand by
+
+
+# ---- ops after which a field may repeat only every few units --------------------------------
+PERIODIC_FUNCS = frozenset(
+    {
+        F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear,
+        torch.conv_transpose1d, torch.conv_transpose2d, torch.conv_transpose3d,
+        F.pixel_shuffle, F.pixel_unshuffle, F.max_unpool1d, F.max_unpool2d, F.max_unpool3d,
+        F.fractional_max_pool2d, F.fractional_max_pool3d, F.fold,
+        torch.repeat_interleave, torch.Tensor.repeat_interleave,
+    }
+)
+ADAPTIVE_POOLS = frozenset(
+    {
+        F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+        F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
+        torch.adaptive_avg_pool1d, torch.adaptive_max_pool1d,
+    }
+)
+
+
+def may_make_periodic(func, x: torch.Tensor, out: Any) -> bool:
+    """Whether ``func`` can give its output a field that repeats only every few units: an
+    upsampling, a transposed convolution, a pixel shuffle, ..., or an adaptive pooling whose
+    output size does not divide its input size."""
+    if func in PERIODIC_FUNCS:
+        return True
+    if func in ADAPTIVE_POOLS:
+        y = out[0] if isinstance(out, tuple) else out
+        if isinstance(y, torch.Tensor) and y.dim() == x.dim():
+            return any(n_in % n_out for n_in, n_out in zip(x.shape[2:], y.shape[2:]) if n_out)
+    return False
 
 
 # ---- collapsed tensors ----------------------------------------------------------------------
@@ -334,6 +371,8 @@ class ProbeMode(TorchFunctionMode):
             finally:
                 self.call = self.frame = None
         self._note_consumers(inputs)
+        if inputs and may_make_periodic(func, inputs[0], out):
+            self.records.periodic_ops.append(self.name)
         return self._finish(func, args, kwargs, out, inputs)
 
     def passthrough(self, func, args, kwargs):

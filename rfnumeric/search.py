@@ -195,6 +195,12 @@ class Search:
             self._grow(touching)
             if touching - self.global_axes:  # some axis grew: measure again
                 return
+        unsettled = frozenset(free) - self.periodic
+        if centre.periodic_ops and unsettled and max(centre.n) > 1:
+            # an upsampling (or the like) ran before the map: its field may repeat only every
+            # few units, which three adjacent units cannot tell; a window of units decides
+            self.periodic = self.periodic | unsettled
+            return
         fits = [
             global_axis(*self._user_visible(a))
             if a in self.global_axes
