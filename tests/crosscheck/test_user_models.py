@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +21,7 @@ import crosscheck
 import rfarith
 from crosscheck import Reason
 from tests.crosscheck.models import user_models as um
+from tests.crosscheck.test_cli import rfcheck as cli
 from tests.snapshot import ModelSnapshot
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,16 +44,6 @@ def brute_support(model: nn.Module, shape, unit) -> np.ndarray:
 
 def box(seen: np.ndarray) -> tuple[tuple[int, int], ...]:
     return tuple((int(np.flatnonzero(seen.any(axis=1 - a))[0]), int(np.flatnonzero(seen.any(axis=1 - a))[-1])) for a in range(2))
-
-
-@cache
-def cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUTF8": "1", "MPLBACKEND": "Agg"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, "-m", "crosscheck", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300,
-    )
 
 
 def model_arg(factory: str) -> str:

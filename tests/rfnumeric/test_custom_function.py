@@ -25,6 +25,7 @@ from torch import nn
 
 import rfarith
 import rfnumeric
+from tests.crosscheck.models.user_models import RoundSTE
 
 SHAPE = (1, 3, 24, 24)  # larger than every field here: the probe needs no growing
 
@@ -78,19 +79,7 @@ def check(model: nn.Module, node: str | None, r, j, start, shape=SHAPE):
     return p
 
 
-# ---- (1) a straight-through estimator ---------------------------------------------------------
-class RoundSTE(torch.autograd.Function):
-    """Rounds in the forward; passes the gradient unchanged (the straight-through estimator)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.round()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad
-
-
+# ---- (1) a straight-through estimator (RoundSTE: rounds forward, passes the gradient back) ----
 class Round(nn.Module):
     def forward(self, x):
         return RoundSTE.apply(x)
