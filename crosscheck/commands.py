@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -10,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 import rfarith
-from rfarith.field import FLAG_ORDER
+from rfarith.field import FLAG_ORDER, ReceptiveField
 
-from . import formats
+from . import formats, queries
 from .compare import compare, render
 from .hybrid import hybrid
 from .loading import load_model, parse_input
@@ -22,19 +23,41 @@ EXIT_OK, EXIT_DISAGREE = 0, 1
 
 
 def run(args: argparse.Namespace) -> int:
-    model, default_shape, title = load_model(args.model)
-    shape = parse_input(args.input) if args.input is not None else default_shape
-    nodes = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else None
-    if args.command == "report":
-        return _report(model, shape, title, nodes, args)
-    if args.command == "compare":
-        return _compare(model, shape, title, nodes, args)
-    return _plot(model, shape, title, args)
+    if args.command == "erf":
+        import torch
+
+        torch.manual_seed(args.seed)  # a zoo model's random weights, reproducibly
+    loaded = load_model(args.model)
+    if loaded.training_module:
+        print(f"rfcheck: note: the model is in training mode ({loaded.training_module}); it is analysed in eval mode", file=sys.stderr)
+    shape = parse_input(args.input) if args.input is not None else loaded.input_shape
+    return COMMANDS[args.command](loaded.model, shape, loaded.title, args)
 
 
-def _report(model, shape, title, nodes, args) -> int:
+def requested_nodes(args: argparse.Namespace) -> list[str] | None:
+    """--nodes as a list of names (None: every node)."""
+    nodes = getattr(args, "nodes", None)
+    return [n.strip() for n in nodes.split(",") if n.strip()] if nodes else None
+
+
+def resolved(model, shape, names: list[str] | None, report: rfarith.Report | None = None) -> list[str] | None:
+    """Node names with module paths replaced by the node their module outputs (torchvision's
+    feature extraction takes them so). The model is analysed only if some name is a module
+    path with submodules (a leaf module's path is already a node name)."""
+    if not names:
+        return names
+    containers = {path for path, m in model.named_modules() if path and next(m.children(), None) is not None}
+    if report is None and not containers.intersection(names):
+        return names
+    report = report if report is not None else hybrid(model, shape)
+    paths = {path for path, _ in model.named_modules() if path}
+    return [queries.resolve_node(name, report.names, paths) for name in names]
+
+
+def _report(model, shape, title, args) -> int:
     report = rfarith.analyze(model, shape, title=title) if args.analytic_only else hybrid(model, shape)
     report.title = title
+    nodes = resolved(model, shape, requested_nodes(args), report)
     if nodes:
         for name in nodes:
             report.row(name)  # unknown names: UnknownNode with close names
@@ -64,7 +87,8 @@ def _subset_text(report: rfarith.Report, nodes: list[str]) -> str:
     return subset.render()
 
 
-def _compare(model, shape, title, nodes, args) -> int:
+def _compare(model, shape, title, args) -> int:
+    nodes = resolved(model, shape, requested_nodes(args))
     progress = None if args.no_progress else ProgressBar()
     frame = compare(model, shape, nodes, mode=args.mode, max_size=args.max_size, progress=progress)
     if args.format == "table":
@@ -84,14 +108,15 @@ def _plot(model, shape, title, args) -> int:
     from . import plot
 
     numeric = not args.no_numeric
+    node = args.node if args.node is None else resolved(model, shape, [args.node])[0]
     if args.kind == "grid":
-        figure = plot.rf_grid(model, shape, node=args.node, numeric=numeric)
+        figure = plot.rf_grid(model, shape, node=node, numeric=numeric)
     elif args.kind == "heatmap":
-        figure = plot.probe_heatmap(model, shape, node=args.node)
+        figure = plot.probe_heatmap(model, shape, node=node)
     elif args.kind == "growth":
         figure = plot.growth(model, shape, numeric=numeric)
     else:
-        figure = plot.erf_profile(model, shape, node=args.node)
+        figure = plot.erf_profile(model, shape, node=node)
     out = Path(args.out)
     if out.parent and not out.parent.exists():
         raise FileNotFoundError(f"folder '{out.parent}' for --out does not exist")
@@ -101,6 +126,124 @@ def _plot(model, shape, title, args) -> int:
     for problem in problems:
         print(f"DISAGREE: {problem}")
     return EXIT_DISAGREE if problems else EXIT_OK
+
+
+def _nodes(model, shape, title, args) -> int:
+    report = hybrid(model, shape)
+    paths = [path for path, _ in model.named_modules() if path]
+    aliases: dict[str, list[str]] = {}
+    for path, node in queries.module_outputs(report.names, paths).items():
+        aliases.setdefault(node, []).append(path)
+    rows = [
+        {"node": row.name, "op": row.op, "shape": list(row.shape), "module_paths": aliases.get(row.name, [])}
+        for row in report.rows
+    ]
+    if args.format == "json":
+        sys.stdout.write(formats_json({"header": _header(title, shape, "local", {}), "rows": rows}))
+        return EXIT_OK
+    headers = ["Node", "Op", "Output shape", "Module paths"]
+    cells = [[r["node"], r["op"], "×".join(map(str, r["shape"])), ", ".join(r["module_paths"])] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    lines = [
+        f"Feature maps of {title} (input {'×'.join(map(str, shape))}), in graph order: names for --node / --nodes",
+        *("  ".join(c.ljust(w) for c, w in zip(cells_row, widths)).rstrip() for cells_row in [headers, *cells]),
+        f"{len(rows)} feature maps; a module path in the last column names the node its module outputs",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return EXIT_OK
+
+
+def _query_report(model, shape, args) -> tuple[rfarith.Report, str | None]:
+    """The report of the model and the node --node names (module paths resolved)."""
+    report = hybrid(model, shape)
+    node = getattr(args, "node", None)
+    return report, None if node is None else resolved(model, shape, [node], report)[0]
+
+
+def field_of(report: rfarith.Report, node: str | None) -> ReceptiveField:
+    """The field of ``node``, or of the model output when ``node`` is None."""
+    if node is not None:
+        return report[node]
+    outputs = report.outputs
+    if len(outputs) != 1:
+        listed = ", ".join(f"{key} ({rf.node})" for key, rf in outputs.items()) or "none that depends on the input"
+        raise ValueError(f"the model has no single output (outputs: {listed}); name the feature map with --node")
+    return next(iter(outputs.values()))
+
+
+def _bounds(model, shape, title, args) -> int:
+    report, node = _query_report(model, shape, args)
+    rf = field_of(report, node)
+    unit = None if args.unit is None else queries.parse_index(args.unit, "--unit", "unit")
+    return _answer(queries.unit_bounds(rf, unit, args.node), title, shape, args)
+
+
+def _sees(model, shape, title, args) -> int:
+    report, node = _query_report(model, shape, args)
+    pixel = queries.parse_index(args.pixel, "--pixel", "input pixel")
+    return _answer(queries.units_seeing(field_of(report, node), pixel, args.node), title, shape, args)
+
+
+def _reach(model, shape, title, args) -> int:
+    return _answer(queries.first_reaching(hybrid(model, shape), args.size), title, shape, args)
+
+
+def _fits(model, shape, title, args) -> int:
+    report, node = _query_report(model, shape, args)
+    node = field_of(report, node).node
+
+    def analyse(candidate: tuple[int, ...]) -> rfarith.Report:
+        return report if candidate == tuple(shape) else hybrid(model, candidate)
+
+    fit = queries.smallest_holding_input(analyse, tuple(shape), node, args.max_size, _smallest_valid(model), args.node)
+    return _answer(fit, title, shape, args)
+
+
+def _smallest_valid(model):
+    """The smallest input the model accepts, from rfarith (None when it cannot trace the model)."""
+
+    def smallest(shape: tuple[int, ...]) -> tuple[int, ...] | None:
+        try:
+            return rfarith.smallest_input(model, rfarith.trace(model), shape)
+        except rfarith.RFError:
+            return None
+
+    return smallest
+
+
+def _erf(model, shape, title, args) -> int:
+    import rfnumeric
+
+    node = None if args.node is None else resolved(model, shape, [args.node])[0]
+    erf = rfnumeric.effective(model, shape, node=node, n_inputs=args.samples, seed=args.seed, mode=args.mode, max_size=args.max_size)
+    return _answer(queries.EffectiveRadii(erf), title, shape, args)
+
+
+def _answer(answer, title: str, shape, args) -> int:
+    """Print a query's answer as text or JSON; exit 0 when it is complete and true."""
+    if args.format == "json":
+        header = _header(title, shape, getattr(args, "mode", "local"), {"complete": answer.found})
+        sys.stdout.write(formats_json({"header": header, "result": answer.as_dict()}))
+    else:
+        sys.stdout.write("\n".join(answer.lines()) + "\n")
+    return EXIT_OK if answer.found else EXIT_DISAGREE
+
+
+def formats_json(document: dict) -> str:
+    return json.dumps(document, indent=2) + "\n"
+
+
+COMMANDS = {
+    "nodes": _nodes,
+    "report": _report,
+    "compare": _compare,
+    "plot": _plot,
+    "bounds": _bounds,
+    "sees": _sees,
+    "reach": _reach,
+    "fits": _fits,
+    "erf": _erf,
+}
 
 
 def _header(title: str, input_shape, mode: str, extra: dict) -> dict:
