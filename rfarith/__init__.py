@@ -69,7 +69,10 @@ def analyze(
     traced with torch.fx and run on fake tensors only; it is never modified. Modules named in
     ``leaf_modules`` (paths or classes) are not traced into and need a rule. ``fallback`` is
     asked for the output value of any op without a rule (crosscheck's hybrid mode measures it
-    with the probe); without it such an op raises :class:`UnsupportedOp`.
+    with the probe); without it such an op raises :class:`UnsupportedOp`. Nothing on the input's
+    path is dropped: an op result the walk cannot follow raises :class:`UnsupportedOp`, and a
+    model that returns tensors none of which depends on the input raises :class:`NotComputed`
+    (a model returning no tensor at all, a label, gives a report whose maps are read by name).
 
     >>> import torch.nn as nn, rfarith
     >>> rep = rfarith.analyze(nn.Conv2d(3, 8, 5, stride=2), (1, 3, 64, 64))
@@ -90,6 +93,7 @@ def analyze(
             if smallest is None:
                 raise
             raise ShapeError(f"{e} The smallest input that works is {smallest}.", e.node, e.kind) from e
+    result.require_output()
     return Report(result.rows, result.outputs, shape, title or type(model).__name__)
 
 
@@ -137,7 +141,10 @@ def node_names(model: nn.Module, input_shape: Iterable[int] | None = None) -> li
 def register_rule(*targets: Any, replace: bool = False) -> Callable:
     """Decorator: ``fn(call: rfarith.Call) -> Value`` becomes the rule of each target.
 
-    Targets are module classes, functions, or tensor method names (strings).
+    Targets are module classes, functions, tensor method names (strings), or
+    ``rfarith.rules.registry.Named("package.module.function")`` for a function matched by its
+    qualified name (its package need not be installed). A rule returns a ``Value`` (or, for an
+    op returning a tuple, the same structure with a ``Value`` per tensor and None elsewhere).
     """
     return rule(*targets, replace=replace)
 

@@ -3,6 +3,12 @@
 Like ``torch.fx.Interpreter`` with ``ShapeProp``: every node runs once on fake tensors (shapes
 only, no storage, so a 2048x2048 input costs nothing) and its rule maps the fields of its
 inputs to the field of its output.
+
+No silent answers: an op on the input's path is followed by its rule (a structure of Values for
+a structured result, an RNN's ``(out, (h, c))``), measured by the fallback, or refused with
+:class:`UnsupportedOp`; a result holding something besides tensors needs a rule; an op that
+reads tensor values (``.item()``, a mask) is refused; a Python object the fake run produced
+without reading values (a shape, a size) carries no field.
 """
 
 from __future__ import annotations
@@ -18,9 +24,13 @@ from typing import Any
 import torch
 import torch.fx as fx
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    FakeTensorMode,
+)
 
-from .errors import RFError, ShapeError, UnsupportedOp
+from .errors import NotComputed, RFError, ShapeError, UnsupportedOp
 from .field import ReceptiveField, axis_names
 from .guard import hooks_suspended
 from .rules.pointwise import SAME_SHAPE_FUNCTIONS, SAME_SHAPE_MODULES
@@ -50,6 +60,22 @@ Fallback = Callable[[Call], Any]
 class WalkResult:
     rows: list[Row]
     outputs: dict[str, str]
+    output_tensors: tuple[str, ...] = ()  # nodes whose tensors the model returns, fields or not
+
+    def require_output(self) -> None:
+        """A report must have the field of its output, unless the model returns no tensor at all
+        (a label, None: its feature maps are still there by name)."""
+        if self.outputs or not self.output_tensors:
+            return
+        names = ", ".join(f"'{n}'" for n in self.output_tensors)
+        maps = [row.name for row in self.rows if row.field is not None][1:9]
+        raise NotComputed(
+            f"the model returns tensor(s) from {names} whose values do not depend on the model input "
+            "(built from its shape only, or from constants), so no output has a receptive field. "
+            "Way out: return a feature map computed from the input"
+            + (f" (maps with a field here: {', '.join(maps)})" if maps else "")
+            + "."
+        )
 
 
 def op_label(node: fx.Node, module: nn.Module | None) -> str:
@@ -109,6 +135,7 @@ class _Walk:
         self.fake: dict[fx.Node, Any] = {}
         self.values: dict[fx.Node, Any] = {}
         self.axes = axis_names(len(shape) - 2)
+        self.output_tensors: tuple[str, ...] = ()
 
     def run(self) -> WalkResult:
         mode = FakeTensorMode(allow_non_fake_inputs=True)
@@ -126,7 +153,8 @@ class _Walk:
                 self.fake[node] = _fetch_attr(self.traced.root, node.target)
                 self.values[node] = None
             elif node.op == "output":
-                outputs = self._outputs(node.args[0])
+                outputs, parts = self._outputs(node.args[0])
+                rows.extend(parts)
                 if len(outputs) > 1:  # every output gets a row of its own, named by key or index
                     by_name = {row.name: row for row in rows}
                     for key, source in outputs.items():
@@ -138,7 +166,7 @@ class _Walk:
                 self._call(node, name, module, mode)
                 if isinstance(self.values[node], Value) and isinstance(self.fake[node], torch.Tensor):
                     rows.append(self._row(node, name, module))
-        return WalkResult(rows, outputs)
+        return WalkResult(rows, outputs, self.output_tensors)
 
     # ---- nodes -------------------------------------------------------------------------------
     def _placeholder(self, node: fx.Node, name: str, mode: FakeTensorMode, first: bool) -> None:
@@ -163,6 +191,7 @@ class _Walk:
         args = fx.node.map_arg(node.args, lambda n: self.fake[n])
         kwargs = fx.node.map_arg(node.kwargs, lambda n: self.fake[n])
         op = op_label(node, module)
+        ran_for_real = False
         try:
             with mode:
                 out = _execute(node, module, args, kwargs)
@@ -170,13 +199,23 @@ class _Walk:
             raise
         except Exception as e:
             out = self._run_leaf_for_real(node, module, args, kwargs, mode)
+            ran_for_real = out is not None
             if out is None and self._needs_rule(node, module):  # a leaf nobody gave a rule
                 raise UnsupportedOp(name, op, "a leaf module that fake tensors cannot run") from e
+            if out is None and _data_dependent(e) and self._input_values(node):
+                raise UnsupportedOp(
+                    name,
+                    op if node.op != "call_function" else describe_target(node.target),
+                    "it reads the values of an input-dependent tensor (.item(), int(t), a boolean mask, "
+                    f"nonzero: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}), "
+                    "so what follows depends on the data, not on the architecture",
+                    way_out=DATA_DEPENDENT_WAY_OUT,
+                ) from e
             if out is None:
                 raise self._shape_error(name, op, args, e) from e
         self.fake[node] = out
         parent = node.args[0] if node.target in (operator.getitem, getattr) else None
-        if isinstance(self.values.get(parent), (tuple, list)):  # picking from split / chunk / max
+        if isinstance(self.values.get(parent), (tuple, list, dict)):  # picking from split / chunk / max
             picked = _pick(self.values[parent], node.args[1])
             if picked is not _NOT_PICKED:
                 self.values[node] = picked
@@ -185,16 +224,33 @@ class _Walk:
         if not values:
             self.values[node] = None
             return
-        if not _is_tensor_result(out):
+        rule = find_rule(node.op, node.target, module)
+        if not _holds_tensor(out) and not ran_for_real:
+            # Metadata (a shape, a size, a dtype): fake tensors hold no values, so a Python
+            # object they produced comes from shapes and constants only (reading a value raises
+            # above). Nothing to follow.
             self.values[node] = None
             return
-        rule = find_rule(node.op, node.target, module)
         call = Call(name, op, node.op, node.target, module, args, kwargs, out, values)
         if rule is not None:
-            value = rule(call)
+            try:
+                value = rule(call)
+            except UnsupportedOp:
+                if self.fallback is None:
+                    raise
+                value = self.fallback(call)  # the hybrid measures what the arithmetic refuses
+                self.measured.add(node)
         elif self.fallback is not None:
             value = self.fallback(call)
             self.measured.add(node)
+        elif not _is_tensor_result(out):
+            raise UnsupportedOp(
+                name,
+                op if node.op != "call_function" else describe_target(node.target),
+                f"its result {_describe(out)} is neither a tensor nor a tuple of tensors, which rfarith "
+                "does not follow without a rule",
+                way_out=MIXED_RESULT_WAY_OUT,
+            )
         else:
             raise UnsupportedOp(name, op if node.op != "call_function" else describe_target(node.target))
         self._check_units(name, op, value)
@@ -230,23 +286,39 @@ class _Walk:
 
     def _input_values(self, node: fx.Node) -> dict[int, Value]:
         mapping: dict[int, Value] = {}
-        for arg in node.all_input_nodes:
-            fake, value = self.fake[arg], self.values[arg]
+
+        def add(fake: Any, value: Any) -> None:
             if isinstance(value, Value):
                 mapping[id(fake)] = value
             elif isinstance(value, (tuple, list)) and isinstance(fake, (tuple, list)):
-                for f, v in zip(fake, value):
-                    if isinstance(v, Value):
-                        mapping[id(f)] = v
+                for f, v in zip(fake, value):  # nested too: an LSTM's (out, (h, c))
+                    add(f, v)
+            elif isinstance(value, dict) and isinstance(fake, dict):
+                for k, v in value.items():
+                    add(fake.get(k), v)
+
+        for arg in node.all_input_nodes:
+            add(self.fake[arg], self.values[arg])
         return mapping
 
-    def _outputs(self, result: Any) -> dict[str, str]:
+    def _outputs(self, result: Any) -> tuple[dict[str, str], list[Row]]:
+        """The model's outputs that have a field, by key, and a row for each tensor returned
+        straight from an op with several results (``return self.lstm(x)``), named
+        ``node[i]``; notes in ``output_tensors`` every node whose tensor the model returns."""
         outputs: dict[str, str] = {}
+        parts: list[Row] = []
+        returned: list[str] = []
 
         def visit(obj: Any, path: tuple[str, ...]) -> None:
             if isinstance(obj, fx.Node):
-                if isinstance(self.values.get(obj), Value):
-                    outputs[".".join(path) or "output"] = self.traced.names[obj]
+                name = self.traced.names[obj]
+                if _holds_tensor(self.fake.get(obj)):
+                    returned.append(name)
+                value = self.values.get(obj)
+                if isinstance(value, Value):
+                    outputs[".".join(path) or "output"] = name
+                elif isinstance(value, (tuple, list)):
+                    unpack(obj, self.fake[obj], value, name, path)
             elif isinstance(obj, dict):
                 for k, v in obj.items():
                     visit(v, (*path, str(k)))
@@ -254,12 +326,23 @@ class _Walk:
                 for i, v in enumerate(obj):
                     visit(v, (*path, str(i)))
 
+        def unpack(node: fx.Node, fake: Any, value: Any, name: str, path: tuple[str, ...]) -> None:
+            for i, (f, v) in enumerate(zip(fake, value)):
+                part = f"{name}[{i}]"
+                if isinstance(v, Value) and isinstance(f, torch.Tensor):
+                    module = self.traced.root.get_submodule(node.target) if node.op == "call_module" else None
+                    parts.append(self._row_of(node, part, v, tuple(f.shape), op_label(node, module)))
+                    outputs[".".join((*path, str(i)))] = part
+                elif isinstance(v, (tuple, list)) and isinstance(f, (tuple, list)):
+                    unpack(node, f, v, part, (*path, str(i)))
+
         visit(result, ())
-        return outputs
+        self.output_tensors = tuple(dict.fromkeys(returned))
+        return outputs, parts
 
     # ---- checks and rows -------------------------------------------------------------------
     def _check_units(self, name: str, op: str, value: Any) -> None:
-        for v in value if isinstance(value, tuple) else (value,):
+        for v in _flat(value):
             if isinstance(v, Value):
                 for axis, n in zip(self.axes, v.n):
                     if n == 0:
@@ -296,7 +379,9 @@ class _Walk:
         )
 
     def _row(self, node: fx.Node, name: str, module: nn.Module | None) -> Row:
-        value: Value = self.values[node]
+        return self._row_of(node, name, self.values[node], tuple(self.fake[node].shape), op_label(node, module))
+
+    def _row_of(self, node: fx.Node, name: str, value: Value, shape: tuple[int, ...], op: str) -> Row:
         rf = ReceptiveField(
             node=name,
             axes=self.axes,
@@ -306,7 +391,7 @@ class _Walk:
             extra_flags=value.flags,
         )
         source = "probe" if node in self.measured else "rule"
-        return Row(name, op_label(node, module), tuple(self.fake[node].shape), rf, source)
+        return Row(name, op, shape, rf, source)
 
 
 def _execute(node: fx.Node, module: nn.Module | None, args: tuple, kwargs: dict) -> Any:
@@ -324,9 +409,12 @@ _NOT_PICKED = object()
 _NAMED_FIELDS = {"values": 0, "indices": 1, "mean": 1, "std": 0, "min": 0, "max": 1}
 
 
-def _pick(values: tuple | list, key: Any) -> Any:
-    """``values[key]``, or a named-tuple field of a reduction's result (``.values``, ``.indices``)."""
-    if isinstance(key, int):
+def _pick(values: tuple | list | dict, key: Any) -> Any:
+    """``values[key]`` (an index, a slice, a dict key), or a named-tuple field of a reduction's
+    result (``.values``, ``.indices``)."""
+    if isinstance(values, dict):
+        return values[key] if key in values else _NOT_PICKED
+    if isinstance(key, (int, slice)):
         return values[key]
     if isinstance(key, str) and key in _NAMED_FIELDS and _NAMED_FIELDS[key] < len(values):
         return values[_NAMED_FIELDS[key]]
@@ -342,6 +430,54 @@ def _keeps_shape(node: fx.Node, module: nn.Module | None) -> bool:
         except TypeError:
             return False
     return False
+
+
+MIXED_RESULT_WAY_OUT = (
+    "give the op a rule with rfarith.register_rule that returns the same structure (tuple or "
+    "dict), with a Value for each tensor and None for everything else (a name, a function of a package that is not "
+    "installed, can be registered with rfarith.rules.registry.Named('module.function')), or probe "
+    "the model with rfnumeric.probe, which needs no graph"
+)
+DATA_DEPENDENT_WAY_OUT = (
+    "analyse the model with sizes that do not come from tensor values (pass them in, or compute "
+    "them from shapes), or probe it with rfnumeric.probe, which runs it for real"
+)
+
+
+def _data_dependent(error: BaseException | None) -> bool:
+    """Whether fake tensors refused an op because it needs tensor values (``.item()``, a mask)."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, (DataDependentOutputException, DynamicOutputShapeException)):
+            return True
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return False
+
+
+def _flat(obj: Any) -> Iterator[Any]:
+    """The leaves of a result: tuples, lists and dicts opened."""
+    if isinstance(obj, (tuple, list)):
+        for item in obj:
+            yield from _flat(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _flat(item)
+    else:
+        yield obj
+
+
+def _holds_tensor(out: Any) -> bool:
+    return any(isinstance(o, torch.Tensor) for o in _flat(out))
+
+
+def _describe(out: Any) -> str:
+    """``(Tensor, int)``, ``(Tensor, (Tensor, Tensor))``: the structure of an op's result."""
+    if isinstance(out, (tuple, list)):
+        return "(" + ", ".join(_describe(o) for o in out) + ("," if len(out) == 1 else "") + ")"
+    if isinstance(out, dict):
+        return "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in out.items()) + "}"
+    return "Tensor" if isinstance(out, torch.Tensor) else type(out).__name__
 
 
 def _is_tensor_result(out: Any) -> bool:

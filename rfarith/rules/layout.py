@@ -16,7 +16,7 @@ from ..errors import UnsupportedOp
 from ..value import Dim, Value
 from .common import require_value
 from .pointwise import merge
-from .registry import Call, rule
+from .registry import Call, Named, rule
 
 
 def _opaque(size: int) -> Dim:
@@ -87,6 +87,33 @@ def transpose(call: Call):
     order = list(range(x.rank))
     order[a], order[b] = order[b], order[a]
     return _permuted(x, order)
+
+
+@rule("t", torch.t)
+def matrix_transpose(call: Call):
+    """``t()``: dims 0 and 1 swapped for a 2-D tensor, nothing for fewer."""
+    x = require_value(call)
+    return _permuted(x, [1, 0] if x.rank == 2 else list(range(x.rank)))
+
+
+_ATTRIBUTE_ORDERS = {
+    "T": lambda rank: list(reversed(range(rank))),
+    "mT": lambda rank: [*range(rank - 2), rank - 1, rank - 2],
+    "H": lambda rank: list(reversed(range(rank))),
+    "mH": lambda rank: [*range(rank - 2), rank - 1, rank - 2],
+    "data": lambda rank: list(range(rank)),
+}
+
+
+@rule(getattr)
+def attribute(call: Call):
+    """``x.T`` (all dims reversed), ``x.mT`` / ``x.mH`` (last two swapped), ``x.data`` (the
+    tensor itself); traced by fx as ``getattr(x, name)``. Other tensor attributes have no rule."""
+    name = call.args[1]
+    if name not in _ATTRIBUTE_ORDERS:
+        raise UnsupportedOp(call.node, f"Tensor.{name}", "a tensor attribute rfarith does not follow")
+    x = require_value(call)
+    return _permuted(x, _ATTRIBUTE_ORDERS[name](x.rank))
 
 
 @rule("movedim", "moveaxis", torch.movedim, torch.moveaxis)
@@ -249,7 +276,7 @@ def split(call: Call):
 @rule(torch.cat, torch.concat, torch.concatenate, torch.stack)
 def concatenate(call: Call):
     tensors = list(call.arg(0, "tensors"))
-    dim = call.arg(1, "dim", 0)
+    dim = call.kwargs["axis"] if "axis" in call.kwargs else call.arg(1, "dim", 0)  # concatenate's is axis
     stacking = call.target is torch.stack
     inputs = []
     lost: set[int] = set()
@@ -270,6 +297,21 @@ def concatenate(call: Call):
         # the grid along these axes is gone (e.g. a class token prepended to patch tokens)
         inputs = [(s, replace(v.globalised(tuple(lost), call.node, units=1), dims=_strip(v.dims, lost))) for s, v in inputs]
     return merge(call, inputs, call.out_shape)
+
+
+# torchvision's MViT wraps two helpers with torch.fx.wrap (matched by name, registry.Named):
+# _unsqueeze(x, ...) -> (x with a size-1 dim added if x has one dim too few, x.dim()) and
+# _squeeze(x, ...) -> x with that dim removed again. Adding or removing a size-1 dim is a
+# reshape; the int is read from the shape.
+@rule(Named("torchvision.models.video.mvit._unsqueeze"))
+def mvit_unsqueeze(call: Call):
+    tensor, _ = call.out
+    return regroup(call, require_value(call), tuple(tensor.shape)), None
+
+
+@rule(Named("torchvision.models.video.mvit._squeeze"))
+def mvit_squeeze(call: Call):
+    return regroup(call, require_value(call), call.out_shape)
 
 
 def _strip(dims: tuple[Dim, ...], axes: set[int]) -> tuple[Dim, ...]:

@@ -47,7 +47,8 @@ def reduce_over(call: Call, x: Value, reduced: tuple[int, ...], keepdim: bool) -
 
 _REDUCTIONS = (
     "mean", "sum", "amax", "amin", "std", "var", "logsumexp", "prod", "nansum", "nanmean", "norm",
-    "median", "max", "min", "any", "all", "count_nonzero",
+    "median", "max", "min", "any", "all", "count_nonzero", "nanmedian", "mode", "kthvalue",
+    "aminmax",
 )
 
 
@@ -56,16 +57,17 @@ _REDUCTIONS = (
     torch.mean, torch.sum, torch.amax, torch.amin, torch.std, torch.var, torch.logsumexp,
     torch.prod, torch.nansum, torch.nanmean, torch.norm, torch.median, torch.max, torch.min,
     torch.any, torch.all, torch.count_nonzero, torch.std_mean, torch.var_mean, torch.aminmax,
+    torch.nanmedian, torch.mode, torch.kthvalue, torch.linalg.vector_norm,
 )
 def reduction(call: Call):
+    """Over the dims given by name ``dim`` (``axis``), every dim without one; ``mode`` and
+    ``kthvalue`` default to the last dim, as their signatures say."""
     tensors = [t for t, _ in call.tensors()]
     if len(tensors) > 1:  # torch.max(a, b) and friends are elementwise
         return elementwise(call)
     x = require_value(call)
     rank = x.rank
-    dim = call.kwargs.get("dim", call.kwargs.get("axis", call.args[1] if len(call.args) > 1 else None))
-    if call.op == "norm":
-        dim = call.kwargs.get("dim", call.args[2] if len(call.args) > 2 else None)
+    dim = call.kwargs["axis"] if "axis" in call.kwargs else call.arg(1, "dim", None)  # by name: norm's is third
     reduced = _dims_arg(dim, rank)
     outputs = call.out if isinstance(call.out, tuple) else (call.out,)
     keepdim = outputs[0].dim() == rank and rank > 0
@@ -76,7 +78,7 @@ def reduction(call: Call):
 # ---- softmax-like ops over one dim --------------------------------------------------------
 @rule(
     nn.Softmax, nn.LogSoftmax, nn.Softmin, F.softmax, F.log_softmax, F.softmin, torch.softmax,
-    torch.log_softmax, "softmax", "log_softmax",
+    torch.log_softmax, torch._softmax, torch._log_softmax, "softmax", "log_softmax",
 )
 def softmax(call: Call):
     x = require_value(call)
@@ -87,7 +89,10 @@ def softmax(call: Call):
     return x.globalised(axes, call.node) if axes else x
 
 
-@rule(torch.cumsum, torch.cumprod, torch.cummax, torch.cummin, torch.logcumsumexp, "cumsum", "cumprod")
+@rule(
+    torch.cumsum, torch.cumprod, torch.cummax, torch.cummin, torch.logcumsumexp, "cumsum", "cumprod",
+    "cumsum_", "cumprod_", "cummax", "cummin", "logcumsumexp",
+)
 def cumulative(call: Call):
     """Along a channel dim: unit by unit. Along a spatial axis unit m sees units 0..m: a field
     that grows with m, which no periodic field describes."""
@@ -107,7 +112,11 @@ def _side_path_if(call: Call, x: Value, stat_dims: tuple[int, ...]) -> Value:
     return x
 
 
-@rule(nn.LayerNorm, F.layer_norm, *( [nn.RMSNorm, F.rms_norm] if hasattr(nn, "RMSNorm") else []))
+@rule(
+    nn.LayerNorm, F.layer_norm, torch.layer_norm,
+    *([nn.RMSNorm, F.rms_norm] if hasattr(nn, "RMSNorm") else []),
+    *([torch.rms_norm] if hasattr(torch, "rms_norm") else []),
+)
 def layer_norm(call: Call):
     x = require_value(call)
     shape = call.module.normalized_shape if call.module is not None else call.arg(1, "normalized_shape")
@@ -115,10 +124,23 @@ def layer_norm(call: Call):
     return _side_path_if(call, x, tuple(range(x.rank - count, x.rank)))
 
 
-@rule(nn.GroupNorm, F.group_norm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, F.instance_norm)
+@rule(
+    nn.GroupNorm, F.group_norm, torch.group_norm, nn.InstanceNorm1d, nn.InstanceNorm2d,
+    nn.InstanceNorm3d, F.instance_norm, torch.instance_norm,
+)
 def spatial_norm(call: Call):
+    """Statistics over each sample's (group's) spatial positions: a global side path. An
+    InstanceNorm that normalises with running statistics (``track_running_stats`` in eval mode,
+    ``use_input_stats=False``) is a per-channel affine map: neutral."""
     x = require_value(call)
-    return _side_path_if(call, x, tuple(range(2, x.rank)))
+    if call.module is not None:
+        m = call.module
+        uses_input = not isinstance(m, nn.modules.instancenorm._InstanceNorm) or m.training or not m.track_running_stats
+    elif call.target in (F.instance_norm, torch.instance_norm):
+        uses_input = bool(call.arg(5, "use_input_stats", True))
+    else:
+        uses_input = True
+    return _side_path_if(call, x, tuple(range(2, x.rank))) if uses_input else x
 
 
 @rule(F.normalize)
@@ -191,6 +213,32 @@ def contract(call: Call, operands: list[tuple[torch.Tensor, str]], out_letters: 
 _BATCH = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
+@rule(nn.Bilinear, F.bilinear, torch.bilinear)
+def bilinear(call: Call):
+    """``out[..., o] = sum_ij x1[..., i] W[o, i, j] x2[..., j] + b[o]``: unit ``...`` of the
+    output reads unit ``...`` of both inputs and mixes their last dims (features), like two
+    linear layers merged."""
+    x1, x2 = call.arg(0, "input1"), call.arg(1, "input2")
+    return contract(
+        call,
+        [(x1, _letters(x1.dim(), "i", _BATCH)), (x2, _letters(x2.dim(), "j", _BATCH))],
+        _letters(call.out.dim(), "o", _BATCH),
+    )
+
+
+@rule(torch.addmm, torch.baddbmm, torch.addbmm, "addmm", "baddbmm", "addbmm")
+def add_matmul(call: Call):
+    """``beta*input + alpha*(mat1 @ mat2)``: the product's contraction (``addmm``: ``ik,kj->ij``;
+    ``baddbmm``: ``bik,bkj->bij``; ``addbmm`` also sums over the batch: ``bik,bkj->ij``), merged
+    unit by unit with ``input`` broadcast to the result."""
+    name = call.op if call.kind == "call_method" else call.target.__name__
+    first, second = ("mat1", "mat2") if name == "addmm" else ("batch1", "batch2")
+    term, a, b = call.arg(0, "input"), call.arg(1, first), call.arg(2, second)
+    out = {"addmm": "ij", "baddbmm": "Bij", "addbmm": "ij"}[name]
+    left, right = ("ik", "kj") if name == "addmm" else ("Bik", "Bkj")
+    return contract(call, [(a, left), (b, right), (term, out[len(out) - term.dim():])], out)
+
+
 @rule(torch.matmul, operator.matmul, torch.bmm, torch.mm, "matmul", "bmm", "mm", "__matmul__", "__rmatmul__")
 def matmul(call: Call):
     a, b = call.args[0], call.args[1]
@@ -257,3 +305,51 @@ def multihead_attention(call: Call):
     if weights is None:
         return (value, None)
     return (value, replace(value, dims=tuple(((None, s),) if s != 1 else () for s in weights.shape)))
+
+
+# ---- recurrences --------------------------------------------------------------------------
+PROBE_WAY_OUT = "probe the model with rfnumeric.probe, which follows any forward numerically"
+
+def _opaque(size: int) -> Dim:
+    return ((None, size),) if size != 1 else ()
+
+
+@rule(nn.RNN, nn.LSTM, nn.GRU)
+def recurrent(call: Call):
+    """An RNN / LSTM / GRU (``out, h_n`` or ``out, (h_n, c_n)``).
+
+    Derivation, for a sequence dim that carries spatial axes (rows of a feature map reshaped to
+    ``(B*H, W, C)``: the sequence is w): the state after step t is computed from the inputs of
+    steps 0..t (and, in the backward direction of a bidirectional RNN, t..L-1), so unit t of
+    ``out`` depends on the whole sequence, and ``h_n`` / ``c_n`` summarise all of it. A
+    recurrence along a spatial axis is a global mixing op, as attention is (DESIGN.md): along
+    the sequence axes every unit sees the hull of all units, flagged ``global`` via this module;
+    the batch dim (the other rows, h) is untouched, unit by unit; the features are mixed like a
+    linear layer's. Merged with a path around it (a residual), this path is a global side path
+    and the local field is the hull of the others. A unidirectional RNN's step t sees only steps
+    0..t, a field that grows with t; the global hull is what every unit may see (the last step
+    sees exactly that), and which a path around it leaves out of the local field.
+    """
+    m = call.module
+    seq = call.input
+    if not isinstance(seq, torch.Tensor):
+        raise UnsupportedOp(call.node, call.op, "a PackedSequence input (its lengths come from the data)", way_out=PROBE_WAY_OUT)
+    if any(call.value(t) is not None for t, _ in call.tensors() if t is not seq):
+        raise UnsupportedOp(call.node, call.op, "an initial state computed from the model input", way_out=PROBE_WAY_OUT)
+    x = require_value(call)
+    batched = seq.dim() == 3
+    seq_dim = 1 if batched and m.batch_first else 0
+    features = contract_last(call, x)  # the input-to-hidden maps mix the features
+    along = features.axes_of(seq_dim)
+    mixed = features.globalised(along, call.node) if along else features
+    out, state = call.out
+    out_value = replace(mixed, dims=mixed.dims[:-1] + (_opaque(out.shape[-1]),))
+    summary = reduce_over(call, mixed, (seq_dim,), keepdim=False)  # dims: (batch,) features
+
+    def state_value(t: torch.Tensor) -> Value:
+        batch = summary.dims[:-1]  # () unbatched
+        return replace(summary, dims=(_opaque(t.shape[0]), *batch, _opaque(t.shape[-1])))
+
+    if isinstance(state, (tuple, list)):  # LSTM: (h_n, c_n)
+        return out_value, tuple(state_value(t) for t in state)
+    return out_value, state_value(state)

@@ -19,7 +19,40 @@ from .. import axisfield as af
 from ..errors import UnsupportedOp
 from ..field import axis_names
 from ..value import Dim, Term, Value, _dedupe, prune
-from .registry import Call, rule
+from .registry import Call, Named, rule
+
+
+def _existing(names: tuple[str, ...], owners: tuple = (torch, F)) -> tuple:
+    """Every ``torch.<name>`` / ``F.<name>`` of ``names`` that exists in this torch, each once."""
+    found: dict = {}
+    for name in names:
+        for owner in owners:
+            fn = getattr(owner, name, None)
+            if callable(fn):
+                found[fn] = None
+    return tuple(found)
+
+
+def _methods(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The names of ``names`` that are tensor methods in this torch."""
+    return tuple(n for n in names if callable(getattr(torch.Tensor, n, None)))
+
+
+# Pointwise ops by name (activations, math, in-place forms, dropout): unit m of the output is a
+# function of unit m of the input, so every one passes the field through. Listed by name once;
+# the torch functions, F functions and tensor methods of that name are all neutral.
+POINTWISE_NAMES: tuple[str, ...] = (
+    "celu", "celu_", "selu", "selu_", "rrelu", "rrelu_", "threshold", "threshold_", "prelu", "XX",
+    "hardshrink", "relu_", "sigmoid_", "tanh_", "elu_", "leaky_relu_",
+    "abs_", "absolute", "absolute_", "asinh", "asinh_", "atan", "atan_", "ceil_", "clamp_",
+    "clamp_max_", "clamp_min_", "clip_", "cos_", "cosh", "cosh_", "erf_", "erfc", "erfc_", "exp2",
+    "exp2_", "exp_", "expm1_", "fix", "fix_", "floor_", "frac", "frac_", "log10", "log10_",
+    "log1p_", "log2", "log2_", "log_", "logit", "logit_", "nan_to_num_", "neg_", "negative",
+    "negative_", "positive", "reciprocal_", "round_", "rsqrt_", "sgn", "sgn_", "sign_", "sin_",
+    "sinh", "sinh_", "sqrt_", "square_", "tan", "tan_", "trunc_", "detach", "detach_",
+    "dropout_", "alpha_dropout_", "feature_alpha_dropout", "feature_alpha_dropout_",
+    "feature_dropout", "feature_dropout_",
+)  # fmt: skip
 
 NEUTRAL_MODULES: tuple[type[nn.Module], ...] = (
     nn.Identity,
@@ -49,9 +82,10 @@ NEUTRAL_FUNCTIONS: tuple = (
     torch.clamp_min, torch.clamp_max, torch.erf, torch.sin, torch.cos, torch.reciprocal,
     torch.log1p, torch.expm1, torch.floor, torch.ceil, torch.round, torch.trunc,
     torch.nan_to_num, torch.dropout, torch.batch_norm, torch.channel_shuffle,
-    torch.native_channel_shuffle,
+    torch.native_channel_shuffle, torch.alpha_dropout,
     operator.neg, operator.pos, operator.abs, operator.invert,
 )
+NEUTRAL_FUNCTIONS += tuple(f for f in _existing(POINTWISE_NAMES) if f not in NEUTRAL_FUNCTIONS)
 
 SAME_SHAPE_MODULES = tuple(m for m in NEUTRAL_MODULES if m is not nn.GLU)
 SAME_SHAPE_FUNCTIONS = frozenset(
@@ -64,9 +98,17 @@ NEUTRAL_METHODS: tuple[str, ...] = (
     "neg", "square", "sign", "clamp", "clamp_", "clip", "clamp_min", "clamp_max", "erf", "sin",
     "cos", "reciprocal", "log1p", "expm1", "floor", "ceil", "round", "trunc", "nan_to_num",
     "contiguous", "clone", "detach", "float", "double", "half", "bfloat16", "to", "type",
-    "type_as", "cpu", "cuda", "requires_grad_", "__neg__", "__abs__", "hardtanh", "hardtanh_",
-    "exp_", "sqrt_", "pow_", "mul_", "div_", "add_", "sub_",
+    "type_as", "cpu", "cuda", "requires_grad_", "__neg__", "__abs__",
+    "pow_", "mul_", "div_", "add_", "sub_",
 )
+NEUTRAL_METHODS += tuple(n for n in _methods(POINTWISE_NAMES) if n not in NEUTRAL_METHODS)
+
+# Functions of packages rfarith does not import, matched by qualified name (registry.Named).
+# torchvision.ops.stochastic_depth(input, p, mode, training): ``input`` itself in eval (or with
+# p = 0); in training ``input * noise``, noise one Bernoulli draw / (1 - p) per sample ('row',
+# shape (N, 1, ..., 1)) or per batch ('batch'), drawn without reading the input: a scale every
+# unit of a sample shares. Unit m of the output sees what unit m of the input sees either way.
+NEUTRAL_NAMED: tuple[Named, ...] = (Named("torchvision.ops.stochastic_depth.stochastic_depth"),)
 
 BINARY_FUNCTIONS: tuple = (
     operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv, operator.pow,
@@ -86,6 +128,18 @@ BINARY_METHODS: tuple[str, ...] = (
     "__mul__", "__rmul__", "__truediv__", "__rtruediv__", "__pow__", "__rpow__",
     "fmod", "remainder", "eq", "ne", "gt", "ge", "lt", "le",
 )
+
+# More binary pointwise ops by name (unit m of the output reads unit m of each operand).
+BINARY_NAMES: tuple[str, ...] = (
+    "arctan2", "atan2", "atan2_", "copysign", "copysign_", "divide", "divide_", "float_power",
+    "float_power_", "floor_divide", "floor_divide_", "fmax", "fmin", "fmod_", "hypot", "hypot_",
+    "lerp_", "logaddexp", "logaddexp2", "multiply", "multiply_", "remainder_", "subtract",
+    "subtract_", "true_divide", "true_divide_", "xlogy", "addcdiv_", "addcmul_", "__iadd__",
+    "__isub__", "__imul__", "__idiv__", "__itruediv__", "__rdiv__", "__rfloordiv__",
+    "__floordiv__", "__rmod__", "__mod__",
+)  # fmt: skip
+BINARY_FUNCTIONS += tuple(f for f in _existing(BINARY_NAMES, (torch,)) if f not in BINARY_FUNCTIONS)
+BINARY_METHODS += tuple(n for n in _methods(BINARY_NAMES) if n not in BINARY_METHODS)
 
 
 def _aligned_dim(value: Value, tensor_rank: int, out_rank: int, out_dim: int) -> Dim | None:
@@ -176,4 +230,4 @@ def elementwise(call: Call):
     return (out,) * len(call.out) if isinstance(call.out, tuple) else out
 
 
-rule(*NEUTRAL_MODULES, *NEUTRAL_FUNCTIONS, *NEUTRAL_METHODS, *BINARY_FUNCTIONS, *BINARY_METHODS)(elementwise)
+rule(*NEUTRAL_MODULES, *NEUTRAL_FUNCTIONS, *NEUTRAL_METHODS, *NEUTRAL_NAMED, *BINARY_FUNCTIONS, *BINARY_METHODS)(elementwise)

@@ -7,16 +7,22 @@ tensors). Modules, functions and tensor methods are registered alike::
 
 Registration refuses duplicates; users extend the table through :func:`register_rule`,
 :func:`register_neutral` and :func:`register_window` (see ``rfarith/__init__.py``).
+
+A function of a package that is not installed (``torchvision.ops.stochastic_depth``) is
+registered by its qualified name, :class:`Named`, and matched by ``__module__`` and
+``__qualname__`` when a graph calls it; nothing is imported.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
 from torch import nn
+from torch.fx.operator_schemas import normalize_function
 
 from ..value import Value
 
@@ -25,8 +31,23 @@ RuleFn = Callable[["Call"], Any]
 _MODULE_RULES: dict[type, RuleFn] = {}
 _FUNCTION_RULES: dict[Any, RuleFn] = {}
 _METHOD_RULES: dict[str, RuleFn] = {}
+_NAMED_RULES: dict[str, RuleFn] = {}
 
 _MISSING = object()
+
+
+@dataclass(frozen=True)
+class Named:
+    """A function registered by its qualified name ``module.qualname``, e.g.
+    ``Named("torchvision.ops.stochastic_depth.stochastic_depth")``: it matches any function
+    object with that ``__module__`` and ``__qualname__``, so its package need not be installed."""
+
+    qualified: str
+
+
+def qualified_name(target: Any) -> str | None:
+    module, qualname = getattr(target, "__module__", None), getattr(target, "__qualname__", None)
+    return f"{module}.{qualname}" if module and qualname else None
 
 
 def _table_for(target: Any) -> tuple[dict, Any]:
@@ -34,6 +55,8 @@ def _table_for(target: Any) -> tuple[dict, Any]:
         return _MODULE_RULES, target
     if isinstance(target, str):
         return _METHOD_RULES, target
+    if isinstance(target, Named):
+        return _NAMED_RULES, target.qualified
     if callable(target):
         return _FUNCTION_RULES, target
     raise TypeError(f"cannot register a rule for {target!r}: give a module class, function or method name")
@@ -67,10 +90,21 @@ def find_rule(kind: str, target: Any, module: nn.Module | None) -> RuleFn | None
         return _METHOD_RULES.get(target)
     if kind == "call_function":
         try:
-            return _FUNCTION_RULES.get(target)
+            found = _FUNCTION_RULES.get(target)
         except TypeError:  # unhashable callables
-            return None
+            found = None
+        if found is None and _NAMED_RULES:
+            found = _NAMED_RULES.get(qualified_name(target) or "")
+        return found
     return None
+
+
+def entries() -> Iterator[tuple[str, Any, RuleFn]]:
+    """Every registered rule as ``(kind, target, rule)``, kind one of "module", "function",
+    "method", "named" (the op inventory reads the table through this)."""
+    for kind, table in (("module", _MODULE_RULES), ("function", _FUNCTION_RULES), ("method", _METHOD_RULES), ("named", _NAMED_RULES)):
+        for target, fn in table.items():
+            yield kind, target, fn
 
 
 def has_module_rule(module: nn.Module) -> bool:
@@ -82,7 +116,14 @@ def describe_target(target: Any) -> str:
         return target.__name__
     if isinstance(target, str):
         return f"Tensor.{target}"
+    if isinstance(target, Named):
+        return target.qualified
     return getattr(target, "__name__", repr(target))
+
+
+# Tensor methods whose torch function of the same name orders its parameters differently
+# (``x.where(c, y)`` is ``torch.where(c, x, y)``): not read through the function's signature.
+_METHOD_ORDER_DIFFERS = frozenset({"where"})
 
 
 @dataclass
@@ -104,14 +145,49 @@ class Call:
         return self.values.get(id(obj))
 
     def arg(self, index: int, name: str, default: Any = _MISSING) -> Any:
-        """A parameter of a functional call, by position or keyword."""
+        """A parameter of a functional call or tensor method, by name.
+
+        Read through one normalisation (:attr:`params`: the call bound to the op's signature,
+        defaults filled in); ``index``, the parameter's position, is used only for ops whose
+        signature torch cannot tell (a ``Tensor.permute(*dims)``-style call, a Python function
+        without a schema)."""
         if name in self.kwargs:
             return self.kwargs[name]
+        params = self.params
+        if params is not None and name in params:
+            return params[name]
         if index < len(self.args):
             return self.args[index]
         if default is _MISSING:
             raise TypeError(f"{self.op} at node '{self.node}' is missing its argument '{name}'")
         return default
+
+    @cached_property
+    def params(self) -> dict[str, Any] | None:
+        """Every parameter of the call by name, positional ones included and defaults filled in
+        (``torch.fx.operator_schemas.normalize_function``); None where the signature is unknown
+        or ambiguous. A tensor method is read through the ``torch`` function of the same name."""
+        target = self.target
+        if self.kind == "call_method":
+            if self.target in _METHOD_ORDER_DIFFERS:
+                return None
+            target = getattr(torch, self.target, None) if isinstance(self.target, str) else None
+        elif self.kind != "call_function":
+            return None
+        if not callable(target):
+            return None
+        try:
+            found = normalize_function(
+                target,
+                tuple(self.args),
+                dict(self.kwargs),
+                arg_types=tuple(type(a) for a in self.args),
+                kwarg_types={k: type(v) for k, v in self.kwargs.items()},
+                normalize_to_only_use_kwargs=True,
+            )
+        except Exception:  # no schema, an ambiguous one, or arguments it cannot bind
+            return None
+        return dict(found.kwargs) if found is not None else None
 
     @property
     def input(self) -> Any:

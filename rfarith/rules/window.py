@@ -31,7 +31,7 @@ from torch import nn
 from .. import axisfield as af
 from ..errors import UnsupportedOp
 from . import resize
-from .common import AxisMap, map_trailing_axes, require_value, windowed
+from .common import AxisMap, WindowMap, map_trailing_axes, require_value, windowed
 from .params import conv_pad_left, pad_pairs, per_axis
 from .registry import Call, rule
 
@@ -101,6 +101,30 @@ def conv_transpose(call: Call):
     return map_trailing_axes(call, x, nd, maps)
 
 
+_UNPOOL = {nn.MaxUnpool1d: 1, nn.MaxUnpool2d: 2, nn.MaxUnpool3d: 3}
+_UNPOOL_FN = {F.max_unpool1d: 1, F.max_unpool2d: 2, F.max_unpool3d: 3}
+
+
+@rule(*_UNPOOL, *_UNPOOL_FN)
+def max_unpool(call: Call):
+    """Max unpooling (kernel k, stride s, padding p) puts input unit i at the position its
+    ``indices`` name, one of its pooling window's ``i*s - p + t``, t = 0..k-1. Which one depends
+    on the data; the units that may receive i are those of a transposed convolution of the same
+    geometry (dilation 1), so its index map is that one."""
+    x = require_value(call)
+    if call.module is not None:
+        m = call.module
+        nd = _UNPOOL[next(c for c in type(m).__mro__ if c in _UNPOOL)]
+        kernel, stride, padding = m.kernel_size, m.stride, m.padding
+    else:
+        nd = _UNPOOL_FN[call.target]
+        kernel, stride, padding = call.arg(2, "kernel_size"), call.arg(3, "stride", None), call.arg(4, "padding", 0)
+    kernel = per_axis(kernel, nd, "kernel_size")
+    stride = kernel if stride is None else per_axis(stride, nd, "stride")
+    padding = per_axis(padding, nd, "padding")
+    return map_trailing_axes(call, x, nd, [_transposed_map(k, s, 1, p) for k, s, p in zip(kernel, stride, padding)])
+
+
 # ---- pooling --------------------------------------------------------------------------------
 _MAXPOOL = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}
 _AVGPOOL = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3}
@@ -147,13 +171,27 @@ def pool(call: Call):
 
 
 # ---- adaptive pooling -----------------------------------------------------------------------
-def adaptive_map(f: af.AxisField, n_in: int, n_out: int, extent: int) -> af.AxisField:
-    if n_out == 1:
-        return af.hull_of_units(f, 1, extent)
-    g = math.gcd(n_in, n_out)
-    a, b = n_in // g, n_out // g
-    sources = tuple(tuple(range((p * a) // b, -((-(p + 1) * a) // b))) for p in range(b))
-    return af.resample(f, b, a, sources, n_out)
+class AdaptiveMap:
+    """Adaptive pooling's index map (an AxisMap): to one unit, a reduction of the whole dim."""
+
+    def __call__(self, f: af.AxisField, n_in: int, n_out: int, extent: int) -> af.AxisField:
+        if n_out == 1:
+            return af.hull_of_units(f, 1, extent)
+        g = math.gcd(n_in, n_out)
+        a, b = n_in // g, n_out // g
+        sources = tuple(tuple(range((p * a) // b, -((-(p + 1) * a) // b))) for p in range(b))
+        return af.resample(f, b, a, sources, n_out)
+
+    @staticmethod
+    def is_identity(n_in: int, n_out: int) -> bool:
+        return n_in == n_out
+
+    @staticmethod
+    def covers_all(_n_in: int, n_out: int) -> bool:
+        return n_out == 1
+
+
+adaptive_map = AdaptiveMap()
 
 
 _ADAPTIVE = {
@@ -182,7 +220,7 @@ def adaptive_pool(call: Call):
 
 # ---- padding and cropping -------------------------------------------------------------------
 def _shift_map(pad_left: int, border: str = "zeros") -> AxisMap:
-    return lambda f, _n, n_out, _e: af.window(f, 1, 1, 1, pad_left, n_out, border)
+    return WindowMap(1, 1, 1, pad_left, border)
 
 
 _PAD_BORDERS = {"constant": "zeros", "zeros": "zeros", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
