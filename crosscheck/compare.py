@@ -259,7 +259,7 @@ def _compare_grown(model, shape, sizes, group: list[_Row], prober: numeric.Probe
             fields[row.name] = report[row.name]
         else:
             row.grown_note = f"'{row.name}' is not a node at the input {size_text} the probe grew to: compared at the user's input only"
-    wanted = {name: window(rf) for name, rf in fields.items()}
+    wanted = {name: window(rf, corners=False) for name, rf in fields.items()}
     by_name = {row.name: row for row in group}
     for name, found in prober.units(sizes, wanted, local):
         row = by_name[name]

@@ -22,16 +22,21 @@ from rfarith.field import ReceptiveField
 Support = tuple[tuple[int, ...], np.ndarray]
 
 
-def window(rf: ReceptiveField) -> list[tuple[int, ...]]:
+def window(rf: ReceptiveField, corners: bool = True) -> list[tuple[int, ...]]:
     """The units compared on ``rf``'s map: every corner, the centre, and ``2P`` consecutive
-    units through the centre along each axis (``P``: the field's period along it).
+    units through the centre along each axis (``P``: the field's period along it). Without
+    ``corners`` only the units through the centre (on the larger input the probe grew to, where
+    the corners lie at the border again, as they did at the user's input where they were
+    compared).
 
     >>> import torch.nn as nn, rfarith
     >>> window(rfarith.analyze(nn.Conv1d(1, 1, 3), (1, 1, 10)).output)
     [(0,), (3,), (4,), (7,)]
     """
     n, centre = rf.n, tuple(size // 2 for size in rf.n)
-    units = set(itertools.product(*[sorted({0, size - 1}) for size in n])) | {centre}
+    units = {centre}
+    if corners:
+        units |= set(itertools.product(*[sorted({0, size - 1}) for size in n]))
     for a, period in enumerate(rf.phases):
         low = max(0, centre[a] - period)
         for m in range(low, min(n[a], low + 2 * period)):
