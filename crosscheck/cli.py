@@ -85,6 +85,13 @@ def _nodes_argument(sub: argparse.ArgumentParser) -> None:
     )
 
 
+class _RefusedNodes(argparse.Action):
+    """``plot --nodes``: a plot draws one feature map; say so instead of ignoring it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error("plot draws one feature map: name it with --node NAME (--nodes is for report and compare)")
+
+
 def _query(sub, name: str, help_text: str, node: bool = True) -> argparse.ArgumentParser:
     query = sub.add_parser(name, help=help_text, description=help_text)
     _model_arguments(query)
@@ -126,17 +133,26 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--max-size", type=positive_int, default=4096, metavar="PIXELS", help="largest input side the probe may grow to (default 4096)")
     compare.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    plot = sub.add_parser("plot", help="draw the receptive field (grid on an image, heat map, growth, effective RF)")
+    plot = sub.add_parser("plot", help="draw the receptive field (grid on an image, heat map, growth, effective RF, exact support)")
     _model_arguments(plot)
-    _nodes_argument(plot)
-    plot.add_argument("--out", required=True, metavar="FILE.png", help="image file to write")
+    plot.add_argument("--nodes", action=_RefusedNodes, metavar="A,B,...", help="refused: a plot draws one feature map; name it with --node")
     plot.add_argument(
-        "--kind", choices=("grid", "heatmap", "growth", "erf"), default="grid",
-        help="grid: three units' fields on a test card (default); heatmap: the probe's gradient map of one unit; "
-        "growth: r and j map by map; erf: the effective field's mass profile",
+        "--out", required=True, metavar="FILE.png",
+        help="image file to write; its extension picks the format (png, pdf, svg, ...), none: .png is added",
     )
-    plot.add_argument("--node", help="feature map to draw, a node name or module path (default: the last one with several units)")
+    plot.add_argument(
+        "--kind", choices=("grid", "heatmap", "growth", "erf", "support"), default="grid",
+        help="grid: three units' fields on a test card or --image (default); heatmap: the probe's gradient map of one unit; "
+        "growth: r and j map by map; erf: the effective field's mass profile; support: the exact set of pixels "
+        "the centre unit sees, with its box",
+    )
+    plot.add_argument("--node", help="feature map to draw (one), a node name or module path (default: the last one with several units)")
     plot.add_argument("--no-numeric", action="store_true", help="analytic only (no probe)")
+    plot.add_argument(
+        "--image", metavar="FILE",
+        help="--kind grid: draw on this picture (PNG; JPEG and others need Pillow), resized (nearest) to the input's height x width",
+    )
+    plot.add_argument("--corners", action="store_true", help="--kind support: also draw the first and last units' supports")
 
     bounds = _query(sub, "bounds", "the input pixels one unit of a feature map sees: its field, unclipped, and what it sees of the input")
     bounds.add_argument("--unit", metavar="I,J", help="the unit, one index per axis, e.g. 3,5 (default: the centre unit)")

@@ -107,25 +107,49 @@ def _plot(model, shape, title, args) -> int:
     matplotlib.use("Agg")
     from . import plot
 
+    out = plot_path(args.out)  # checked before the work
+    if args.image is not None and args.kind != "grid":
+        raise ValueError(f"--image draws under --kind grid only, not --kind {args.kind}")
+    if args.corners and args.kind != "support":
+        raise ValueError(f"--corners is for --kind support only, not --kind {args.kind}")
+    image = None if args.image is None else plot.read_image(args.image, shape)
     numeric = not args.no_numeric
     node = args.node if args.node is None else resolved(model, shape, [args.node])[0]
     if args.kind == "grid":
-        figure = plot.rf_grid(model, shape, node=node, numeric=numeric)
+        figure = plot.rf_grid(model, shape, node=node, numeric=numeric, image=image)
     elif args.kind == "heatmap":
         figure = plot.probe_heatmap(model, shape, node=node)
     elif args.kind == "growth":
         figure = plot.growth(model, shape, numeric=numeric)
+    elif args.kind == "support":
+        figure = plot.support(model, shape, node=node, corners=args.corners)
     else:
         figure = plot.erf_profile(model, shape, node=node)
-    out = Path(args.out)
-    if out.parent and not out.parent.exists():
-        raise FileNotFoundError(f"folder '{out.parent}' for --out does not exist")
     figure.savefig(out, dpi=120)
     print(f"wrote {out}")
     problems = getattr(figure, "rfcheck_problems", [])
     for problem in problems:
         print(f"DISAGREE: {problem}")
-    return EXIT_DISAGREE if problems else EXIT_OK
+    incomplete = getattr(figure, "rfcheck_incomplete", [])
+    for missing in incomplete:
+        print(f"INCOMPLETE: {missing}")
+    return EXIT_DISAGREE if problems or incomplete else EXIT_OK
+
+
+def plot_path(text: str) -> Path:
+    """The file ``--out`` names, as it will be written: ``.png`` added when it has no extension
+    (matplotlib would add it silently), an extension matplotlib cannot write refused."""
+    from matplotlib.figure import Figure
+
+    out = Path(text)
+    if out.parent and not out.parent.exists():
+        raise FileNotFoundError(f"folder '{out.parent}' for --out does not exist")
+    if not out.suffix:
+        return out.with_name(out.name + ".png")
+    formats = Figure().canvas.get_supported_filetypes()
+    if out.suffix[1:].lower() not in formats:
+        raise ValueError(f"--out {text}: matplotlib cannot write '{out.suffix}' files; use one of {', '.join('.' + f for f in sorted(formats))}")
+    return out
 
 
 def _nodes(model, shape, title, args) -> int:

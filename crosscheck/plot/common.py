@@ -25,8 +25,18 @@ ANALYTIC_COLOUR = "#00e5ff"  # analytic bounds over a heat map
 LOG_RANGE = 100.0  # a colour or y scale goes logarithmic when max / min positive exceeds this
 
 
+def analyse(model: nn.Module, input_shape: Sequence[int]) -> Report:
+    """The model's layer-by-layer report as ``rfcheck report`` makes it (``crosscheck.hybrid``):
+    analytic where rules exist, the probe measures untraceable modules and ops without a rule.
+    Rows the probe could not measure either have no field (``Report.missing``): picking one
+    raises :class:`rfarith.NotComputed` with the reason."""
+    from ..hybrid import hybrid  # not at import time: crosscheck.hybrid imports the probe
+
+    return hybrid(model, tuple(int(s) for s in input_shape))
+
+
 def analysed(model_or_report: nn.Module | Report, input_shape: Sequence[int] | None) -> tuple[nn.Module | None, Report]:
-    """The model (``None`` for a report) and its analysis.
+    """The model (``None`` for a report) and its analysis (:func:`analyse`).
 
     >>> import torch.nn as nn
     >>> model, rep = analysed(nn.Conv2d(3, 4, 3), (1, 3, 16, 16))
@@ -44,7 +54,7 @@ def analysed(model_or_report: nn.Module | Report, input_shape: Sequence[int] | N
         raise TypeError(f"expected a torch.nn.Module or an rfarith.Report, got {type(model_or_report).__name__}")
     if input_shape is None:
         raise ValueError("input_shape is required with a model, e.g. (1, 3, 224, 224)")
-    return model_or_report, rfarith.analyze(model_or_report, input_shape)
+    return model_or_report, analyse(model_or_report, input_shape)
 
 
 def is_spatial_map(rf: ReceptiveField, shape: Sequence[int]) -> bool:
@@ -63,10 +73,14 @@ def default_node(rep: Report) -> str:
     '0'
     """
     shapes = {row.name: row.shape for row in rep.rows}
-    for rf in rep.outputs.values():
-        if is_spatial_map(rf, shapes[rf.node]):
+    for rf in computed_outputs(rep).values():
+        if rf.node in shapes and is_spatial_map(rf, shapes[rf.node]):
             return rf.node
-    rows = [row for row in rep.rows if row.op not in ("input", "output") and is_spatial_map(row.field, row.shape)]
+    rows = [
+        row
+        for row in rep.rows
+        if row.op not in ("input", "output") and row.field is not None and is_spatial_map(row.field, row.shape)
+    ]
     if not rows:
         raise ValueError(
             f"no feature map of {rep.title or 'the model'} has more than one unit at input "
@@ -75,10 +89,25 @@ def default_node(rep: Report) -> str:
     return rows[-1].name
 
 
+def computed_outputs(rep: Report) -> dict[str, ReceptiveField]:
+    """``rep.outputs`` without the outputs whose field could not be computed."""
+    try:
+        return rep.outputs
+    except rfarith.NotComputed:
+        return {key: rep[name] for key, name in rep._outputs.items() if name not in rep.missing}
+
+
 def node_field(rep: Report, node: str | None) -> ReceptiveField:
     """The field of ``node`` (the default node if ``None``); unknown names raise
-    :class:`rfarith.UnknownNode`."""
-    return rep[default_node(rep) if node is None else node]
+    :class:`rfarith.UnknownNode`, a node whose field could not be computed (a map the probe
+    could not measure in a model fx cannot trace) :class:`rfarith.NotComputed` with the reason."""
+    name = default_node(rep) if node is None else node
+    try:
+        return rep[name]
+    except rfarith.NotComputed as e:
+        computed = [row.name for row in rep.rows if row.field is not None and row.op not in ("input", "output")]
+        hint = f" ({', '.join(computed[-3:])}, ...)" if computed else ""
+        raise rfarith.NotComputed(f"{e}; nothing to draw: pick a node that has a field{hint}") from None
 
 
 def probe_node(rep: Report, node: str) -> str | None:
@@ -91,7 +120,7 @@ def probe_node(rep: Report, node: str) -> str | None:
     >>> probe_node(rep, "0"), probe_node(rep, "1")
     ('0', None)
     """
-    outputs = rep.outputs
+    outputs = computed_outputs(rep)
     if len(outputs) == 1 and next(iter(outputs.values())).node == node:
         return None
     aliases = {f"output[{key}]": rf.node for key, rf in outputs.items()}
@@ -125,7 +154,7 @@ def fitting_probe_shape(model: nn.Module, rep: Report, rf: ReceptiveField) -> tu
     shape = probe_shape(rep.input_shape, rf)
     if shape == tuple(rep.input_shape):
         return shape
-    larger = rfarith.analyze(model, shape)[rf.node]
+    larger = analyse(model, shape)[rf.node]
     if (larger.r, larger.j, larger.start) != (rf.r, rf.j, rf.start):
         size, bigger = ("×".join(map(str, s[2:])) for s in (rep.input_shape, shape))
         raise ValueError(
@@ -241,8 +270,54 @@ def check_node_arg(node: Any) -> None:
 
 
 def analysis_at(model: nn.Module, input_shape: Sequence[int], cache: dict[tuple[int, ...], Report]) -> Report:
-    """``rfarith.analyze`` at ``input_shape``, once per shape."""
+    """:func:`analyse` at ``input_shape``, once per shape."""
     key = tuple(int(s) for s in input_shape)
     if key not in cache:
-        cache[key] = rfarith.analyze(model, key)
+        cache[key] = analyse(model, key)
     return cache[key]
+
+
+def read_image(path: Any, input_shape: Sequence[int]) -> np.ndarray:
+    """The picture in file ``path``, resized (nearest pixel) to the input's height × width, as
+    :func:`as_image` takes it: for ``rf_grid(..., image=read_image(path, shape))``. PNG is read
+    by matplotlib itself; JPEG and the other formats need Pillow. A 3-D input repeats the
+    picture along depth; a 1-D input has no picture to draw on."""
+    from pathlib import Path
+
+    import matplotlib.image as mpimg
+
+    path = Path(path)
+    sizes = tuple(int(s) for s in input_shape[2:])
+    if len(sizes) < 2:
+        raise ValueError(f"a 1-D input ({'×'.join(map(str, sizes))}) has no picture to draw on; leave out --image / image")
+    if not path.is_file():
+        raise FileNotFoundError(f"image '{path}' does not exist")
+    if path.suffix.lower() != ".png":
+        try:
+            import PIL  # noqa: F401  (matplotlib reads every format but PNG through Pillow)
+        except ImportError:
+            raise ValueError(f"image '{path}': only PNG can be read without Pillow; convert it to PNG or install Pillow") from None
+    try:
+        picture = mpimg.imread(path)
+    except Exception as e:  # Pillow's and matplotlib's errors: not an image, a truncated file
+        raise ValueError(f"image '{path}' cannot be read ({type(e).__name__}: {e}); use a PNG or JPEG file") from None
+    picture = resized(np.asarray(picture), sizes[-2:])
+    if np.issubdtype(picture.dtype, np.integer):
+        picture = picture.astype(np.float64) / 255.0
+    if picture.ndim == 3 and picture.shape[-1] == 4:
+        picture = picture[..., :3]  # the alpha channel is not drawn
+    if len(sizes) == 3:
+        picture = np.broadcast_to(picture, (sizes[0], *picture.shape))
+    return picture
+
+
+def resized(picture: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """``picture`` (height, width, ...) resized to ``size`` by nearest pixel: output pixel ``i``
+    takes the input pixel under its centre.
+
+    >>> resized(np.arange(4).reshape(2, 2), (4, 2)).tolist()
+    [[0, 1], [0, 1], [2, 3], [2, 3]]
+    """
+    rows = ((np.arange(size[0]) + 0.5) * picture.shape[0] / size[0]).astype(int)
+    columns = ((np.arange(size[1]) + 0.5) * picture.shape[1] / size[1]).astype(int)
+    return picture[rows][:, columns]

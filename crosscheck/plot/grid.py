@@ -34,7 +34,7 @@ from .common import (
 
 Span = tuple[int, int]
 MAX_ANCHORS = 24  # anchors drawn per axis at most (every k-th unit beyond)
-VIEW_BEYOND = 0.25  # how far past the border (fraction of the input) the view may reach
+VIEW_BEYOND = 1.5  # how far past each border (in input sizes) the view may reach to show whole fields
 
 
 @dataclass(frozen=True)
@@ -161,17 +161,32 @@ def unit_label(box: UnitBox, axes: Sequence[str]) -> str:
 
 
 def view_limits(size: int, spans: Sequence[Span | None]) -> tuple[float, float]:
-    """The axis range shown: the input plus the fields beyond it, capped at ``VIEW_BEYOND``
-    of the input on each side, with a small margin.
+    """The axis range shown: the input and the whole of every drawn (unclipped) field, so that
+    no box is cut by the axes, but at most ``VIEW_BEYOND`` input sizes past each border (a
+    field far larger than the input would shrink the input to a dot; :func:`view_capped` tells
+    when that happens), with a small margin.
 
     >>> view_limits(100, [(-10, 40), None])
     (-12.5, 102.5)
+    >>> view_limits(100, [(-1000, 40)])  # capped
+    (-152.5, 102.5)
     """
     drawn = [s for s in spans if s is not None]
     low = max(min([0, *(lo for lo, _ in drawn)]), -VIEW_BEYOND * size)
     high = min(max([size, *(hi + 1 for _, hi in drawn)]), (1 + VIEW_BEYOND) * size)
     margin = 0.5 + 0.02 * size
     return low - margin, high + margin
+
+
+def view_capped(size: int, spans: Sequence[Span | None]) -> bool:
+    """Whether :func:`view_limits` cuts some drawn field (it reaches more than ``VIEW_BEYOND``
+    input sizes past the border).
+
+    >>> view_capped(100, [(-10, 40)]), view_capped(100, [(-1000, 40)])
+    (False, True)
+    """
+    drawn = [s for s in spans if s is not None]
+    return any(lo < -VIEW_BEYOND * size or hi + 1 > (1 + VIEW_BEYOND) * size for lo, hi in drawn)
 
 
 def legend_handles(boxes: list[UnitBox], axes: Sequence[str], anchors_every: tuple[int, ...]) -> list[Any]:
@@ -203,8 +218,9 @@ def draw_boxes_2d(ax: Axes, boxes: list[UnitBox], h: int, w: int) -> None:
             ax.add_patch(rect(box.real, fill=False, ec=box.colour, lw=2.2, zorder=5))
 
 
-def draw_2d(ax: Axes, rf: ReceptiveField, boxes: list[UnitBox], image: np.ndarray, h: int, w: int) -> None:
-    """The image, border, anchors and boxes for a 2-D (or a slice of a 3-D) input."""
+def draw_2d(ax: Axes, rf: ReceptiveField, boxes: list[UnitBox], image: np.ndarray, h: int, w: int) -> bool:
+    """The image, border, anchors and boxes for a 2-D (or a slice of a 3-D) input; whether the
+    view had to cut some dashed box (:func:`view_capped`)."""
     height, width = rf.extent[h], rf.extent[w]
     ax.imshow(image, extent=(0, width, height, 0), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", zorder=0)
     ax.add_patch(Rectangle((0, 0), width, height, fill=False, ec="black", lw=1.5, zorder=3.5))  # under the fields
@@ -215,13 +231,16 @@ def draw_2d(ax: Axes, rf: ReceptiveField, boxes: list[UnitBox], image: np.ndarra
     ax.set_xlim(*view_limits(width, [s[w] for s in spans]))
     bottom, top = view_limits(height, [s[h] for s in spans])
     ax.set_ylim(top, bottom)  # row 0 at the top, as images are shown
+    capped = view_capped(width, [s[w] for s in spans]) or view_capped(height, [s[h] for s in spans])
     ax.set_aspect("equal")
     ax.set_xlabel(f"{rf.axes[w]} (pixels)")
     ax.set_ylabel(f"{rf.axes[h]} (pixels)")
+    return capped
 
 
-def draw_strip(ax: Axes, rf: ReceptiveField, boxes: list[UnitBox], image: np.ndarray) -> None:
-    """A 1-D input as a strip, the units' intervals on lanes below it."""
+def draw_strip(ax: Axes, rf: ReceptiveField, boxes: list[UnitBox], image: np.ndarray) -> bool:
+    """A 1-D input as a strip, the units' intervals on lanes below it; whether the view had to
+    cut some dashed interval."""
     length = rf.extent[0]
     strip = image[None] if image.ndim == 2 else image[None, :, None].repeat(3, axis=2)
     ax.imshow(strip, extent=(0, length, 0, 1), aspect="auto", interpolation="nearest", zorder=0)
@@ -243,6 +262,7 @@ def draw_strip(ax: Axes, rf: ReceptiveField, boxes: list[UnitBox], image: np.nda
     ax.set_ylim(lanes[-1] - 0.5, 1.15)
     ax.set_yticks([0.5, *lanes], ["input", *(b.label for b in boxes)])
     ax.set_xlabel(f"{rf.axes[0]} (pixels)")
+    return view_capped(length, spans)
 
 
 def rf_grid(
@@ -297,7 +317,7 @@ def rf_grid(
     fig, ax = new_axes(ax, (8.0, 8.5) if len(sizes) > 1 else (10.0, 4.2))
     title = [field_title(rf)]
     if len(sizes) == 1:
-        draw_strip(ax, rf, boxes, picture)
+        capped = draw_strip(ax, rf, boxes, picture)
     else:
         h, w = len(sizes) - 2, len(sizes) - 1
         if len(sizes) == 3:
@@ -305,9 +325,11 @@ def rf_grid(
             picture = picture[depth]
             seen = span_text(rf.axes[:1], [boxes[1].real[0]])
             title.append(f"depth slice {rf.axes[0]} = {depth}; units at depth index {boxes[1].unit[0]} (seeing {seen})")
-        draw_2d(ax, rf, boxes, picture, h, w)
+        capped = draw_2d(ax, rf, boxes, picture, h, w)
     if note:
         title.append(note)
+    if capped:
+        title.append(f"view capped at {VIEW_BEYOND:g} input sizes past the border: the dashed fields reach further")
     ax.set_title("\n".join(title), fontsize=10)
     fig.rfcheck_problems = disagreements(boxes, rf.axes)  # read by `rfcheck plot` for its exit status
     every = tuple(math.ceil(k / MAX_ANCHORS) for k in rf.n[-2:])

@@ -20,6 +20,7 @@ from rfarith.report import per_axis_text
 
 from .common import (
     ANALYTIC_COLOUR,
+    analyse,
     analysis_at,
     check_node_arg,
     colour_norm,
@@ -46,6 +47,7 @@ class Target:
     probe_node: str | None
     shape: tuple[int, ...]
     why_not: str = ""
+    bounds_from: str = "analytic"  # what the cyan bounds are: the arithmetic, or the report's probe
 
 
 def numeric_target(model: nn.Module, input_shape: Sequence[int], node: str | None) -> Target:
@@ -56,11 +58,15 @@ def numeric_target(model: nn.Module, input_shape: Sequence[int], node: str | Non
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     try:
-        rep = rfarith.analyze(model, input_shape)
+        rep = analyse(model, input_shape)
     except (rfarith.UnsupportedOp, rfarith.TraceError) as e:
         return Target(None, node, node, tuple(input_shape), f"analytic bounds n/a ({type(e).__name__})")
+    if node is not None and node in rep.missing:  # the probe can still draw what it measures
+        return Target(None, node, probe_node(rep, node), tuple(input_shape), f"analytic bounds n/a ({rep.missing[node]})")
     rf = node_field(rep, node)
-    return Target(rep, rf.node, probe_node(rep, rf.node), fitting_probe_shape(model, rep, rf))
+    measured = not rep.traced or rep.row(rf.node).source == "probe"
+    bounds_from = "report, measured by the probe" if measured else "analytic"
+    return Target(rep, rf.node, probe_node(rep, rf.node), fitting_probe_shape(model, rep, rf), bounds_from=bounds_from)
 
 
 def analytic_spans(
@@ -86,8 +92,9 @@ def depth_slice(heat: np.ndarray, centre: float) -> tuple[np.ndarray, int]:
 
 
 # ---- heat maps -------------------------------------------------------------------------------
-def draw_heat_2d(ax: Axes, heat: np.ndarray, spans: tuple | None, h: int, w: int) -> None:
-    """A 2-D heat map (pixel i spans [i, i+1)) with the analytic bounds as rectangles."""
+def draw_heat_2d(ax: Axes, heat: np.ndarray, spans: tuple | None, h: int, w: int, names: Sequence[str] = ("h", "w")) -> None:
+    """A 2-D heat map (pixel i spans [i, i+1)) with the analytic bounds as rectangles;
+    ``names``: the names of its row and column axes, for the axis labels."""
     cmap = plt.get_cmap("magma").with_extremes(bad="0.85")
     shown = np.ma.masked_less_equal(heat, 0.0)  # zero gradient: outside the support
     image = ax.imshow(shown, extent=(0, heat.shape[1], heat.shape[0], 0), cmap=cmap, norm=colour_norm(heat), interpolation="nearest")
@@ -100,9 +107,11 @@ def draw_heat_2d(ax: Axes, heat: np.ndarray, spans: tuple | None, h: int, w: int
                 ax.add_patch(Rectangle((left, top), right - left + 1, bottom - top + 1, fill=False, ec=ANALYTIC_COLOUR, **style))
     ax.set_xlim(0, heat.shape[1])
     ax.set_ylim(heat.shape[0], 0)
+    ax.set_xlabel(f"{names[1]} (pixel index)")
+    ax.set_ylabel(f"{names[0]} (pixel index)")
 
 
-def draw_heat_1d(ax: Axes, heat: np.ndarray, spans: tuple | None) -> None:
+def draw_heat_1d(ax: Axes, heat: np.ndarray, spans: tuple | None, name: str = "l") -> None:
     """A 1-D heat map as steps over the pixels, the analytic interval shaded."""
     ax.stairs(heat, np.arange(heat.size + 1), color="black", lw=1.2)
     if spans is not None:
@@ -114,27 +123,33 @@ def draw_heat_1d(ax: Axes, heat: np.ndarray, spans: tuple | None) -> None:
     if wide_range(heat):
         ax.set_yscale("log")
     ax.set_xlim(0, heat.size)
+    ax.set_xlabel(f"{name} (pixel index)")
     ax.set_ylabel("|input gradient|")
 
 
-def heat_panel(ax: Axes, heat: np.ndarray, spans: tuple | None, depth_at: float) -> str:
-    """Draw a heat map of any dimension; returns a note on the slice shown (3-D)."""
+def heat_panel(ax: Axes, heat: np.ndarray, spans: tuple | None, depth_at: float, names: Sequence[str] | None = None) -> str:
+    """Draw a heat map of any dimension; returns a note on the slice shown (3-D: the slice
+    through depth ``depth_at``, which every panel of a figure shares)."""
+    names = tuple(names) if names is not None else ("l",) if heat.ndim == 1 else ("d", "h", "w")[-heat.ndim:]
     if heat.ndim == 1:
-        draw_heat_1d(ax, heat, spans)
+        draw_heat_1d(ax, heat, spans, names[0])
         return ""
     note, h, w = "", heat.ndim - 2, heat.ndim - 1  # the spans keep every axis
     if heat.ndim == 3:
         heat, index = depth_slice(heat, depth_at)
-        note = f"depth slice {index}"
-    draw_heat_2d(ax, heat, spans, h, w)
+        note = f"depth slice {names[0]} = {index}"
+    draw_heat_2d(ax, heat, spans, h, w, names[-2:])
     return note
 
 
-def panel_title(kind: str, node: str, unit: Sequence[int], shape: Sequence[int], spans: tuple | None, axes: Sequence[str], extra: str) -> str:
+def panel_title(
+    kind: str, node: str, unit: Sequence[int], shape: Sequence[int], spans: tuple | None, axes: Sequence[str], extra: str,
+    bounds_from: str = "analytic",
+) -> str:
     size = "×".join(str(s) for s in shape[2:])
     lines = [f"{kind}: '{node}' unit {unit_text(unit)}, input {size}"]
     if spans is not None:
-        lines.append(f"analytic (cyan): {span_text(axes, spans[0])}")
+        lines.append(f"{bounds_from} (cyan): {span_text(axes, spans[0])}")
     if extra:
         lines.append(extra)
     return "\n".join(lines)
@@ -173,17 +188,24 @@ def probe_heatmap(
     panels = 2 if effective else 1
     fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 5.6), layout="constrained", squeeze=False)
     spans = analytic_spans(model, target, result.input_shape[2:], result.unit, cache)
+    # 3-D: one depth slice for every panel, through the probed unit's field
     depth = (result.bounds[0][0] + result.bounds[0][1]) / 2 if len(result.axes) == 3 else 0.0
-    note = heat_panel(axes[0, 0], result.heatmap, spans, depth)
+    note = heat_panel(axes[0, 0], result.heatmap, spans, depth, result.axes)
+    if note and effective:
+        note += " (the same in both panels)"
     flags = result.describe_flags()
     extra = ", ".join(x for x in (f"probe: {span_text(result.axes, result.bounds)}", flags, note, target.why_not) if x)
-    axes[0, 0].set_title(panel_title("structural", target.node or result.node, result.unit, result.input_shape, spans, result.axes, extra), fontsize=9)
+    axes[0, 0].set_title(panel_title("structural", target.node or result.node, result.unit, result.input_shape, spans, result.axes, extra, target.bounds_from), fontsize=9)
     if effective:
         field = rfnumeric.effective(model, target.shape, node=target.probe_node)
         spans = analytic_spans(model, target, field.input_shape[2:], field.unit, cache)
-        note = heat_panel(axes[0, 1], field.heatmap, spans, field.centre[0])
+        if field.heatmap.shape != result.heatmap.shape:  # the two probes ran at different sizes
+            depth = field.centre[0]
+        note = heat_panel(axes[0, 1], field.heatmap, spans, depth, field.axes)
+        if note and field.heatmap.shape == result.heatmap.shape:
+            note += " (the same in both panels)"
         extra = ", ".join(x for x in (f"mean of {field.n_inputs} random inputs", note) if x)
-        axes[0, 1].set_title(panel_title("effective", target.node or field.node, field.unit, field.input_shape, spans, field.axes, extra), fontsize=9)
+        axes[0, 1].set_title(panel_title("effective", target.node or field.node, field.unit, field.input_shape, spans, field.axes, extra, target.bounds_from), fontsize=9)
     return fig
 
 

@@ -4,6 +4,7 @@ rectangle lands on known pixels, and bad input gets a clear error."""
 from __future__ import annotations
 
 import doctest
+import importlib
 import io
 
 import matplotlib
@@ -23,6 +24,8 @@ import rfarith  # noqa: E402
 import rfnumeric  # noqa: E402
 from crosscheck import plot, zoo  # noqa: E402
 from crosscheck.plot import card, common, grid, heatmap, layers  # noqa: E402
+
+support_module = importlib.import_module("crosscheck.plot.support")  # `plot.support` is the function
 
 ZOO = zoo.names()
 SMALL = ["keras_minimal", "keras_detailed", "vit_tiny", "alexnet"]  # the probe is quick on these
@@ -132,7 +135,7 @@ def test_growth_numeric_markers(name):
     fig = plot.growth(zoo.build(name), zoo.input_shape(name))
     png(fig)
     labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert labels == ["analytic", "numeric"]  # no 'differs' marks: the sweep agrees
+    assert labels == ["analytic (each map)", "largest so far (graph order)", "numeric"]  # no 'differs' marks
 
 
 def test_growth_draws_each_axis_when_they_differ():
@@ -140,8 +143,8 @@ def test_growth_draws_each_axis_when_they_differ():
     net = nn.Sequential(nn.Conv2d(1, 2, (3, 5), stride=(1, 2)), nn.Conv2d(2, 2, 3))
     fig = plot.growth(net, (1, 1, 24, 24))
     labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert labels == ["analytic h", "numeric h", "analytic w", "numeric w"]
-    r_w = [line for line in fig.axes[0].get_lines() if line.get_label() == "analytic w"][0]
+    assert labels == [f"{what}{axis}{how}" for axis in (" h", " w") for what, how in (("analytic", " (each map)"), ("largest so far", " (graph order)"), ("numeric", ""))]
+    r_w = [line for line in fig.axes[0].get_lines() if line.get_label() == "analytic w (each map)"][0]
     assert r_w.get_ydata().tolist() == [1, 5, 9]  # 5, then 5 + 2*(3-1)
 
 
@@ -295,7 +298,7 @@ def test_growth_helpers():
 
 
 def test_docstring_examples():
-    for module in (card, common, grid, heatmap, layers, plot):
+    for module in (card, common, grid, heatmap, layers, support_module, plot):
         failed, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert failed == 0, module.__name__
 
@@ -376,7 +379,9 @@ class Untraceable(nn.Module):
         return self.conv(x) if x.sum() > 0 else self.conv(-x)
 
 
-def test_probe_heatmap_without_analysis():
+def test_probe_heatmap_of_a_model_fx_cannot_trace():
+    """The plots analyse as ``rfcheck report`` does (crosscheck.hybrid): the probe measures the
+    untraceable model, and the heat map's bounds say they come from it."""
     fig = plot.probe_heatmap(Untraceable(), (1, 1, 12, 12), effective=False)
     png(fig)
-    assert "analytic bounds n/a (TraceError)" in fig.axes[0].get_title()
+    assert "report, measured by the probe (cyan): h 5–7, w 5–7" in fig.axes[0].get_title()
