@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table", help=TABLE_FORMAT_HELP)
     report.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
     report.add_argument("--analytic-only", action="store_true", help="no probe: fail on ops without a rule")
+    report.add_argument("--depth", type=positive_int, metavar="N", help="fold nodes deeper than N module levels into their module's output row (as torchinfo's depth)")
+    report.add_argument("--changes-only", action="store_true", help="only the rows whose field differs from the row above (hides BN, activations, reshapes that pass the field on)")
 
     compare = sub.add_parser("compare", help="analytic vs numeric, every feature map, with reasons")
     _model_arguments(compare)

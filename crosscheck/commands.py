@@ -13,7 +13,7 @@ import pandas as pd
 import rfarith
 from rfarith.field import FLAG_ORDER, ReceptiveField
 
-from . import formats, queries
+from . import formats, queries, views
 from .compare import compare, render
 from .hybrid import hybrid
 from .loading import load_model, parse_input
@@ -61,6 +61,7 @@ def _report(model, shape, title, args) -> int:
     if nodes:
         for name in nodes:
             report.row(name)  # unknown names: UnknownNode with close names
+    nodes = nodes or _view(report, args)
     table = _report_frame(report)
     table = table if not nodes else table.loc[nodes]
     if args.format == "table":
@@ -70,6 +71,17 @@ def _report(model, shape, title, args) -> int:
         text = format_frame(table, args.format, header)
     _emit(text, args.output)
     return EXIT_OK if report.complete else EXIT_DISAGREE
+
+
+def _view(report: rfarith.Report, args) -> list[str] | None:
+    """The rows ``--depth`` and ``--changes-only`` keep (None: every row)."""
+    if not args.depth and not args.changes_only:
+        return None
+    keep = {report.rows[0].name, *report.output_names.values()}
+    rows = report.rows
+    rows = views.folded(rows, args.depth, keep) if args.depth else rows
+    rows = views.changing(rows, keep) if args.changes_only else rows
+    return [row.name for row in rows]
 
 
 def _report_frame(report: rfarith.Report) -> pd.DataFrame:
@@ -83,7 +95,8 @@ def _report_frame(report: rfarith.Report) -> pd.DataFrame:
 
 def _subset_text(report: rfarith.Report, nodes: list[str]) -> str:
     keep = set(nodes) | {report.rows[0].name}
-    subset = rfarith.Report([r for r in report.rows if r.name in keep], {}, report.input_shape, report.title)
+    outputs = {key: name for key, name in report.output_names.items() if name in keep}
+    subset = rfarith.Report([r for r in report.rows if r.name in keep], outputs, report.input_shape, report.title)
     return subset.render()
 
 

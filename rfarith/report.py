@@ -111,6 +111,11 @@ class Report:
         return {key: self[name] for key, name in self._outputs.items()}
 
     @property
+    def output_names(self) -> dict[str, str]:
+        """The node name of every model output, by key ('output', index or dict key)."""
+        return dict(self._outputs)
+
+    @property
     def output(self) -> ReceptiveField:
         """The field of the model output (for several outputs, see :attr:`outputs`)."""
         if len(self._outputs) == 1:

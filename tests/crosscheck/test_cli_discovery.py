@@ -484,3 +484,29 @@ def _load(path: str, name: str):
     namespace: dict = {}
     exec(compile(textwrap.dedent(Path(path).read_text()), path, "exec"), namespace)
     return namespace[name]()
+
+
+# ---- a torchinfo-like view of a long report ------------------------------------------------------
+def test_report_depth_folds_blocks_into_their_output_row(capsys):
+    """--depth 1 on resnet18: each layerK shows one row, its last node (the block's output),
+    the stem and head stay; the output line is kept."""
+    from tests.crosscheck.test_cli import run_main
+
+    result = run_main(capsys, "report", "resnet18", "--depth", "1", "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(io.StringIO(result.stdout), index_col="node")
+    assert list(table.index) == ["x", "conv1", "bn1", "relu", "maxpool", "layer1.1.relu_1", "layer2.1.relu_1", "layer3.1.relu_1", "layer4.1.relu_1", "avgpool", "flatten", "fc"]
+    assert table.loc["layer4.1.relu_1", "r_h"] == 435
+    text = run_main(capsys, "report", "resnet18", "--depth", "1").stdout
+    assert "output 'fc': r 224, j 0, start 112, global (via avgpool)" in text
+
+
+def test_report_changes_only_hides_rows_that_pass_the_field_on(capsys):
+    from tests.crosscheck.test_cli import run_main
+
+    result = run_main(capsys, "report", "resnet18", "--changes-only", "--format", "csv")
+    table = pd.read_csv(io.StringIO(result.stdout), index_col="node")
+    assert "bn1" not in table.index and "relu" not in table.index and "conv1" in table.index
+    fields = [" ".join(map(str, row)) for row in table[["n_h", "j_h", "r_h", "start_h", "flags"]].fillna("").itertuples(index=False)]
+    assert all(a != b for a, b in zip(fields[:-2], fields[1:-1]))  # every row shown changes the field
+    assert table.index[-1] == "fc"  # the output is always kept
