@@ -116,7 +116,7 @@ class Prober:
                 results[name] = e
                 continue
             start = start_sizes(self.user, hint, self.max_size)
-            searches[name] = Search(target, self.user, start, self.max_size, want_full=not self.local, keep_heatmap=False, periodic=periodic)
+            searches[name] = Search(target, self.user, start, self.max_size, want_full=not self.local, keep_heatmap=False, periodic=periodic, periods_known=True)
         pending = list(searches.values())
         with warnings.catch_warnings():  # crosscheck states size-dependent growth as a reason itself
             warnings.simplefilter("ignore", rfnumeric.GrownInputWarning)
@@ -243,7 +243,7 @@ def _retry_at_user_size(session, part: list[Search], searches: dict[str, Search]
     node gets a 'size_dependent' error instead of a field measured at another geometry."""
     user = tuple(user)
     redo = [s for s in part if _needs_user_size(s, user)]
-    retries = {s.target.name: Search(s.target, user, user, user_max(user, max_size), want_full=not local, keep_heatmap=False, periodic=s.periodic) for s in redo}
+    retries = {s.target.name: Search(s.target, user, user, user_max(user, max_size), want_full=not local, keep_heatmap=False, periodic=s.periodic, periods_known=True) for s in redo}
     if not retries:
         return
     run_searches(session, list(retries.values()), isolate=True)

@@ -113,6 +113,9 @@ class Search:
     confirmations: int = 0  # growths to tell a truly irregular field from one cut inside the model
     centre_shift: int = 0  # units the probed centre moved because the centre unit saw nothing
     periodic: frozenset[int] = frozenset()  # axes known to be periodic: always measure a window
+    # the caller knows the period of every axis (crosscheck passes rfarith's exact periods as
+    # ``periodic``): no window is added after upsampling ops on the other axes
+    periods_known: bool = False
     # offsets from the centre of every phase combination of a field periodic along several
     # axes, and the input sizes they are measured at (see _phase_grid)
     phases: tuple[tuple[int, ...], ...] = ()
@@ -196,7 +199,7 @@ class Search:
             if touching - self.global_axes:  # some axis grew: measure again
                 return
         unsettled = frozenset(free) - self.periodic
-        if centre.periodic_ops and unsettled and max(centre.n) > 1:
+        if centre.periodic_ops and unsettled and max(centre.n) > 1 and not self.periods_known:
             # an upsampling (or the like) ran before the map: its field may repeat only every
             # few units, which three adjacent units cannot tell; a window of units decides
             self.periodic = self.periodic | unsettled

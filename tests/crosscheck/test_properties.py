@@ -44,8 +44,8 @@ from tests.generators import (
 )
 from tests.snapshot import ModelSnapshot
 
-CI_EXAMPLES = int(os.environ.get("RFCHECK_PROPERTY_EXAMPLES", "150"))  # conv / pool nets
-CI_DECODER_EXAMPLES = int(os.environ.get("RFCHECK_DECODER_EXAMPLES", "60"))
+CI_EXAMPLES = int(os.environ.get("RFCHECK_PROPERTY_EXAMPLES", "100"))  # conv / pool nets
+CI_DECODER_EXAMPLES = int(os.environ.get("RFCHECK_DECODER_EXAMPLES", "40"))
 SLOW_EXAMPLES = int(os.environ.get("RFCHECK_SLOW_EXAMPLES", "2000"))
 
 QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
