@@ -34,7 +34,7 @@ from .errors import NotComputed, RFError, ShapeError, UnsupportedOp
 from .field import ReceptiveField, axis_names
 from .guard import hooks_suspended
 from .rules.pointwise import SAME_SHAPE_FUNCTIONS, SAME_SHAPE_MODULES
-from .rules.registry import Call, describe_target, find_rule
+from .rules.registry import Call, describe_target, find_rule, leaves
 from .tracing import Traced
 from .value import Value, input_value
 
@@ -342,7 +342,7 @@ class _Walk:
 
     # ---- checks and rows -------------------------------------------------------------------
     def _check_units(self, name: str, op: str, value: Any) -> None:
-        for v in _flat(value):
+        for v in leaves(value):
             if isinstance(v, Value):
                 for axis, n in zip(self.axes, v.n):
                     if n == 0:
@@ -455,20 +455,8 @@ def _data_dependent(error: BaseException | None) -> bool:
     return False
 
 
-def _flat(obj: Any) -> Iterator[Any]:
-    """The leaves of a result: tuples, lists and dicts opened."""
-    if isinstance(obj, (tuple, list)):
-        for item in obj:
-            yield from _flat(item)
-    elif isinstance(obj, dict):
-        for item in obj.values():
-            yield from _flat(item)
-    else:
-        yield obj
-
-
 def _holds_tensor(out: Any) -> bool:
-    return any(isinstance(o, torch.Tensor) for o in _flat(out))
+    return any(isinstance(o, torch.Tensor) for o in leaves(out))
 
 
 def _describe(out: Any) -> str:

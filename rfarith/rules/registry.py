@@ -196,7 +196,7 @@ class Call:
 
     def tensors(self) -> Iterator[tuple[torch.Tensor, Value | None]]:
         """Every tensor among the arguments (nested in lists too), with its Value."""
-        for obj in _flatten((self.args, self.kwargs)):
+        for obj in leaves((self.args, self.kwargs)):
             if isinstance(obj, torch.Tensor):
                 yield obj, self.value(obj)
 
@@ -207,12 +207,13 @@ class Call:
         return tuple(out.shape)
 
 
-def _flatten(obj: Any) -> Iterator[Any]:
+def leaves(obj: Any) -> Iterator[Any]:
+    """The leaves of a nested value: tuples, lists and dicts opened."""
     if isinstance(obj, (list, tuple)):
         for item in obj:
-            yield from _flatten(item)
+            yield from leaves(item)
     elif isinstance(obj, dict):
         for item in obj.values():
-            yield from _flatten(item)
+            yield from leaves(item)
     else:
         yield obj
