@@ -137,6 +137,10 @@ class Value:
             axes = [a for a, _ in dim if a is not None]
             if not axes:
                 new_dims.append(((None, size),) if size != 1 else ())
+            elif prefix_of(dim):
+                if _dim_size(dim) != size:
+                    raise ValueError(f"cannot resize a token dimension {dim}")
+                new_dims.append(dim)
             elif len(axes) == 1 and len(dim) == 1:
                 if self.n[axes[0]] != size:
                     raise ValueError(f"axis {axes[0]} has {self.n[axes[0]]} units but its dim has size {size}")
@@ -148,11 +152,70 @@ class Value:
         return replace(self, dims=tuple(new_dims))
 
 
+class TokenDim(tuple):
+    """A token dimension: ``prefix`` extra tokens that are no unit of the grid (a class token,
+    distillation or register tokens), then the grid, whose row-major factors the tuple holds.
+
+    Rules that take a dimension whole (``permute``, a merge that picks an input's dim, a linear
+    layer over the last dim) carry it along unchanged; rules that know token dims read
+    ``prefix``. A slice of its factors, or factors added to it, keep the prefix, so a rule that
+    rebuilds the dim from its factors without knowing about the prefix gets a layout whose size
+    is off by the prefix, which the walk refuses (:func:`layout_matches`) instead of misplacing
+    every token by one.
+    """
+
+    prefix: int
+
+    def __new__(cls, factors, prefix: int):
+        obj = super().__new__(cls, factors)
+        obj.prefix = int(prefix)
+        return obj
+
+    def __getitem__(self, index):
+        got = super().__getitem__(index)
+        return TokenDim(got, self.prefix) if isinstance(index, slice) else got
+
+    def __add__(self, other):
+        return TokenDim(tuple(self) + tuple(other), self.prefix)
+
+    def __radd__(self, other):
+        return TokenDim(tuple(other) + tuple(self), self.prefix)
+
+    def __eq__(self, other):
+        return tuple.__eq__(self, other) and getattr(other, "prefix", 0) == self.prefix
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __hash__(self):
+        return hash((tuple(self), self.prefix))
+
+    def __repr__(self):
+        return f"TokenDim(prefix={self.prefix}, {tuple.__repr__(self)})"
+
+    def __reduce__(self):
+        return (TokenDim, (tuple(self), self.prefix))
+
+
+def prefix_of(dim: Dim) -> int:
+    """Extra non-grid tokens in front of the grid in ``dim`` (0 for an ordinary dim)."""
+    return getattr(dim, "prefix", 0)
+
+
 def _dim_size(dim: Dim) -> int:
     size = 1
     for _, s in dim:
         size *= s
-    return size
+    return size + prefix_of(dim)
+
+
+def layout_matches(value: Value, shape: tuple[int, ...]) -> bool:
+    """Whether ``value``'s dims have ``shape``'s rank and sizes."""
+    return len(value.dims) == len(shape) and all(_dim_size(d) == s for d, s in zip(value.dims, shape))
+
+
+def has_token_dims(value: Value) -> bool:
+    return any(prefix_of(d) for d in value.dims)
 
 
 def input_value(shape: tuple[int, ...]) -> Value:

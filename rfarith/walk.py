@@ -36,7 +36,7 @@ from .guard import hooks_suspended
 from .rules.pointwise import SAME_SHAPE_FUNCTIONS, SAME_SHAPE_MODULES
 from .rules.registry import Call, describe_target, find_rule, leaves
 from .tracing import Traced
-from .value import Value, input_value
+from .value import Value, has_token_dims, input_value, layout_matches
 
 
 @dataclass(frozen=True)
@@ -254,6 +254,7 @@ class _Walk:
         else:
             raise UnsupportedOp(name, op if node.op != "call_function" else describe_target(node.target))
         self._check_units(name, op, value)
+        _check_token_layout(call, value)
         self.values[node] = value
 
     def _run_leaf_for_real(self, node, module, args, kwargs, mode: FakeTensorMode) -> Any:
@@ -392,6 +393,24 @@ class _Walk:
         )
         source = "probe" if node in self.measured else "rule"
         return Row(name, op, shape, rf, source)
+
+
+def _check_token_layout(call: Call, value: Any) -> None:
+    """A rule that met a token dim (prefix tokens in front of a grid) and does not know about
+    it would misplace every token by the prefix: where an input or the result holds such a dim,
+    the result's dims must have the output's sizes, or the op is refused."""
+    if not any(has_token_dims(v) for v in call.values.values()) and not any(
+        isinstance(v, Value) and has_token_dims(v) for v in leaves(value)
+    ):
+        return
+    for v, t in zip(leaves(value), leaves(call.out)):
+        if isinstance(v, Value) and isinstance(t, torch.Tensor) and not layout_matches(v, tuple(t.shape)):
+            raise UnsupportedOp(
+                call.node,
+                call.op,
+                "its rule does not follow a token dimension with extra tokens in front of the grid "
+                f"(a class token): layout {v.dims} for an output of shape {tuple(t.shape)}",
+            )
 
 
 def _execute(node: fx.Node, module: nn.Module | None, args: tuple, kwargs: dict) -> Any:

@@ -13,7 +13,7 @@ from torch import nn
 
 from .. import axisfield as af
 from ..errors import UnsupportedOp
-from ..value import Dim, Value
+from ..value import Dim, TokenDim, Value, _dim_size, prefix_of
 from .common import require_value
 from .pointwise import merge
 from .registry import Call, Named, rule
@@ -24,14 +24,35 @@ def _opaque(size: int) -> Dim:
 
 
 def regroup(call: Call, x: Value, out_shape: tuple[int, ...]) -> Value:
-    """Row-major reshape: merge and split the factors of ``x`` into ``out_shape``."""
-    pending = [f for dim in x.dims for f in dim if f[1] != 1]
+    """Row-major reshape: merge and split the factors of ``x`` into ``out_shape``.
+
+    A token dim with extra tokens in front of its grid (:class:`~rfarith.value.TokenDim`) is
+    one block: it must reach one output dim of its own size (a reshape that only adds or drops
+    size-1 dims, or splits the features beside it)."""
+    pending: list = []
+    for dim in x.dims:
+        if prefix_of(dim):
+            pending.append(dim)
+        else:
+            pending.extend(f for f in dim if f[1] != 1)
     dims: list[Dim] = []
     for size in out_shape:
+        if pending and prefix_of(pending[0]):
+            if size == 1:
+                dims.append(())
+                continue
+            if size != _dim_size(pending[0]):
+                raise UnsupportedOp(
+                    call.node, call.op,
+                    f"the reshape to {out_shape} splits or merges a token dim with {prefix_of(pending[0])} "
+                    "extra token(s) in front of the grid (a class token); slice them off first (x[:, 1:])",
+                )
+            dims.append(pending.pop(0))
+            continue
         dim: list = []
         prod = 1
         while prod < size:
-            if not pending or size % prod:
+            if not pending or size % prod or prefix_of(pending[0]):
                 raise UnsupportedOp(call.node, call.op, f"cannot follow the reshape of {x.dims} into {out_shape}")
             axis, factor = pending[0]
             if size % (prod * factor) == 0:
@@ -202,6 +223,7 @@ def index_value(call: Call, x: Value, index, in_shape: tuple[int, ...]) -> Value
     expanded.extend([slice(None)] * (x.rank - sum(1 for i in expanded if i is not None)))
     dims: list[Dim] = []
     maps: dict = {}
+    reads_prefix: tuple[int, ...] = ()  # axes of token dims whose extra tokens are read
     d = 0
     for item in expanded:
         if item is None:
@@ -209,6 +231,13 @@ def index_value(call: Call, x: Value, index, in_shape: tuple[int, ...]) -> Value
             continue
         dim, size = x.dims[d], in_shape[d]
         axes = [a for a, _ in dim if a is not None]
+        if prefix_of(dim) and not (isinstance(item, slice) and item.indices(size) == (0, size, 1)):
+            kept, read = _token_index(call, x, dim, item, size)
+            reads_prefix = reads_prefix or read
+            if kept is not None:
+                dims.append(kept)
+            d += 1
+            continue
         if isinstance(item, int):
             if axes:
                 _pick_unit(x, d, item % size, maps)
@@ -232,7 +261,45 @@ def index_value(call: Call, x: Value, index, in_shape: tuple[int, ...]) -> Value
     if len(dims) != len(out_shape):
         raise UnsupportedOp(call.node, call.op, f"an index {index!r} that rearranges dimensions")
     dims = [_opaque(s) if dim is None else dim for dim, s in zip(dims, out_shape)]
+    if reads_prefix:
+        return _read_prefix(x, maps, reads_prefix, tuple(dims))
     return replace(x.map_fields(maps), dims=tuple(dims))
+
+
+def _token_index(call: Call, x: Value, dim: TokenDim, item, size: int) -> tuple[Dim | None, tuple[int, ...]]:
+    """Index ``item`` into a token dim: ``(dim kept or None, axes whose extra tokens it reads)``.
+
+    ``x[:, 0]`` (an int inside the prefix) reads a class token, ``x[:, :k]`` the prefix tokens:
+    they are no unit of the grid and see what every token saw together once a global mixing op
+    (attention) has let them read the tokens. ``x[:, k:]`` (the prefix skipped, the grid
+    whole) gives the grid back. Anything else (an int or a slice inside the grid of a flattened
+    2-D grid) is refused."""
+    axes = tuple(a for a, _ in dim if a is not None)
+    prefix = prefix_of(dim)
+    if isinstance(item, int):
+        if item % size < prefix:
+            return None, axes
+    elif isinstance(item, slice):
+        start, stop, step = item.indices(size)
+        if step == 1 and start == prefix and stop == size:
+            return tuple(dim), ()
+        if step == 1 and stop <= prefix and stop > start:
+            return _opaque(stop - start), axes
+    raise UnsupportedOp(
+        call.node, call.op,
+        f"an index {item!r} into a token dim of {prefix} extra token(s) and a grid {tuple(dim)}; "
+        f"rfarith follows x[:, i] with i < {prefix} (a class token), x[:, :{prefix}] and x[:, {prefix}:] (the grid)",
+    )
+
+
+def _read_prefix(x: Value, maps: dict, axes: tuple[int, ...], dims: tuple[Dim, ...]) -> Value | None:
+    """The extra tokens in front of a grid: constants (None) until a global mixing op has mixed
+    them with the grid (``x.global_via``), then each sees what all the grid's units see
+    together, flagged global via that op (this read is no mixing of its own)."""
+    if not x.global_via:
+        return None
+    hull = {a: (lambda f, e=x.extent[a]: af.hull_of_units(f, 1, e)) for a in axes}
+    return replace(x.map_fields({**maps, **hull}), dims=dims)
 
 
 def select(call: Call):
@@ -294,9 +361,39 @@ def concatenate(call: Call):
             lost.update(v.axes_of(d))
         inputs.append((shape, v))
     if lost:
-        # the grid along these axes is gone (e.g. a class token prepended to patch tokens)
+        prefixed = _prepend_tokens(call, tensors, dim)
+        if prefixed is not None:
+            return prefixed
+        # the grid along these axes is gone (e.g. tokens of two grids concatenated)
         inputs = [(s, replace(v.globalised(tuple(lost), call.node, units=1), dims=_strip(v.dims, lost))) for s, v in inputs]
     return merge(call, inputs, call.out_shape)
+
+
+def _prepend_tokens(call: Call, tensors: list, dim: int) -> Value | None:
+    """``cat([class_token, tokens], dim)``: tokens that do not depend on the input (parameters:
+    class, distillation, register tokens) in front of the one input that carries the grid give a
+    token dim with that many extra tokens (:class:`TokenDim`); the grid keeps its axes. None for
+    any other concatenation along a spatial dim."""
+    prefix = 0
+    grid = None
+    for t in tensors:
+        v = call.value(t)
+        d = dim % t.dim()
+        if grid is not None:
+            return None  # tokens after the grid
+        if v is None:
+            prefix += t.shape[d]
+            continue
+        if not v.axes_of(d):
+            return None  # input-dependent extra tokens
+        grid = (v, d)
+    if grid is None or prefix == 0:
+        return None
+    v, d = grid
+    old = v.dims[d]
+    dims = list(v.dims)
+    dims[d] = TokenDim(tuple(old), prefix + prefix_of(old))
+    return replace(v, dims=tuple(dims))
 
 
 # torchvision's MViT wraps two helpers with torch.fx.wrap (matched by name, registry.Named):

@@ -168,17 +168,22 @@ def _letters(rank: int, tail: str, batch: str) -> str:
 
 
 def contract(call: Call, operands: list[tuple[torch.Tensor, str]], out_letters: str) -> Value:
-    """Einsum-style contraction. Summing over a spatial dim, or one axis landing on two output
-    dims (queries x keys), mixes tokens: that axis becomes global."""
+    """Einsum-style contraction.
+
+    Summing over a spatial dim (``att @ v`` sums over the keys), or one axis landing on two
+    output dims (``q @ k^T``: queries x keys), mixes tokens: along that axis every operand is
+    globalised (a global mixing op, as attention is: in a merge with a path around it, a side
+    path). The output keeps the grid where an output dim still carries it: the first output
+    dim holding an axis keeps it (the queries of ``q @ k^T``, the rows of ``att @ v``), a later
+    one (the keys) becomes a plain dim."""
     out_shape = call.out_shape
     present = [(t, call.value(t), letters) for t, letters in operands if call.value(t) is not None]
-    to_globalise: set[int] = set()
+    mixed: set[int] = set()
     for _, v, letters in present:
         for i, letter in enumerate(letters):
             if letter not in out_letters:
-                to_globalise.update(v.axes_of(i))
+                mixed.update(v.axes_of(i))
     dims: list[Dim] = []
-    placed: dict[int, int] = {}
     for o, letter in enumerate(out_letters):
         chosen: Dim | None = None
         for t, v, letters in present:
@@ -186,27 +191,27 @@ def contract(call: Call, operands: list[tuple[torch.Tensor, str]], out_letters: 
                 i = letters.index(letter)
                 if v.axes_of(i) and t.shape[i] == out_shape[o]:
                     if chosen is not None and chosen != v.dims[i]:
-                        to_globalise.update(a for a, _ in chosen + v.dims[i] if a is not None)
-                    chosen = v.dims[i]
-        for a, _ in chosen or ():
-            if a is not None:
-                if a in placed and placed[a] != o:
-                    to_globalise.add(a)
-                placed[a] = o
-        dims.append(chosen if chosen is not None else (((None, out_shape[o]),) if out_shape[o] != 1 else ()))
+                        mixed.update(a for a, _ in tuple(chosen) + tuple(v.dims[i]) if a is not None)
+                    if chosen is None:
+                        chosen = v.dims[i]
+        dims.append(chosen if chosen is not None else _opaque(out_shape[o]))
+    placed: set[int] = set()
+    for o, dim in enumerate(dims):
+        axes = [a for a, _ in dim if a is not None]
+        if any(a in placed for a in axes):  # the keys of queries x keys
+            mixed.update(axes)
+            dims[o] = _opaque(out_shape[o])
+        placed.update(axes)
     n_axes = len(present[0][1].n)
     n = []
     for a in range(n_axes):
         carried = [s for dim in dims for b, s in dim if b == a]
-        n.append(carried[0] if carried else (1 if a in to_globalise else max(v.n[a] for _, v, _ in present)))
+        n.append(carried[0] if carried else (1 if a in mixed else max(v.n[a] for _, v, _ in present)))
     values = []
     for _, v, _ in present:
-        for a in sorted(to_globalise):
+        for a in sorted(mixed):
             v = v.globalised((a,), call.node, units=n[a])
         values.append(v)
-    if to_globalise:
-        dims = [tuple((None, s) if a in to_globalise and a is not None else (a, s) for a, s in dim) for dim in dims]
-        dims = [d if any(a is not None for a, _ in d) else (((None, out_shape[i]),) if out_shape[i] != 1 else ()) for i, d in enumerate(dims)]
     return merged(call, dims, values, tuple(n))
 
 
