@@ -6,9 +6,12 @@ tensor the probe's forward produces carries a *layout*: per dimension, a row-maj
 *factors* ``(label, size, stride)``:
 
 - ``label`` is :data:`BATCH`, an input axis index (0 for the first spatial axis), ``None``
-  (channels, heads, features), or :data:`MIXED` (spatial positions in an arrangement the rules
-  cannot follow, such as patch tokens with a class token in front: reductions over it are
-  still global, but its units cannot be located);
+  (channels, heads, features), :data:`MIXED` (spatial positions in an arrangement the rules
+  cannot follow, such as tokens of two grids concatenated: reductions over it are still
+  global, but its units cannot be located), or :data:`PREFIX`: ``(PREFIX, k, 0)``, only as
+  the first factor of a dim, stands for ``k`` extra tokens (a class token, register tokens)
+  in front of the grid the other factors describe: the dim's size is ``k`` plus their
+  product, and the grid's position ``f`` is at index ``k + f`` (:func:`seed_positions`);
 - ``size`` is the factor's extent (factors of size 1 are dropped, so a size-1 dimension has no
   factor);
 - ``stride`` is the factor's step inside its axis: a flattened ``(h, w)`` dim holds
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,6 +37,23 @@ import torch.nn.functional as F
 
 BATCH = "batch"
 MIXED = "mixed"  # a dim that carries spatial positions in an arrangement the rules cannot follow
+PREFIX = "prefix"  # (PREFIX, k, 0) first in a dim: k extra tokens in front of the grid
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Label of the keys of an all-pairs product (``q @ k^T`` over a grid): the positions of
+    input axis ``axis`` once more, all of them read by every unit (a unit of the scores is a
+    query): mixing over them is global, but they locate no unit."""
+
+    axis: int
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A dim with extra tokens in front of its grid, kept whole by a reshape."""
+
+    dim: tuple
 
 Label = Any  # BATCH, an axis index, or None
 Factor = tuple[Label, int, int]
@@ -75,8 +96,42 @@ def matches(layout: Layout, shape: Sequence[int]) -> bool:
 
 
 def dim_size(dim: Dim) -> int:
-    """The size of a tensor dimension with these factors."""
-    return math.prod(size for _, size, _ in dim)
+    """The size of a tensor dimension with these factors (extra tokens in front added)."""
+    k = prefix_of(dim)
+    return k + math.prod(size for label, size, _ in dim if label != PREFIX)
+
+
+def prefix_of(dim: Dim) -> int:
+    """Number of extra tokens in front of the grid in ``dim`` (0 for an ordinary dim)."""
+    return dim[0][1] if dim and dim[0][0] == PREFIX else 0
+
+
+def grid_of(dim: Dim) -> Dim:
+    """The factors of ``dim`` without its extra tokens."""
+    return dim[1:] if prefix_of(dim) else dim
+
+
+def seed_positions(dim: Dim, unit: Sequence[int] | None, element: int | None) -> list[int]:
+    """Indices along a tensor dim with factors ``dim`` that hold ``unit`` (all positions of the
+    other factors) of batch element ``element``; with ``unit`` empty or None, every unit, and
+    then the extra tokens in front of a grid too. The one place that knows where the grid of a
+    dim with extra tokens starts: the probe's seed must use it (a plain row-major product would
+    place every token one prefix too early)."""
+    choices = []
+    for label, size, stride in grid_of(dim):
+        if label == BATCH and element is not None:
+            choices.append([(element // stride) % size])
+        elif is_spatial(label) and unit:
+            choices.append([(unit[label] // stride) % size])
+        else:
+            choices.append(list(range(size)))
+    flat = [0]
+    for (_, size, _), chosen in zip(grid_of(dim), choices):
+        flat = [f * size + c for f in flat for c in chosen]
+    k = prefix_of(dim)
+    if k:
+        flat = ([] if unit else list(range(k))) + [k + f for f in flat]
+    return flat
 
 
 def assumed(shape: Sequence[int], input_rank: int) -> Layout | None:
@@ -115,7 +170,12 @@ def has_space(layout: Layout) -> bool:
 
 
 def spatial_labels(dim: Dim) -> set[int]:
-    return {label for label, _, _ in dim if isinstance(label, int) and not isinstance(label, bool)}
+    """The input axes whose positions ``dim`` holds (the keys of an all-pairs product too)."""
+    return {
+        label.axis if isinstance(label, Keys) else label
+        for label, _, _ in dim
+        if isinstance(label, Keys) or (isinstance(label, int) and not isinstance(label, bool))
+    }
 
 
 def is_spatial(label: Label) -> bool:
@@ -144,12 +204,18 @@ def axes_in(layout: Layout | None, dims: Sequence[int], n_axes: int) -> frozense
                 return frozenset(range(n_axes))
             if is_spatial(label):
                 found.add(label)
+            elif isinstance(label, Keys):
+                found.add(label.axis)
     return frozenset(found)
 
 
-def locatable(layout: Layout) -> bool:
-    """Whether units can be located in a tensor of this layout (no mixed dims)."""
-    return not any(label == MIXED for dim in layout for label, _, _ in dim)
+def locatable(layout: Layout, offsets: bool = False) -> bool:
+    """Whether units can be located in a tensor of this layout (no mixed dims). A dim with
+    extra tokens in front of its grid counts only for a caller that places seeds with
+    :func:`seed_positions` (``offsets=True``)."""
+    if any(label == MIXED for dim in layout for label, _, _ in dim):
+        return False
+    return offsets or not any(prefix_of(dim) for dim in layout)
 
 
 def map_sizes(layout: Layout, n_axes: int) -> tuple[int, ...]:
@@ -169,6 +235,8 @@ def factor_index(
     element ``batch_index`` (all channels). Used to place the probe's seed."""
     shape: list[int] = []
     index: list[Any] = []
+    if any(prefix_of(dim) for dim in layout):
+        raise ValueError("a dim with extra tokens in front of its grid has no row-major factors: use seed_positions")
     for dim in layout:
         for label, size, stride in dim:
             shape.append(size)
@@ -256,19 +324,35 @@ def reduced_layout(layout: Layout, dims: Sequence[int], keepdim: bool) -> Layout
 def reshape_layout(layout: Layout, shape: Sequence[int]) -> Layout | None:
     """Layout after ``view`` / ``reshape``: factors are consumed in row-major order, split when an
     output dim takes part of one; ``None`` when the sizes do not line up with the factors."""
-    factors = [f for dim in layout for f in dim]
+    factors: list[Any] = []
+    for dim in layout:
+        if prefix_of(dim):
+            factors.append(_Block(dim))  # a token dim with extra tokens in front: one block
+        else:
+            factors.extend(dim)
     out: list[Dim] = []
     i = 0
     pending: Factor | None = None
     for size in shape:
         need = int(size)
         dim: list[Factor] = []
+        if pending is None and i < len(factors) and isinstance(factors[i], _Block):
+            if need == 1:
+                out.append(())
+                continue
+            if need != dim_size(factors[i].dim):
+                return None
+            out.append(factors[i].dim)
+            i += 1
+            continue
         while need > 1:
             if pending is None:
                 if i >= len(factors):
                     return None
                 pending = factors[i]
                 i += 1
+            if isinstance(pending, _Block):  # a token dim cannot be split or merged
+                return None
             label, fsize, stride = pending
             if fsize <= need:
                 if need % fsize:
@@ -586,6 +670,9 @@ def _getitem(func, args, kwargs, out):
             result.append(())
         elif isinstance(i, int) or (hasattr(i, "__index__") and not isinstance(i, slice)):
             d += 1
+        elif prefix_of(lay[d]) and isinstance(i, slice):
+            result.append(_token_slice(lay[d], i, t.shape[d]))
+            d += 1
         else:
             result.append(lay[d])
             d += 1
@@ -598,6 +685,55 @@ def _getitem(func, args, kwargs, out):
         else (((dim[0][0], size, dim[0][2]),) if len(dim) == 1 and size > 1 else _plain(size))
         for dim, size in zip(result, out.shape)
     )
+
+
+def _token_slice(dim: Dim, item: slice, size: int) -> Dim:
+    """A slice of a dim with extra tokens in front of its grid: ``[k:]`` is the grid, a slice
+    of the extra tokens is plain, the whole dim stays; anything else mixes positions."""
+    start, stop, step = item.indices(size)
+    k = prefix_of(dim)
+    if (start, stop, step) == (0, size, 1):
+        return dim
+    if (start, stop, step) == (k, size, 1):
+        return grid_of(dim)
+    if step == 1 and stop <= k:
+        return _plain(max(stop - start, 0))
+    return ((MIXED, len(range(start, stop, step)), 1),)
+
+
+@_rule(*_names("cat", "concat", "concatenate"))
+def _cat(func, args, kwargs, out):
+    """Tokens that do not depend on the input (a class token: no layout) in front of the one
+    input that carries the grid along the concatenated dim: a dim with that many extra tokens
+    (:data:`PREFIX`). Anything else as before (:func:`elementwise_layout`)."""
+    if not isinstance(out, torch.Tensor):
+        return None
+    tensors = tensors_in(_arg(args, kwargs, 0, "tensors"))
+    dim = _arg(args, kwargs, 1, "dim", kwargs.get("axis", 0))
+    if not isinstance(dim, int) or not tensors:
+        return _default(func, args, kwargs, out)
+    d = dim % out.dim()
+    prefix = 0
+    grid: Dim | None = None
+    base: Layout | None = None
+    for t in tensors:
+        found = get(t)
+        if grid is not None:
+            grid = None  # something after the grid
+            break
+        if not t.requires_grad:  # no path from the input (the probe's parameters are frozen)
+            prefix += t.shape[d]
+            continue
+        if found is None or not spatial_labels(grid_of(found[d])):
+            break
+        grid, base = found[d], found
+    if grid is not None and base is not None and prefix:
+        k = prefix + prefix_of(grid)
+        merged = ((PREFIX, k, 0),) + tuple(grid_of(grid))
+        result = base[:d] + (merged,) + base[d + 1 :]
+        if matches(result, out.shape):
+            return result
+    return _default(func, args, kwargs, out)
 
 
 @_rule(*_names("linear"))
@@ -632,8 +768,39 @@ def _matmul(func, args, kwargs, out):
             if lay is not None and t.dim() > 2 and k >= 0 and t.shape[k] == out.shape[d] and lay[k]:
                 dims[d] = lay[k]
                 break
-    result = tuple(dims)
+    result = _keys_plain(dims)
     return result if matches(result, out.shape) else None
+
+
+def _keys_plain(dims: Sequence[Dim]) -> Layout:
+    """An all-pairs product (queries x keys, ``q @ k^T``) carries the same grid on two dims: the
+    first keeps it (a unit of the scores is a query, its row of all keys), a later dim holding
+    a factor already placed becomes plain. Two parts of one axis with other steps (the window
+    and the position in it after a window partition) are different factors and both stay."""
+    placed: set[Factor] = set()
+    steps: dict[int, set[int]] = {}
+    for dim in dims:
+        for label, _, stride in grid_of(dim):
+            if isinstance(label, int) and not isinstance(label, bool):
+                steps.setdefault(label, set()).add(stride)
+    out: list[Dim] = []
+    for dim in dims:
+        spatial = [f for f in grid_of(dim) if is_spatial(f[0])]
+        if any(f in placed for f in spatial):
+            # over a whole axis the keys are global (labelled Keys); inside windows (the axis
+            # also has a part with another step: the window) the product stays local: plain
+            whole = all(len(steps.get(label, ())) == 1 for label, _, _ in spatial if label != MIXED)
+            axes = sorted(label for label, _, _ in spatial if label != MIXED)
+            if whole and axes and len(axes) == len(spatial):
+                # every position (extra tokens in front included) is read by every unit: one
+                # factor of the dim's size, the other axes' labels beside it with size 1
+                out.append(tuple((Keys(a), dim_size(dim) if i == 0 else 1, 1) for i, a in enumerate(axes)))
+            else:
+                out.append(_plain(dim_size(dim)) if not whole else ((MIXED, dim_size(dim), 1),))
+            continue
+        placed.update(spatial)
+        out.append(dim)
+    return tuple(out)
 
 
 def _default(func, args, kwargs, out):
@@ -660,7 +827,7 @@ def _einsum(func, args, kwargs, out):
         for letter, dim in zip(spec, lay):
             if dim and letter not in letters:
                 letters[letter] = dim
-    result = tuple(letters.get(letter, _plain(size)) for letter, size in zip(rhs, out.shape))
+    result = _keys_plain([letters.get(letter, _plain(size)) for letter, size in zip(rhs, out.shape)])
     return result if matches(result, out.shape) else _default(func, operands, {}, out)
 
 

@@ -86,22 +86,68 @@ def test_resizing_ops_keep_their_axes():
 
 
 def test_attention_products():
+    """q @ k^T: the first dim keeps the grid (a unit of the scores is a query); the keys are
+    labelled Keys (every unit reads all of them: global, locating nothing), so the scores map
+    has the grid's units and the product is still seen as queries x keys."""
     q = tagged(2, 3, 4, 4)
     q, _ = follow(torch.Tensor.flatten, q, 2)
     k, _ = follow(torch.Tensor.transpose, q, 1, 2)  # (2, 16, 3)
     scores, layout = follow(torch.matmul, k, q)  # (2, 16, 16): queries x keys
-    assert layout[1] == layout[2] == ((H, 4, 1), (W, 4, 1))
+    assert layout[1] == ((H, 4, 1), (W, 4, 1))
+    assert layout[2] == ((lay.Keys(H), 16, 1), (lay.Keys(W), 1, 1))
+    assert lay.map_sizes(layout, 2) == (4, 4) and lay.locatable(layout)
+    assert lay.spatial_labels(layout[2]) == {H, W}  # all pairs: the probe cuts it as global
+    assert lay.axes_in(layout, (2,), 2) == {H, W}  # softmax over the keys is global
     pairs = lay.contracted_dims(torch.matmul, (k, q), {})
     assert [dims for _, dims in pairs] == [(2,), (1,)]
+    out, layout = follow(torch.matmul, scores, k)  # att @ v: the rows keep the queries' grid
+    assert layout[1] == ((H, 4, 1), (W, 4, 1)) and layout[2] == ((None, 3, 1),)
 
 
-def test_a_reshape_the_factors_cannot_follow_is_mixed():
-    """Tokens with a class token in front: positions are there, but no longer locatable."""
-    x = tagged(2, 3, 4, 4)
+def class_tokens(prefix: int = 1):
+    """(2, 3, 4, 4) -> tokens (2, 16, 3), ``prefix`` constant tokens in front: (2, 16+prefix, 3)."""
+    x = torch.zeros(2, 3, 4, 4, requires_grad=True)
+    lay.attach(x, lay.input_layout(x.shape))
     tokens, _ = follow(torch.Tensor.flatten, x, 2)
-    cls = torch.zeros(2, 3, 1)
-    out, layout = follow(torch.cat, [cls, tokens], 2)
-    assert layout[2] == ((lay.MIXED, 17, 1),)
+    tokens, _ = follow(torch.Tensor.transpose, tokens, 1, 2)
+    cls = torch.zeros(2, prefix, 3)  # a parameter: no path from the input
+    return follow(torch.cat, [cls, tokens], 1)
+
+
+def test_class_token_in_front_keeps_the_grid():
+    """cat([cls, tokens], 1): a PREFIX factor of 1 token, then the grid; units are placed one
+    token further (seed_positions); only callers that place seeds with seed_positions may
+    locate them (offsets=True), the others still refuse rather than seed a neighbour."""
+    out, layout = class_tokens()
+    assert layout[1] == ((lay.PREFIX, 1, 0), (H, 4, 1), (W, 4, 1))
+    assert lay.matches(layout, out.shape) and lay.map_sizes(layout, 2) == (4, 4)
+    assert lay.locatable(layout, offsets=True) and not lay.locatable(layout)
+    assert lay.seed_positions(layout[1], (1, 2), None) == [1 + 1 * 4 + 2]
+    assert lay.seed_positions(layout[1], (), None) == list(range(17))
+    assert lay.axes_in(layout, (1,), 2) == {H, W}
+    grid, g = follow(torch.Tensor.__getitem__, out, (slice(None), slice(1, None)))
+    assert g[1] == ((H, 4, 1), (W, 4, 1)) and lay.locatable(g)
+    cls, c = follow(torch.Tensor.__getitem__, out, (slice(None), 0))
+    assert c == (((B, 2, 1),), ((None, 3, 1),))
+    heads, h = follow(torch.Tensor.reshape, out, 2, 17, 3, 1)  # the token dim stays whole
+    assert h[1] == layout[1]
+    assert lay.reshape_layout(layout, (2, 17 * 3)) is None  # merged with the features: not followed
+
+
+def test_register_tokens_and_their_seed():
+    out, layout = class_tokens(prefix=4)
+    assert layout[1][0] == (lay.PREFIX, 4, 0) and lay.dim_size(layout[1]) == 20
+    assert lay.seed_positions(layout[1], (0, 0), None) == [4]
+    assert lay.seed_positions(layout[1], (3, 3), None) == [19]
+
+
+def test_tokens_of_two_grids_concatenated_are_mixed():
+    """Two input-dependent token sequences along one dim: positions are there, not locatable."""
+    x = torch.zeros(2, 3, 4, 4, requires_grad=True)
+    lay.attach(x, lay.input_layout(x.shape))
+    tokens, _ = follow(torch.Tensor.flatten, x, 2)
+    out, layout = follow(torch.cat, [tokens, tokens], 2)
+    assert layout[2] == ((lay.MIXED, 32, 1),)
     assert not lay.locatable(layout)
     assert lay.axes_in(layout, (2,), 2) == {H, W}
 
