@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 
 EXIT_OK, EXIT_DISAGREE, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -31,6 +32,10 @@ INPUT_HELP = (
 NODE_HELP = (
     "feature map: a node name or a module path, as rfcheck nodes MODEL lists them "
     "(a module path stands for the node its module outputs); default: the model output"
+)
+PROGRESS_HELP = (
+    "no progress bar (a bar shows on standard error only when it is a terminal, once the "
+    "command has run 2 seconds)"
 )
 DESCRIPTION = "Receptive fields of PyTorch models, analytic and numeric, cross-checked."
 EPILOG = """\
@@ -76,6 +81,7 @@ def _model_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
     sub.add_argument("model", help=MODEL_HELP)
     sub.add_argument("--input", metavar="CxHxW", help=INPUT_HELP)
+    sub.add_argument("--no-progress", action="store_true", help=PROGRESS_HELP)
 
 
 def _nodes_argument(sub: argparse.ArgumentParser) -> None:
@@ -133,7 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
     _mode_argument(compare)
     compare.add_argument("--max-size", type=positive_int, default=4096, metavar="PIXELS", help="largest input side the probe may grow to (default 4096)")
-    compare.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     plot = sub.add_parser("plot", help="draw the receptive field (grid on an image, heat map, growth, effective RF, exact support)")
     _model_arguments(plot)
@@ -191,8 +196,10 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started = time.monotonic()  # the progress bar's clock: importing torch counts too
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.started = started
     try:
         if args.command == "list":
             return list_models(args.format)

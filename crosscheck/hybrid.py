@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -37,10 +37,15 @@ WAY_OUT = (
     "whole model numerically with rfnumeric.probe / rfnumeric.sweep"
 )
 MAX_LEAVES = 64
+Progress = Callable[[int, int, str], None]  # progress(done, total, what): total 0 when unknown
 
 
-def hybrid(model: nn.Module, input_shape: Sequence[int], mode: str = "local") -> rfarith.Report:
+def hybrid(model: nn.Module, input_shape: Sequence[int], mode: str = "local", progress: Progress | None = None) -> rfarith.Report:
     """Layer-by-layer report of any model: analytic where rules exist, measured elsewhere.
+
+    ``progress(done, total, what)``, if given, follows the probe's measurements: black boxes
+    measured so far (``total`` 0: their number is known only at the end of the walk), or the
+    maps of a model fx cannot trace (:func:`measured_report`).
 
     >>> import torch, torch.nn as nn, crosscheck
     >>> class Gate(nn.Module):          # data-dependent control flow: fx cannot trace it
@@ -58,26 +63,40 @@ def hybrid(model: nn.Module, input_shape: Sequence[int], mode: str = "local") ->
             break
         except TraceError as e:
             if not e.module_path:  # the root's own forward: nothing to trace, measure every module
-                return measured_report(model, input_shape, mode)
+                return measured_report(model, input_shape, mode, progress)
             if e.module_path in leaves or len(leaves) >= MAX_LEAVES:
                 raise
             leaves.append(e.module_path)
-    fallback = BlackBox(mode)
+    fallback = BlackBox(mode, progress)
     return rfarith.analyze(model, input_shape, leaf_modules=leaves, fallback=fallback, title=type(model).__name__)
 
 
-def measured_report(model: nn.Module, input_shape: Sequence[int], mode: str = "local") -> rfarith.Report:
+def measured_report(
+    model: nn.Module, input_shape: Sequence[int], mode: str = "local", progress: Progress | None = None
+) -> rfarith.Report:
     """The table of a model fx cannot trace at all: every module call measured by the probe.
 
     Rows are named by module path; their fields are the probe's (periodic, from its r, j and
     start), and every row says ``from: probe``. A map the probe cannot measure keeps its row,
     with no field and the reason. The last row, ``output``, is the model's real output, probed
-    as such (not the last module call, which need not be it).
+    as such (not the last module call, which need not be it). ``progress`` counts the maps the
+    sweep measured, and the output as the last one.
     """
-    frame = rfnumeric.sweep(model, input_shape, mode=mode)
+    measured = [0]  # maps the sweep measures (its total), the output then counts as one more
+
+    def swept(done: int, total: int, what: str) -> None:
+        measured[0] = total
+        if progress is not None:
+            progress(done, total + 1, what)
+
+    frame = rfnumeric.sweep(model, input_shape, mode=mode, progress=None if progress is None else swept)
     axes = rfarith.axis_names(len(input_shape) - 2)
     rows = [_measured_row(str(name), record, axes, input_shape) for name, record in frame.iterrows()]
+    if progress is not None:
+        progress(measured[0], measured[0] + 1, "output")
     rows.append(_output_row(model, input_shape, axes, mode))
+    if progress is not None:
+        progress(measured[0] + 1, measured[0] + 1, "output")
     return rfarith.Report(rows, {"output": "output"}, tuple(input_shape), type(model).__name__, traced=False)
 
 
@@ -182,10 +201,20 @@ class FittedAxis:
 class BlackBox:
     """The fallback rfarith calls for an op without a rule."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, progress: Progress | None = None) -> None:
         self.mode = mode
+        self.progress = progress
+        self.measured = 0
 
     def __call__(self, call: Call):
+        if self.progress is not None:
+            self.progress(self.measured, 0, call.node)
+        try:
+            return self._measure(call)
+        finally:
+            self.measured += 1
+
+    def _measure(self, call: Call):
         inputs = [(i, t) for i, t in enumerate(call.args) if isinstance(t, torch.Tensor) and call.value(t) is not None]
         others = [t for t, v in call.tensors() if v is not None and all(t is not u for _, u in inputs)]
         if len(inputs) != 1 or others:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,6 +20,8 @@ from .mode import Retry, depends
 from .probe import check_mode, fit_notes, outcome_flags, warn_if_size_dependent
 from .result import describe_flags
 from .search import Search, run_searches
+
+PROGRESS_CHUNK = 32  # maps measured together between two progress calls (as crosscheck's compare)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ def sweep(
     nodes: Sequence[str] | None = None,
     mode: str = "local",
     max_size: int = 4096,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> pd.DataFrame:
     """Probe every feature map of ``model`` (or the listed ``nodes``) and tabulate the fields.
 
@@ -58,6 +61,10 @@ def sweep(
     Maps are measured together: one forward and one backward per input size serve every map
     that fits it (in chunks within a memory budget). Without ``torch.fx``, the nodes are the
     model input and every call of a leaf module.
+
+    ``progress(done, total, node)``, if given, is called once the maps are known (``done`` 0)
+    and after every ``PROGRESS_CHUNK`` maps measured (the last one's name). The maps are then
+    measured in such chunks, which costs more forwards on models with many maps.
 
     >>> import torch.nn as nn, rfnumeric
     >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(2))
@@ -76,7 +83,15 @@ def sweep(
         for row in rows
         if not row.problem and not row.same_as
     }
-    run_searches(session, list(searches.values()), isolate=True)
+    pending = list(searches.values())
+    if progress is None:
+        run_searches(session, pending, isolate=True)
+    else:
+        progress(0, len(pending), "")
+        for first in range(0, len(pending), PROGRESS_CHUNK):
+            part = pending[first : first + PROGRESS_CHUNK]
+            run_searches(session, part, isolate=True)
+            progress(first + len(part), len(pending), part[-1].target.name)
     warn_if_size_dependent({name: s.outcome for name, s in searches.items() if s.outcome}, user)
     records = [_record(session, row, searches.get(row.same_as or row.target.name)) for row in rows]
     return _table(records, _columns(session.axes))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -23,20 +23,30 @@ from .card import GRID_STEP, test_card
 UNIT_COLOURS = ("#e41a1c", "#377eb8", "#4daf4a")
 ANALYTIC_COLOUR = "#00e5ff"  # analytic bounds over a heat map
 LOG_RANGE = 100.0  # a colour or y scale goes logarithmic when max / min positive exceeds this
+Progress = Callable[[int, int, str], None]  # progress(done, total, what): total 0 when unknown
 
 
-def analyse(model: nn.Module, input_shape: Sequence[int]) -> Report:
+def tell(progress: Progress | None, done: int, total: int, what: str) -> None:
+    """``progress(done, total, what)``, where there is a progress callback."""
+    if progress is not None:
+        progress(done, total, what)
+
+
+def analyse(model: nn.Module, input_shape: Sequence[int], progress: Progress | None = None) -> Report:
     """The model's layer-by-layer report as ``rfcheck report`` makes it (``crosscheck.hybrid``):
     analytic where rules exist, the probe measures untraceable modules and ops without a rule.
     Rows the probe could not measure either have no field (``Report.missing``): picking one
-    raises :class:`rfarith.NotComputed` with the reason."""
+    raises :class:`rfarith.NotComputed` with the reason. ``progress`` follows the probe's
+    measurements (as in ``hybrid``)."""
     from ..hybrid import hybrid  # not at import time: crosscheck.hybrid imports the probe
 
-    return hybrid(model, tuple(int(s) for s in input_shape))
+    return hybrid(model, tuple(int(s) for s in input_shape), progress=progress)
 
 
-def analysed(model_or_report: nn.Module | Report, input_shape: Sequence[int] | None) -> tuple[nn.Module | None, Report]:
-    """The model (``None`` for a report) and its analysis (:func:`analyse`).
+def analysed(
+    model_or_report: nn.Module | Report, input_shape: Sequence[int] | None, progress: Progress | None = None
+) -> tuple[nn.Module | None, Report]:
+    """The model (``None`` for a report) and its analysis (:func:`analyse`, ``progress`` following it).
 
     >>> import torch.nn as nn
     >>> model, rep = analysed(nn.Conv2d(3, 4, 3), (1, 3, 16, 16))
@@ -54,7 +64,7 @@ def analysed(model_or_report: nn.Module | Report, input_shape: Sequence[int] | N
         raise TypeError(f"expected a torch.nn.Module or an rfarith.Report, got {type(model_or_report).__name__}")
     if input_shape is None:
         raise ValueError("input_shape is required with a model, e.g. (1, 3, 224, 224)")
-    return model_or_report, analyse(model_or_report, input_shape)
+    return model_or_report, analyse(model_or_report, input_shape, progress)
 
 
 def is_spatial_map(rf: ReceptiveField, shape: Sequence[int]) -> bool:

@@ -20,6 +20,7 @@ from rfarith import ReceptiveField, Report
 
 from .common import (
     UNIT_COLOURS,
+    Progress,
     analysed,
     as_image,
     check_node_arg,
@@ -29,6 +30,7 @@ from .common import (
     node_field,
     probe_node,
     span_text,
+    tell,
     unit_text,
 )
 
@@ -118,21 +120,26 @@ def analytic_boxes(rf: ReceptiveField) -> list[UnitBox]:
     ]
 
 
-def with_probe(model: nn.Module, rep: Report, rf: ReceptiveField, boxes: list[UnitBox]) -> tuple[list[UnitBox], str]:
+def with_probe(
+    model: nn.Module, rep: Report, rf: ReceptiveField, boxes: list[UnitBox], progress: Progress | None = None
+) -> tuple[list[UnitBox], str]:
     """Probe each box's unit and add its measured bounds, clipped to the input.
 
     The probe runs at :func:`~crosscheck.plot.common.fitting_probe_shape` (the input itself when
     the field fits in it). A larger input keeps pixel 0 where it was, so a unit index names the same
     field there, and its bounds cut to the input compare with the real field. Returns the
-    boxes and a note naming the probe's input size when it differs."""
+    boxes and a note naming the probe's input size when it differs. ``progress(done, total,
+    what)`` follows the units probed."""
     shape = fitting_probe_shape(model, rep, rf)
     name = probe_node(rep, rf.node)
     sizes = tuple(rep.input_shape[2:])
     out, ran = [], set()
-    for box in boxes:
+    for done, box in enumerate(boxes):
+        tell(progress, done, len(boxes), f"unit {box.label} {unit_text(box.unit)}")
         result = rfnumeric.probe(model, shape, node=name, unit=box.unit)
         ran.add(tuple(result.input_shape[2:]))
         out.append(replace(box, probe=clip(result.bounds, sizes), probed=True))
+    tell(progress, len(boxes), len(boxes), "")
     grown = sorted(s for s in ran if s != sizes)
     note = f"probe ran at {', '.join('×'.join(map(str, s)) for s in grown)} (cut to the input)" if grown else ""
     return out, note
@@ -272,6 +279,7 @@ def rf_grid(
     image: Any = None,
     numeric: bool | None = None,
     ax: Axes | None = None,
+    progress: Progress | None = None,
 ) -> Figure:
     """The receptive fields of one feature map drawn on the input, like the ``receptivefield``
     package's grid plot.
@@ -290,6 +298,7 @@ def rf_grid(
     does. ``image`` is drawn under the fields (its spatial size must be the input's); ``None``
     uses the test card. A 1-D input is a strip with the units on lanes below; a 3-D input shows
     its central depth slice. ``ax``: draw into this axes instead of a new figure.
+    ``progress(done, total, what)`` follows the analysis and the units probed.
 
     >>> import torch.nn as nn
     >>> fig = rf_grid(nn.Conv2d(3, 8, 5, stride=2), (1, 3, 32, 32), numeric=False)
@@ -297,7 +306,7 @@ def rf_grid(
     'conv2d: r 5, j 2, start 2.5'
     """
     check_node_arg(node)
-    model, rep = analysed(model_or_report, input_shape)
+    model, rep = analysed(model_or_report, input_shape, progress)
     if numeric is None:
         numeric = model is not None
     if numeric and model is None:
@@ -313,7 +322,7 @@ def rf_grid(
     boxes, note = analytic_boxes(rf), ""
     if numeric:
         assert model is not None
-        boxes, note = with_probe(model, rep, rf, boxes)
+        boxes, note = with_probe(model, rep, rf, boxes, progress)
     fig, ax = new_axes(ax, (8.0, 8.5) if len(sizes) > 1 else (10.0, 4.2))
     title = [field_title(rf)]
     if len(sizes) == 1:

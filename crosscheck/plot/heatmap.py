@@ -20,6 +20,7 @@ from rfarith.report import per_axis_text
 
 from .common import (
     ANALYTIC_COLOUR,
+    Progress,
     analyse,
     analysis_at,
     check_node_arg,
@@ -28,6 +29,7 @@ from .common import (
     node_field,
     probe_node,
     span_text,
+    tell,
     unit_text,
     wide_range,
 )
@@ -50,15 +52,17 @@ class Target:
     bounds_from: str = "analytic"  # what the cyan bounds are: the arithmetic, or the report's probe
 
 
-def numeric_target(model: nn.Module, input_shape: Sequence[int], node: str | None) -> Target:
+def numeric_target(
+    model: nn.Module, input_shape: Sequence[int], node: str | None, progress: Progress | None = None
+) -> Target:
     """Resolve ``node`` (default: as :func:`~crosscheck.plot.common.default_node`) with rfarith;
     a model rfarith cannot trace or has no rule for is still probed, without analytic bounds.
-    Unknown node names raise :class:`rfarith.UnknownNode`."""
+    Unknown node names raise :class:`rfarith.UnknownNode`. ``progress`` follows the analysis."""
     check_node_arg(node)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     try:
-        rep = analyse(model, input_shape)
+        rep = analyse(model, input_shape, progress)
     except (rfarith.UnsupportedOp, rfarith.TraceError) as e:
         return Target(None, node, node, tuple(input_shape), f"analytic bounds n/a ({type(e).__name__})")
     if node is not None and node in rep.missing:  # the probe can still draw what it measures
@@ -161,6 +165,7 @@ def probe_heatmap(
     node: str | None = None,
     unit: Sequence[int] | None = None,
     effective: bool = True,
+    progress: Progress | None = None,
 ) -> Figure:
     """The probe's structural heat map of one unit, and beside it the effective one (real
     weights, mean over random inputs), each with the analytic bounds of the same unit drawn in
@@ -172,7 +177,8 @@ def probe_heatmap(
     (default: the centre unit) is an index into the map; ``rfnumeric.effective`` measures its
     own centre unit, which its panel names. ``node`` defaults as in :func:`rf_grid`.
     ``effective=False`` draws the structural panel only. A 3-D input shows the depth slice
-    through the unit's field; a 1-D input shows curves.
+    through the unit's field; a 1-D input shows curves. ``progress(done, total, what)``
+    follows the analysis and the two probes.
 
     >>> import torch.nn as nn
     >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2))
@@ -180,9 +186,11 @@ def probe_heatmap(
     >>> len(fig.axes)  # the panel and its colour bar
     2
     """
-    target = numeric_target(model, input_shape, node)
+    target = numeric_target(model, input_shape, node, progress)
     if unit is not None and target.rep is not None and target.node is not None:
         target.rep[target.node].real_bounds(tuple(unit))  # an index into the user's map: check it
+    steps = 2 if effective else 1
+    tell(progress, 0, steps, "structural heat map")
     result = rfnumeric.probe(model, target.shape, node=target.probe_node, unit=unit)
     cache = {} if target.rep is None else {tuple(target.rep.input_shape): target.rep}
     panels = 2 if effective else 1
@@ -197,6 +205,7 @@ def probe_heatmap(
     extra = ", ".join(x for x in (f"probe: {span_text(result.axes, result.bounds)}", flags, note, target.why_not) if x)
     axes[0, 0].set_title(panel_title("structural", target.node or result.node, result.unit, result.input_shape, spans, result.axes, extra, target.bounds_from), fontsize=9)
     if effective:
+        tell(progress, 1, steps, "effective heat map")
         field = rfnumeric.effective(model, target.shape, node=target.probe_node)
         spans = analytic_spans(model, target, field.input_shape[2:], field.unit, cache)
         if field.heatmap.shape != result.heatmap.shape:  # the two probes ran at different sizes
@@ -206,6 +215,7 @@ def probe_heatmap(
             note += " (the same in both panels)"
         extra = ", ".join(x for x in (f"mean of {field.n_inputs} random inputs", note) if x)
         axes[0, 1].set_title(panel_title("effective", target.node or field.node, field.unit, field.input_shape, spans, field.axes, extra, target.bounds_from), fontsize=9)
+    tell(progress, steps, steps, "")
     return fig
 
 
@@ -247,7 +257,9 @@ def mass_radius(mass: np.ndarray, centre: float, fraction: float) -> float:
     return float(distance[np.searchsorted(cumulative, fraction - 1e-12)])
 
 
-def erf_profile(model: nn.Module, input_shape: Sequence[int], node: str | None = None) -> Figure:
+def erf_profile(
+    model: nn.Module, input_shape: Sequence[int], node: str | None = None, progress: Progress | None = None
+) -> Figure:
     """The effective receptive field against the structural one, per axis.
 
     Left: the effective heat map's mass projected on each axis, against the offset from its
@@ -255,13 +267,16 @@ def erf_profile(model: nn.Module, input_shape: Sequence[int], node: str | None =
     mark the radii holding 50 / 90 / 99 % of the mass (dotted, dashed, dash-dotted, from
     ``rfnumeric.effective``) and the structural half-size ``r / 2`` (solid grey): a trained or
     random deep network's effective field is usually much narrower than its structural one.
+    ``progress(done, total, what)`` follows the analysis and the probe.
 
     >>> import torch.nn as nn
     >>> net = nn.Sequential(*[nn.Conv2d(2, 2, 3, padding=1) for _ in range(4)])
     >>> fig = erf_profile(net, (1, 2, 32, 32))  # doctest: +SKIP
     """
-    target = numeric_target(model, input_shape, node)
+    target = numeric_target(model, input_shape, node, progress)
+    tell(progress, 0, 1, "effective field")
     field = rfnumeric.effective(model, target.shape, node=target.probe_node)
+    tell(progress, 1, 1, "")
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     handles = []

@@ -18,7 +18,7 @@ from rfarith import Report
 from rfarith.report import per_axis_text
 from rfarith.walk import Row
 
-from .common import analysed, wide_range
+from .common import Progress, analysed, wide_range
 
 MAX_LABELS = 40  # node names on the x axis at most (every k-th beyond)
 QUANTITIES = (("r", "RF size r (pixels)"), ("j", "jump j (pixels)"))
@@ -142,7 +142,12 @@ def shade_global(ax: Axes, j: np.ndarray) -> bool:
     return bool(spans.size)
 
 
-def growth(model: nn.Module | Report, input_shape: Sequence[int] | None = None, numeric: bool | None = None) -> Figure:
+def growth(
+    model: nn.Module | Report,
+    input_shape: Sequence[int] | None = None,
+    numeric: bool | None = None,
+    progress: Progress | None = None,
+) -> Figure:
     """How the receptive-field size r and the jump j grow with depth: one panel each, one
     point per feature map in graph order (node names as tick labels: the first, the last, every
     stage change where j changes, and evenly spaced others, at most about ``MAX_LABELS``),
@@ -153,7 +158,8 @@ def growth(model: nn.Module | Report, input_shape: Sequence[int] | None = None, 
     Axes are drawn separately when their values differ.
 
     ``model`` is a model with ``input_shape`` or an :class:`rfarith.Report` (analytic only).
-    ``numeric`` defaults to true for a model.
+    ``numeric`` defaults to true for a model. ``progress(done, total, what)`` follows the
+    analysis and the sweep.
 
     >>> import torch.nn as nn
     >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2))
@@ -161,13 +167,13 @@ def growth(model: nn.Module | Report, input_shape: Sequence[int] | None = None, 
     >>> [ax.get_ylabel() for ax in fig.axes]
     ['RF size r (pixels)', 'jump j (pixels)']
     """
-    module, rep = analysed(model, input_shape)
+    module, rep = analysed(model, input_shape, progress)
     if numeric is None:
         numeric = module is not None
     if numeric and module is None:
         raise ValueError("numeric=True needs the model (the probe runs it); a Report is analytic only")
     rows = map_rows(rep)
-    table = rfnumeric.sweep(module, rep.input_shape) if numeric else None
+    table = rfnumeric.sweep(module, rep.input_shape, progress=progress) if numeric else None
     width = min(16.0, max(7.0, 0.22 * min(len(rows), MAX_LABELS) + 3))
     fig, panels = plt.subplots(2, 1, figsize=(width, 7.5), sharex=True, layout="constrained")
     any_global = False

@@ -19,6 +19,7 @@ from rfarith import ReceptiveField, Report
 
 from .common import (
     UNIT_COLOURS,
+    Progress,
     analysed,
     check_node_arg,
     field_title,
@@ -90,6 +91,7 @@ def support(
     node: str | None = None,
     corners: bool = False,
     ax: Axes | None = None,
+    progress: Progress | None = None,
 ) -> Figure:
     """The exact support of one unit (``ReceptiveField.mask``): every input pixel it sees,
     filled, on the input grid, with its box (what its field's hull covers of the input, solid)
@@ -101,6 +103,7 @@ def support(
     defaults as in :func:`rf_grid`. ``model_or_report``: a model with ``input_shape`` (analysed
     as ``rfcheck report`` does, ``crosscheck.hybrid``) or a report. A 3-D input shows the depth
     slice through the centre unit's field (the count covers every slice); a 1-D input a strip.
+    ``progress(done, total, what)`` follows the analysis (as in ``crosscheck.hybrid``).
 
     >>> import torch, torch.nn as nn
     >>> class Plus(nn.Module):
@@ -114,7 +117,7 @@ def support(
     'centre (8, 8): 9 pixels seen, 16 of the 25 in its box h 6–10, w 6–10 unseen'
     """
     check_node_arg(node)
-    _, rep = analysed(model_or_report, input_shape)
+    _, rep = analysed(model_or_report, input_shape, progress)
     rf = node_field(rep, node)
     units = grid_units(rf.n)
     if not corners:
