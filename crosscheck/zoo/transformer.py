@@ -1,8 +1,11 @@
 """Post-2020 designs: a ConvNeXt-Tiny and a small Vision Transformer, in torchvision's layouts.
 
 ConvNeXt mixes space only in its 7x7 depthwise convs; its LayerNorms act on the channels of one
-position at a time. The ViT's self-attention lets every token see every patch, so its fields
-are global after the first block.
+position at a time. The ViT's self-attention lets every token see every patch: after the first
+block a token's local field is its patch (r 16, j 16, start 8: the residual path around the
+attention), flagged global via ``encoder.layers.encoder_layer_0.self_attention``; the class
+token in front of the patch tokens keeps them on their grid, and the class token read by the
+head sees the whole input.
 """
 
 from __future__ import annotations
