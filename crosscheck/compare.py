@@ -22,6 +22,7 @@ import rfarith
 import rfnumeric
 from rfarith.errors import RFError, UnknownNode
 from rfarith.field import FLAG_ORDER, ReceptiveField
+from rfnumeric.search import field_hint
 
 from . import numeric
 from .hybrid import hybrid
@@ -294,10 +295,8 @@ def _select(report: rfarith.Report, nodes: Iterable[str] | None) -> list[str]:
 
 
 def _size_hint(rf: ReceptiveField) -> tuple[int, ...]:
-    """The input the probe should start from, per axis: the field and two jumps on either side,
-    so that the units beside the centre it measures lie inside the input too (next to a reflect
-    or replicate border, a unit's field folds back and no longer shows the jump)."""
-    return tuple(r + 4 * math.ceil(j) for r, j in zip(rf.r, rf.j))
+    """The input the probe should start from, per axis (:func:`rfnumeric.search.field_hint`)."""
+    return field_hint(rf.r, rf.j)
 
 
 # ---- the assertion ----------------------------------------------------------------

@@ -9,7 +9,7 @@ is complete and true (exit 0):
 - :func:`first_reaching`: the first map whose field reaches a size (``rfcheck reach``);
 - :func:`smallest_holding_input`: the smallest input whose centre unit's field is unclipped
   (``rfcheck fits``);
-- :func:`module_outputs` / :func:`resolve_node`: module paths as names of the node their
+- :func:`module_outputs` (rfarith's) / :func:`resolve_node`: module paths as names of the node their
   module outputs, as torchvision's ``create_feature_extractor`` takes them.
 """
 
@@ -25,31 +25,13 @@ import numpy as np
 
 from rfarith import ReceptiveField, Report, ShapeError
 from rfarith.report import per_axis_text
+from rfarith.tracing import module_outputs
 
 if TYPE_CHECKING:
     from rfnumeric import EffectiveField
 
 
 # ---- names ----------------------------------------------------------------------------------------
-def module_outputs(node_names: Sequence[str], module_paths: Iterable[str]) -> dict[str, str]:
-    """Each module path that is not itself a node name -> the node its module outputs: the last
-    node, in graph order, inside the module (named ``<path>.<...>``), as torchvision's feature
-    extraction takes a module path.
-
-    >>> module_outputs(["x", "layer1.0.conv1", "layer1.0.add", "layer1.0.relu", "fc"], ["layer1", "layer1.0", "fc", "head"])
-    {'layer1': 'layer1.0.relu', 'layer1.0': 'layer1.0.relu'}
-    """
-    known = set(node_names)
-    outputs = {}
-    for path in module_paths:
-        if not path or path in known:
-            continue
-        inside = [name for name in node_names if name.startswith(path + ".")]
-        if inside:
-            outputs[path] = inside[-1]
-    return outputs
-
-
 def resolve_node(name: str, node_names: Sequence[str], module_paths: Iterable[str]) -> str:
     """``name`` if it is a node, else the output node of the module at that path, else ``name``
     (so that looking it up raises rfarith's UnknownNode with close names)."""

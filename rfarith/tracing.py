@@ -9,7 +9,7 @@ So users can pass the names they already know from ``get_graph_node_names``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,3 +129,22 @@ def trace(model: nn.Module, leaf_modules: Iterable[str | type] = ()) -> Traced:
     for node in graph.nodes:
         names[node] = tracer.qualnames.get(node, node.name)
     return Traced(graph, names, root)
+
+
+def module_outputs(node_names: Sequence[str], module_paths: Iterable[str]) -> dict[str, str]:
+    """Each module path that is not itself a node name -> the node its module outputs: the last
+    node, in graph order, inside the module (named ``<path>.<...>``), as torchvision's feature
+    extraction takes a module path.
+
+    >>> module_outputs(["x", "layer1.0.conv1", "layer1.0.add", "layer1.0.relu", "fc"], ["layer1", "layer1.0", "fc", "head"])
+    {'layer1': 'layer1.0.relu', 'layer1.0': 'layer1.0.relu'}
+    """
+    known = set(node_names)
+    outputs = {}
+    for path in module_paths:
+        if not path or path in known:
+            continue
+        inside = [name for name in node_names if name.startswith(path + ".")]
+        if inside:
+            outputs[path] = inside[-1]
+    return outputs

@@ -22,6 +22,7 @@ from .measure import Session, seed_for
 from .mode import Retry
 from .probe import probe
 from .result import EffectiveField
+from .search import BYTES_PER_ELEMENT, MEMORY_BUDGET
 
 FRACTIONS = (0.5, 0.9, 0.99)
 
@@ -60,14 +61,7 @@ def effective(
     inputs = torch.randn(
         (n_inputs, session.channels, *sizes), generator=generator, dtype=torch.float64
     )
-    try:
-        heat = _gradient_magnitude(session, target, inputs, structural.unit, mode == "local")
-    except Retry:  # the model mixes batch elements: one input at a time
-        heat = sum(
-            _gradient_magnitude(session, target, x[None], structural.unit, mode == "local")
-            for x in inputs
-        )
-    heat = heat / n_inputs
+    heat = _mean_magnitude(session, target, inputs, structural.unit, mode == "local")
     if not np.any(heat):
         raise ProbeError(
             f"no input pixel receives gradient from unit {structural.unit} of '{structural.node}' for any of "
@@ -90,17 +84,40 @@ def effective(
     )
 
 
-def _gradient_magnitude(
+def _mean_magnitude(
     session: Session, target, inputs: torch.Tensor, unit: tuple[int, ...], local: bool
 ) -> np.ndarray:
-    """Sum over the inputs of |d unit / d input|, summed over channels."""
+    """Mean over the inputs of |d unit / d input|, summed over channels. The first input runs
+    alone; the others in batches as large as :data:`~rfnumeric.search.MEMORY_BUDGET` holds at
+    what the first one cost (a real-weights forward keeps every channel: at a grown input, all
+    inputs in one batch could take many gigabytes). A model that mixes batch elements runs one
+    input at a time."""
+    heat, elements = _gradient_magnitude(session, target, inputs[:1], unit, local)
+    per_batch = max(1, MEMORY_BUDGET // max(1, elements * BYTES_PER_ELEMENT))
+    start = 1
+    while start < len(inputs):
+        chunk = inputs[start : start + per_batch]
+        try:
+            heat = heat + _gradient_magnitude(session, target, chunk, unit, local)[0]
+        except Retry:  # the model mixes batch elements: one input at a time
+            per_batch = 1
+            continue
+        start += len(chunk)
+    return heat / len(inputs)
+
+
+def _gradient_magnitude(
+    session: Session, target, inputs: torch.Tensor, unit: tuple[int, ...], local: bool
+) -> tuple[np.ndarray, int]:
+    """Sum over the inputs of |d unit / d input|, summed over channels, and the tensor elements
+    the forward produced per input."""
     batch = inputs.shape[0]
     leaf = inputs.clone().requires_grad_(True)
-    captured, _, _ = session.forward(tuple(inputs.shape[2:]), [target], batch, local, x=leaf)
+    captured, mode, _ = session.forward(tuple(inputs.shape[2:]), [target], batch, local, x=leaf)
     where = "the model" if target.locator.kind == "output" else f"node '{target.name}'"
     tensor = select_output(captured[target.name], target.output, where)
     layout = lay.get(tensor) or lay.assumed(tensor.shape, len(session.shape))
-    if layout is None or not lay.locatable(layout):
+    if layout is None or not lay.locatable(layout, offsets=True):
         raise ProbeError(
             f"cannot tell where the units of '{target.name}' (shape {tuple(tensor.shape)}) are"
         )
@@ -110,7 +127,7 @@ def _gradient_magnitude(
     (gradient,) = torch.autograd.grad([root], [leaf], grad_outputs=[seed], allow_unused=True)
     if gradient is None:
         raise ProbeError(f"'{target.name}' does not depend on the model input")
-    return gradient.detach().abs().sum(1).sum(0).numpy()
+    return gradient.detach().abs().sum(1).sum(0).numpy(), mode.records.elements // batch
 
 
 def _profiles(heat: np.ndarray) -> list[np.ndarray]:

@@ -13,7 +13,6 @@ when the model mixes batch elements or fails on a larger batch.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ from rfarith.field import axis_names
 
 from . import layout as lay
 from .capture import EagerRun, GraphRun, Locator, Resolver, select_output
+from .classes import REGROUPING, regroup
 from .copying import probe_copy
 from .fitting import Span, projections
 from .mode import Naming, ProbeMode, Retry, all_finite, base_of, depends, expanded
@@ -239,21 +239,10 @@ def _seed_index(
     weight = 1.0
     rank = len(layout)
     for d, dim in enumerate(layout):
-        choices = []
-        for label, size, stride in dim:
-            if label == lay.BATCH and element is not None:
-                choices.append([(element // stride) % size])
-            elif lay.is_spatial(label) and unit:
-                choices.append([(unit[label] // stride) % size])
-            else:
-                choices.append(list(range(size)))
+        flat = lay.seed_positions(dim, unit, element)
         if shape[d] == 1 and lay.dim_size(dim) > 1:  # broadcast: every chosen position is index 0
-            weight *= math.prod(len(c) for c in choices)
+            weight *= len(flat)
             flat = [0]
-        else:
-            flat = [0]
-            for (_, size, _), chosen in zip(dim, choices):
-                flat = [f * size + c for f in flat for c in chosen]
         view = [1] * rank
         view[d] = len(flat)
         index.append(torch.tensor(flat).reshape(view))
@@ -447,6 +436,8 @@ class Session:
             table=TABLE,
             symmetric=SYMMETRIC,
             model_dtype=self.model_dtype,
+            regroup=regroup,
+            regrouping=REGROUPING,
         )
 
     def _measure(self, sizes: tuple[int, ...], requests: list[Request], local: bool) -> Measurement:
@@ -457,7 +448,7 @@ class Session:
         for target in targets:
             tensor = self._captured(captured, target)
             layout = lay.get(tensor) or lay.assumed(tensor.shape, len(self.shape))
-            if layout is None or not lay.locatable(layout):
+            if layout is None or not lay.locatable(layout, offsets=True):
                 raise ProbeError(
                     f"cannot tell where the units of '{target.name}' (shape {tuple(tensor.shape)}) are: "
                     "its dims do not carry the spatial axes in a way the probe can follow (e.g. patch "

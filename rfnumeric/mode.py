@@ -231,10 +231,18 @@ def value_of(t: torch.Tensor) -> torch.Tensor:
     base = base_of(t)
     if base is not None:
         return base
+    layout = lay.get(t)
     for d, (stride, size) in enumerate(zip(t.stride(), t.shape)):
-        if stride == 0 and size > 1:
+        if stride == 0 and size > 1 and not (layout is not None and _units_along(layout[d])):
             t = t.narrow(d, 0, 1)
     return t
+
+
+def _units_along(dim: Any) -> bool:
+    """Whether a layout dim holds units of the map or batch elements: their gradients must stay
+    apart even where their values are one stored element (the probe's input is one element
+    seen everywhere), so such a dim is never narrowed to its first element."""
+    return any(label == lay.BATCH or label == lay.MIXED for label, _, _ in dim) or bool(lay.spatial_labels(dim))
 
 
 def expanded(base: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
@@ -308,6 +316,8 @@ class ProbeMode(TorchFunctionMode):
         table: dict[Any, Handler],
         symmetric: set[Any] = frozenset(),
         model_dtype: torch.dtype = torch.float32,
+        regroup: Callable[[Any, tuple, dict], Any] | None = None,
+        regrouping: frozenset = frozenset(),
     ) -> None:
         super().__init__()
         self.naming = naming
@@ -319,6 +329,8 @@ class ProbeMode(TorchFunctionMode):
         self.input_rank = input_rank
         self.table = table
         self.symmetric = symmetric
+        self.regroup = regroup  # moves a blend's channel classes (``classes.regroup``)
+        self.regrouping = regrouping if regroup is not None else frozenset()
         self.records = Records()
         self.blended_input = False  # whether the op running now takes a blended tensor
         self.exact = False  # set by a handler whose output is exact even from a blend
@@ -346,6 +358,10 @@ class ProbeMode(TorchFunctionMode):
         if not torch.is_grad_enabled():
             return self._untracked(func, args, kwargs)
         args, kwargs = self._settle_inputs(func, args, kwargs)
+        if self.collapse and func in self.regrouping and args and getattr(args[0], _BLEND, False):
+            out = self._regrouped(func, args, kwargs)
+            if out is not None:
+                return out
         handler = self.table.get(func)
         if handler is None:
             out = self.passthrough(func, args, kwargs)
@@ -373,6 +389,18 @@ class ProbeMode(TorchFunctionMode):
         self._note_consumers(inputs)
         if inputs and may_make_periodic(func, inputs[0], out):
             self.records.periodic_ops.append(self.name)
+        return self._finish(func, args, kwargs, out, inputs)
+
+    def _regrouped(self, func, args, kwargs):
+        """An op that only moves the channels of a blend with classes (see ``classes.py``), or
+        ``None`` to treat it as any other op."""
+        self.name = self.naming.current(func)
+        out = self.regroup(func, args, kwargs)
+        if out is None:
+            return None
+        inputs = [args[0]]
+        self.exact, self.blends = True, False  # the outputs carry their own blend marks
+        self._note_consumers(inputs)
         return self._finish(func, args, kwargs, out, inputs)
 
     def passthrough(self, func, args, kwargs):

@@ -8,11 +8,13 @@ from typing import Any
 
 from torch import nn
 
+import rfarith
 from rfarith.errors import ProbeError
+from rfarith.tracing import module_outputs
 
-from .measure import Element, Session
+from .measure import Element, Session, Target
 from .result import ProbeResult
-from .search import Outcome, Search, run_searches, start_sizes
+from .search import Outcome, Search, field_hint, run_searches, start_sizes
 
 MODES = ("local", "full")
 
@@ -42,6 +44,11 @@ def probe(
     spatial axes; the probe grows the spatial sizes until the field fits (up to ``max_size``
     per axis), starting from ``size_hint`` (the expected field size per axis) if given.
 
+    Without ``size_hint``, a model that ``torch.fx`` traces starts from the size of the field
+    rfarith computes for the map, where it exceeds ``input_shape`` (the probe's own border test
+    still decides whether the field fits, so a wrong start costs time, never the answer); any
+    other model starts from ``input_shape``.
+
     ``node`` is a node name as rfarith names them (``'features.3'``, ``'layer1.0.relu_1'``,
     ``'add'``) or a module path; ``None`` probes the model output. ``output`` picks one tensor
     when the node returns several (index or dict key). ``unit`` is the unit to report bounds,
@@ -67,10 +74,13 @@ def probe(
     target = session.target(node, output)
     user = session.shape[2:]
     requested = _check_unit(unit, len(user))
+    start = start_sizes(user, size_hint, max_size)
+    if size_hint is None:
+        start = analytic_start(model, session.shape, target, max_size) or start
     search = Search(
         target,
         user,
-        start_sizes(user, size_hint, max_size),
+        start,
         max_size,
         want_full=not local,
         unit=requested,
@@ -79,6 +89,37 @@ def probe(
     assert search.outcome is not None
     warn_if_size_dependent({target.name: search.outcome}, user)
     return build_result(session, search.outcome, requested, weights)
+
+
+def analytic_start(
+    model: nn.Module, input_shape: tuple[int, ...], target: Target, max_size: int
+) -> tuple[int, ...] | None:
+    """Where a probe without a size hint starts: large enough for rfarith's field of the probed
+    map, where that field does not fit ``input_shape``. ``None`` (start from ``input_shape``)
+    when rfarith cannot analyse the model or the map, or its field is global or a single unit
+    (a global field's extent follows the input; it is measured where the user asked)."""
+    user = tuple(input_shape[2:])
+    if target.output is not None:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report = rfarith.analyze(model, input_shape)
+            names = report.output_names
+            name = names.get("output") if target.locator.kind == "output" else target.name
+            if target.locator.kind == "module" and name not in report:
+                name = module_outputs(report.names, [name]).get(name)
+            if name is None or name not in report:
+                return None
+            rf = report[name]
+    except Exception:  # noqa: BLE001 - any failure of the arithmetic only loses the head start
+        return None
+    if "global" in rf.flags or any(j == 0 for j in rf.j):
+        return None
+    hint = field_hint(rf.r, rf.j)
+    if all(h <= u for h, u in zip(hint, user)):  # the field fits where the user asked
+        return None
+    return tuple(max(s, u) for s, u in zip(start_sizes(user, hint, max_size), user))
 
 
 def _check_unit(unit: Any, n_axes: int) -> tuple[int, ...] | None:

@@ -477,6 +477,14 @@ def grown(size: int, user: int, strictness: int = 0) -> int:
     return keeping_residues(max(math.ceil(GROWTH * size), size + 1), user, strictness)
 
 
+def field_hint(r: Sequence[int], j: Sequence) -> tuple[int, ...]:
+    """The field size to start a search from, per axis, for a field of ``r`` pixels and jump
+    ``j``: the field and two jumps on either side, so that the units beside the centre the search
+    measures lie inside the input too (next to a reflect or replicate border, a unit's field
+    folds back and no longer shows the jump)."""
+    return tuple(int(size) + 4 * math.ceil(step) for size, step in zip(r, j))
+
+
 def start_sizes(
     user: Sequence[int], size_hint: int | Sequence[int] | None, max_size: int
 ) -> tuple[int, ...]:
@@ -510,7 +518,7 @@ def run_searches(
             groups.setdefault((s.sizes, s.local, s.target.locator.kind == "graph"), []).append(s)
         for (sizes, local, _), group in sorted(groups.items(), key=lambda kv: kv[0][0]):
             while group:  # unknown costs are re-estimated after each chunk, from what it cost
-                chunk = _take(group, sizes, budget, per_probe.get(sizes, 0))
+                chunk = _take(group, sizes, budget, _known_cost(per_probe, sizes))
                 group = group[len(chunk) :]
                 _advance(session, chunk, sizes, local, per_probe, isolate, budget)
 
@@ -531,7 +539,7 @@ def _advance(
             sizes,
             requests,
             local,
-            _cost(chunk[-1], sizes, per_probe.get(sizes, 0)),
+            _cost(chunk[-1], sizes, _known_cost(per_probe, sizes)),
             budget,
         )
     except RFError as e:
@@ -586,6 +594,16 @@ def _measure_within(
             for i in range(0, len(requests), per_forward)
         ]
     )
+
+
+def _known_cost(per_probe: dict[tuple[int, ...], int], sizes: tuple[int, ...]) -> int:
+    """Tensor elements one probe produced at ``sizes``, else the most per input pixel any
+    measurement produced, scaled to ``sizes`` (a collapsed probe's tensors grow with the input's
+    area); 0 if nothing was measured yet."""
+    if sizes in per_probe:
+        return per_probe[sizes]
+    rates = [elements / _area(measured) for measured, elements in per_probe.items() if len(measured) == len(sizes)]
+    return math.ceil(max(rates) * _area(sizes)) if rates else 0
 
 
 def _cost(search: Search, sizes: tuple[int, ...], measured: int) -> int:

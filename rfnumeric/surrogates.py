@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from rfarith.errors import ProbeError, ShapeError
 
 from . import layout as lay
+from .classes import blend, classes_of, for_concatenation, grouped
 from .mode import (
     Handler,
     ProbeMode,
@@ -384,11 +385,17 @@ def conv(mode: ProbeMode, func, args, kwargs):
             node=mode.name,
             kind="channels",
         )
+    kernel = tuple(weight.shape[2:])
+    fan_in = (c_in // groups) * math.prod(kernel)
+    classes = classes_of(x) if mode.collapse and groups > 1 and not unbatched else None
+    if classes is not None:  # each group sums its own mix of the blend's classes
+        mode.exact = True
+        out = _grouped_on_classes(func, classes, groups, c_out, kernel, fan_in, geometry, x)
+        if out is not None:
+            return out
     if mode.blended_input and 1 < groups < c_in:
         raise Retry("collapse", mode.name)  # groups would see different parts of a blend
     mode.exact = groups == 1  # every output channel is the channel sum: a blend's sum is exact
-    kernel = tuple(weight.shape[2:])
-    fan_in = (c_in // groups) * math.prod(kernel)
     if not mode.collapse:
         out = func(x, torch.full(weight.shape, 1.0 / fan_in, dtype=x.dtype), None, **geometry)
         return out.squeeze(0) if unbatched else out
@@ -417,6 +424,23 @@ def conv(mode: ProbeMode, func, args, kwargs):
         .reshape(y.shape[0], c_out, *y.shape[2:])
     )
     return out.squeeze(0) if unbatched else out
+
+
+def _grouped_on_classes(func, classes, groups, c_out, kernel, fan_in, geometry, x):
+    """A grouped or depthwise convolution of a blend with channel classes (``classes.grouped``):
+    one box filter per distinct mix of classes among the groups; ``None`` if there are too
+    many mixes."""
+    full = (x.shape[0], 1, *x.shape[2:])
+
+    def filtered(summed: torch.Tensor) -> torch.Tensor:
+        summed = summed.expand(full)
+        y = box_filter(summed, kernel, geometry) if func in _CONV else None
+        if y is None:
+            ones = torch.full((1, 1, *kernel), 1.0 / fan_in, dtype=x.dtype)
+            return func(summed, ones, None, **{**geometry, "groups": 1})
+        return y * (math.prod(kernel) / fan_in)
+
+    return grouped(classes, groups, c_out, filtered, lambda y: (x.shape[0], c_out, *y.shape[2:]))
 
 
 @handles(*ops("linear"), symmetric=True)
@@ -546,6 +570,9 @@ def cat(mode: ProbeMode, func, args, kwargs):
         width += t.shape[1]
     out_shape = (parts[0].shape[0], width, *parts[0].shape[2:])
     mode.blends = True
+    classes = for_concatenation(parts, 1)
+    if classes is not None:  # which channels carry which part's support (see classes.py)
+        return blend(classes, out_shape)
     return expanded(total / width, out_shape)
 
 

@@ -280,7 +280,7 @@ def _row(session: Session, target: Target, value: Any, op: str, cost: int) -> Ro
         return None
     layout = lay.get(value) or lay.assumed(value.shape, len(session.shape))
     n_axes = len(session.axes)
-    if layout is None or not lay.locatable(layout):
+    if layout is None or not lay.locatable(layout, offsets=True):
         n = lay.map_sizes(layout, n_axes) if layout is not None else (math.nan,) * n_axes
         return Row(
             target,

@@ -242,7 +242,20 @@ class OneByOne(nn.Module):
         return self.e(self.d(self.c(y) + self.c(x.repeat(1, 2, 1, 1)[:, :4])))
 
 
+class InputSliceScaled(nn.Module):
+    """A slice of the input (one stored element seen everywhere) through ``mul``: each pixel
+    keeps its own gradient (it once went to pixel (0, 0) alone)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x[:, :1] * 2.0)
+
+
 COLLAPSE_CASES = {
+    "a slice of the input, scaled": (InputSliceScaled, (1, 2, 16, 16), True),
     "1x1 convolutions": (OneByOne, (1, 3, 23, 23), True),
     "residual (out += x)": (nets.Residual, (1, 3, 16, 16), True),
     "dense concatenation": (Dense, (1, 3, 16, 16), True),
@@ -253,8 +266,8 @@ COLLAPSE_CASES = {
         True,
     ),
     "upsample and concatenate": (UpAndConcat, (1, 2, 16, 16), True),
-    "grouped conv after concatenation": (GroupedAfterConcat, (1, 2, 16, 16), False),
-    "split, shuffle, slice": (ShuffleSplit, (1, 2, 16, 16), False),
+    "grouped conv after concatenation": (GroupedAfterConcat, (1, 2, 16, 16), True),
+    "split, shuffle, slice": (ShuffleSplit, (1, 2, 16, 16), True),
     "in-place add_": (InPlace, (1, 2, 16, 16), False),
 }
 
