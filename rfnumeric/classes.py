@@ -22,6 +22,7 @@ with tensors) returns ``None``, and the blend is handled as before.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,12 @@ def classes_of(t: Any) -> ChannelClasses | None:
     if t.grad_fn is not grad_fn or t._version != version:
         return None
     return classes
+
+
+def attach(t: torch.Tensor, classes: ChannelClasses) -> torch.Tensor:
+    """Record ``classes`` on ``t``, a blend whose value is already theirs (``cat`` sums its
+    parts as it always did: recomputing it from many classes would cost more)."""
+    return _attach(t, classes)
 
 
 def _attach(t: torch.Tensor, classes: ChannelClasses) -> torch.Tensor:
@@ -94,9 +101,11 @@ def for_concatenation(parts: Sequence[torch.Tensor], dim: int) -> ChannelClasses
             value = value_of(part)
             if getattr(part, _BLEND, False) or value.dim() != part.dim() or value.shape[dim] != 1:
                 return None
-            # all channels equal: the first one is the class (a view: its gradient reaches every
-            # pixel, where the stored value may be one element seen everywhere)
-            own = ChannelClasses(torch.zeros(_label_shape(part, dim), dtype=torch.int64), (part.narrow(dim, 0, 1),))
+            # all channels equal: one class, its stored value where that has every unit (else the
+            # first channel, a view whose gradient still reaches every pixel)
+            whole = all(v == p or d == dim for d, (v, p) in enumerate(zip(value.shape, part.shape)))
+            base = value if whole else part.narrow(dim, 0, 1)
+            own = ChannelClasses(torch.zeros(_label_shape(part, dim), dtype=torch.int64), (base,))
         labels.append(own.labels + len(bases))
         bases.extend(own.bases)
     if len(bases) > MAX_CLASSES:
@@ -144,8 +153,9 @@ def regroup(func, args: tuple, kwargs: dict) -> Any:
     if move is None:
         return None
     try:
-        moved = move(classes.labels.expand(x.shape))
-        bases = [_items(move(b.expand(x.shape))) for b in classes.bases]
+        with torch.no_grad():  # the geometry only: where each class goes
+            moved = move(classes.labels.expand(x.shape))
+            shapes = [[tuple(t.shape) for t in _items(move(b.expand(x.shape)))] for b in classes.bases]
     except RuntimeError:  # e.g. a view merging channels with a spatial axis: not a move of channels
         return None
     outs = []
@@ -154,11 +164,37 @@ def regroup(func, args: tuple, kwargs: dict) -> Any:
         # broadcast along batch and space): labels keep those dims, the bases every other one
         channel_dims = [d for d in range(label.dim()) if label.stride(d) != 0 and label.shape[d] > 1]
         small = _narrowed(label, [d for d in range(label.dim()) if d not in channel_dims])
-        kept = tuple(_narrowed(b[i], channel_dims) for b in bases)
-        outs.append(blend(ChannelClasses(small.contiguous(), kept), label.shape))
+        kept = []
+        for b, shape in zip(classes.bases, shapes):
+            moved_base = _moved_base(func, args, kwargs, b, shape[i], channel_dims)
+            if moved_base is None:
+                return None
+            kept.append(moved_base)
+        outs.append(blend(ChannelClasses(small.contiguous(), tuple(kept)), label.shape))
     if isinstance(moved, torch.Tensor):
         return outs[0]
     return tuple(outs) if isinstance(moved, tuple) else outs
+
+
+_PERMUTING = {
+    torch.Tensor.transpose, torch.transpose, torch.Tensor.swapaxes, torch.swapaxes,
+    torch.Tensor.swapdims, torch.swapdims, torch.Tensor.permute, torch.permute,
+    torch.Tensor.movedim, torch.movedim, torch.Tensor.moveaxis, torch.moveaxis,
+}  # fmt: skip
+
+
+def _moved_base(func, args: tuple, kwargs: dict, base: torch.Tensor, shape: tuple[int, ...], channel_dims: list[int]):
+    """A class's base moved as ``func`` moves the blend, ``shape`` being where the broadcast
+    base lands: a permutation permutes the base; any other move keeps the order of the base's
+    own elements (batch and space), so it is a reshape of the base, unless it cut along batch
+    or space (``None``). Never through the full broadcast shape: its backward would build a
+    tensor of every channel."""
+    if func in _PERMUTING:
+        return func(base, *args[1:], **kwargs)
+    target = tuple(1 if d in channel_dims else size for d, size in enumerate(shape))
+    if math.prod(target) != base.numel():
+        return None
+    return base.reshape(target)
 
 
 def _mover(func, args: tuple, kwargs: dict, x: torch.Tensor):

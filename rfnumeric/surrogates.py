@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from rfarith.errors import ProbeError, ShapeError
 
 from . import layout as lay
-from .classes import blend, classes_of, for_concatenation, grouped
+from .classes import attach, classes_of, for_concatenation, grouped
 from .mode import (
     Handler,
     ProbeMode,
@@ -570,10 +570,11 @@ def cat(mode: ProbeMode, func, args, kwargs):
         width += t.shape[1]
     out_shape = (parts[0].shape[0], width, *parts[0].shape[2:])
     mode.blends = True
+    out = expanded(total / width, out_shape)
     classes = for_concatenation(parts, 1)
-    if classes is not None:  # which channels carry which part's support (see classes.py)
-        return blend(classes, out_shape)
-    return expanded(total / width, out_shape)
+    if classes is not None and out is not total:  # which channels carry which part's support
+        attach(out, classes)
+    return out
 
 
 @handles(*ops("flatten", "view", "reshape"), symmetric=True)
