@@ -504,7 +504,22 @@ def matmul(mode: ProbeMode, func, args, kwargs):
     value = real(mode, func, args, kwargs)
     if isinstance(value, torch.Tensor):
         axes |= _axes_twice(_product_layout(func, args, kwargs, value))  # queries x keys
+        if mode.structural and sum(depends(t) for t in tensors) > 1:
+            value = _bounded(value)
     return mode.cut(value, axes)
+
+
+def _bounded(value: torch.Tensor) -> torch.Tensor:
+    """A product of two input-dependent operands (queries times keys) squares magnitudes, and
+    a stack of attention blocks overflows float64 within a few dozen; scaled by a constant (no
+    gradient path through it) so that its largest element is 1. Scaling by a positive
+    constant changes no support."""
+    base = value_of(value)
+    with torch.no_grad():
+        top = base.abs().amax()
+    if not (bool(torch.isfinite(top)) and float(top) > 0):
+        return value
+    return base / top if base is value else expanded(base / top, value.shape)
 
 
 def _product_layout(func, args, kwargs, value: torch.Tensor) -> lay.Layout | None:
