@@ -14,7 +14,9 @@ import torch
 import torch.fx
 from torch import nn
 
+import crosscheck
 import rfarith
+import rfnumeric
 from crosscheck import zoo
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -61,7 +63,7 @@ def test_unknown_name_raises_and_lists_the_names():
 def test_entry_is_described(name):
     entry = zoo.entry(name)
     assert entry.description
-    assert len(entry.input_shape) == 4 and entry.input_shape[:2] == (1, 3)
+    assert len(entry.input_shape) in (3, 4, 5) and entry.input_shape[0] == 1  # 1-D (audio) to 3-D
 
 
 # ---- every model: forward on real tensors, then the analytic walk ------------------------------
@@ -115,6 +117,11 @@ TORCHVISION_NAMES = {
     "convnext_tiny": ["features.0.0", "features.0.1.layer_norm", "features.1.0.block.0", "features.1.0.block.2", "features.1.0.add", "features.2.1", "classifier.2"],
     "vit_tiny": ["conv_proj", "reshape", "permute", "cat", "encoder.add", "encoder.layers.encoder_layer_0.ln_1", "getitem_5", "encoder.layers.encoder_layer_1.mlp.3", "encoder.ln", "heads.head"],
     "fpn": ["body.layer4.0.conv2", "fpn.inner_blocks.0.0", "fpn.layer_blocks.3.0", "fpn.interpolate", "fpn.add"],
+    "shufflenet_v2": [
+        "conv1.0", "maxpool", "stage2.0.branch1.0", "stage2.0.branch2.3", "stage2.0.cat", "stage2.0.view",
+        "stage2.0.transpose", "stage2.0.view_1", "stage2.1.getitem_1", "stage2.1.branch2.3", "stage2.1.cat",
+        "stage4.3.view_1", "conv5.0", "mean", "fc",
+    ],
 }
 
 
@@ -324,3 +331,69 @@ def test_vit_tiny_patch_embedding():
     rep = report("vit_tiny")
     assert_field(rep["conv_proj"], r=16, j=16, start=8.0)
     assert "global" in rep.output.flags
+
+
+def assert_compare_agrees(name: str, nodes: list[str]) -> None:
+    frame = crosscheck.compare(zoo.build(name), zoo.input_shape(name), nodes=nodes)
+    assert list(frame.index) == nodes
+    assert frame.attrs["summary"]["agree"] == len(nodes), frame[["status", "reason_text"]]
+    assert (frame["status"] == "agree").all()
+
+
+def test_shufflenet_v2_conv5():
+    """conv1 3x3/2 pad 1: r 3, j 2, start 0.5.  maxpool 3x3/2 pad 1: r 7, j 4, start 0.5.
+    Every unit has one 3x3 depthwise conv (pad 1) per branch, carrying the stride; the 1x1
+    convs, the channel split (the half passed through is nested in the transformed one) and
+    the channel shuffle (a view, a transpose of the group and channel axes, a view back) leave
+    the field as it is, so each unit adds 2*j at its input's j and start stays 0.5.
+    stage2 (4 units): 7+2*4 = 15, j 8, +3*16: 63.  stage3 (8): 63+2*8 = 79, j 16, +7*32: 303.
+    stage4 (4): 303+2*16 = 335, j 32, +3*64: 527.  conv5 (1x1): r 527, j 32, start 0.5."""
+    rep = report("shufflenet_v2")
+    assert_field(rep["maxpool"], r=7, j=4, start=0.5)
+    assert_field(rep["stage2.0.cat"], r=15, j=8, start=0.5)
+    assert_field(rep["stage2.3.view_1"], r=63, j=8, start=0.5)
+    assert_field(rep["stage3.7.view_1"], r=303, j=16, start=0.5)
+    assert_field(rep["stage4.0.view_1"], r=335, j=32, start=0.5)
+    out = rep["conv5.2"]
+    assert_field(out, r=527, j=32, start=0.5)
+    assert not out.flags
+    assert "global" in rep.output.flags
+
+
+def test_shufflenet_v2_compare_agrees():
+    """The probe through the channel split, concat and shuffle agrees with rfarith: a
+    stride-2 unit (both branches, shuffled), then inside a stride-1 unit the half passed
+    through, the transformed half and the shuffled concat."""
+    assert_compare_agrees("shufflenet_v2", ["maxpool", "stage2.0.cat", "stage2.0.view_1", "stage2.1.getitem", "stage2.1.branch2.3", "stage2.1.view_1"])
+
+
+def test_shufflenet_v2_probe_inside_a_split_unit():
+    """Inside a stride-1 unit, between the channel split and the concat: branch2's 1x1 conv
+    on the second half sees what the unit's input sees (stage2.0: r 15, j 8)."""
+    result = rfnumeric.probe(zoo.build("shufflenet_v2"), zoo.input_shape("shufflenet_v2"), node="stage2.1.branch2.0")
+    assert result.r == square(15) and result.j == square(8)
+
+
+def test_wavenet_output_is_causal():
+    """Every conv is padded on the left only, so unit m's field ends at sample m.  front (k 2,
+    left pad 1): r 2, unit m sees m-1 .. m (start 0.5+(1/2-1) = 0.0).  A block's kernel-2 conv
+    with dilation d adds d; the residual add and the skip sum take the union of right-aligned
+    fields (the largest; flagged misaligned, as their centres differ).  After stack 1:
+    2+(1+2+..+512) = 1025; after stack 2: 1025+1023 = 2048.  The skip sum, ReLUs and 1x1 head
+    keep it: r 2048, j 1, unit m sees m-2047 .. m, start -2047+2048/2 = -1023."""
+    rep = report("wavenet")
+    assert rep["front"].r == (2,) and rep["front"].j == (1,) and rep["front"].start == (0.0,)
+    assert rep["blocks.0.add"].r == (3,)
+    assert rep["blocks.9.add"].r == (1025,)
+    out = rep.output
+    assert out.node == "head.3"
+    assert out.r == (2048,) and out.j == (1,) and out.start == (-1023.0,)
+    for m in (0, 5000, 15999):
+        assert out.bounds((m,)) == ((m - 2047, m),)
+    assert "global" not in out.flags
+
+
+def test_wavenet_compare_agrees():
+    """The probe measures the same causal fields: the front, the first block's outputs and the
+    output (r 2048)."""
+    assert_compare_agrees("wavenet", ["front", "blocks.0.add", "blocks.0.skip", "head.3"])
