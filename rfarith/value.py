@@ -141,7 +141,7 @@ class Value:
                 if _dim_size(dim) != size:
                     raise ValueError(f"cannot resize a token dimension {dim}")
                 new_dims.append(dim)
-            elif len(axes) == 1 and len(dim) == 1:
+            elif len(axes) == 1 and len(dim) == 1 and not isinstance(dim[0][0], Part):
                 if self.n[axes[0]] != size:
                     raise ValueError(f"axis {axes[0]} has {self.n[axes[0]]} units but its dim has size {size}")
                 new_dims.append(((axes[0], size),))
@@ -150,6 +150,88 @@ class Value:
                     raise ValueError(f"cannot resize a dimension that carries several factors {dim}")
                 new_dims.append(dim)
         return replace(self, dims=tuple(new_dims))
+
+
+class Part(int):
+    """The axis index of a factor that holds one part of an input axis split into blocks (a
+    window partition): the factor's index ``i`` stands for the axis' units ``i*stride ..``, so
+    ``(Part(a, 7), 8)`` is the window and ``(Part(a, 1), 7)`` the position inside it of an axis
+    of 56 units. It is the axis index for everything that reads one (fields, maps), and equal to
+    it; two parts of one axis differ by their stride."""
+
+    stride: int
+
+    def __new__(cls, axis: int, stride: int):
+        obj = super().__new__(cls, int(axis))
+        obj.stride = int(stride)
+        return obj
+
+    def __eq__(self, other):
+        if isinstance(other, Part):
+            return int(self) == int(other) and self.stride == other.stride
+        return int.__eq__(self, other)
+
+    def __ne__(self, other):
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    def __hash__(self):
+        return int.__hash__(self)
+
+    def __repr__(self):
+        return f"Part({int(self)}, stride={self.stride})"
+
+    def __reduce__(self):
+        return (Part, (int(self), self.stride))
+
+
+def stride_of(axis) -> int:
+    """The step inside its axis of a factor with this axis index (1 for a whole axis)."""
+    return getattr(axis, "stride", 1)
+
+
+def is_part(axis) -> bool:
+    return isinstance(axis, Part)
+
+
+def axis_units(dims, n_axes: int) -> list[int | None]:
+    """Per input axis, the units the dims carry (the product of its factors: a window
+    partition splits an axis over two dims), None for an axis no dim carries."""
+    n: list[int | None] = [None] * n_axes
+    for dim in dims:
+        for a, s in dim:
+            if a is not None:
+                n[a] = s if n[a] is None else n[a] * s
+    return n
+
+
+def window_mixing(mixed: list, kept: list, n: int, extent: int):
+    """How a mixing op acts along one axis: ``mixed`` are the factors of that axis the op mixes
+    over, ``kept`` the factors of that axis the result still carries (by their position).
+
+    Returns ``("global", None)`` when the op mixes the whole axis, ``("window", w)`` when it
+    mixes only the position inside windows of ``w`` units that the result keeps apart (a window
+    partition: every unit sees its whole window, exactly), and raises ValueError otherwise."""
+    if not any(is_part(a) for a, _ in mixed):
+        return "global", None
+    inner = sorted(mixed, key=lambda f: stride_of(f[0]))
+    step = 1
+    for a, s in inner:
+        if stride_of(a) != step:
+            raise ValueError(f"it mixes parts {mixed} of a split axis that are not the innermost positions")
+        step *= s
+    w = step
+    if w >= n or n % w:
+        return "global", None
+    outer = [f for f in kept if f not in mixed]
+    if not outer or min(stride_of(a) for a, _ in outer) < w:
+        raise ValueError(f"it mixes the positions {mixed} inside windows of a split axis whose windows it does not keep apart")
+    return "window", w
+
+
+def window_field(field: AxisField, w: int) -> AxisField:
+    """Every unit sees what all units of its window of ``w`` units see (units ``q*w .. q*w+w-1``)."""
+    return af.resample(field, w, w, [tuple(range(w))] * w, field.n)
 
 
 class TokenDim(tuple):

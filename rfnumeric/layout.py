@@ -169,11 +169,32 @@ def has_space(layout: Layout) -> bool:
     return any(is_spatial(label) for dim in layout for label, _, _ in dim)
 
 
+class WindowsOf(int):
+    """What :func:`spatial_labels` gives for a factor that steps over blocks of an axis (the
+    windows of a window partition, stride > 1): the axis index, but not equal to the axis
+    itself, whose positions inside the windows another dim holds. So a product whose output
+    holds the windows in one dim and the positions inside them in another is no all-pairs
+    product (queries x keys): the same label in two dims is."""
+
+    def __eq__(self, other):
+        return isinstance(other, WindowsOf) and int(self) == int(other)
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __hash__(self):
+        return int.__hash__(self)
+
+    def __repr__(self):
+        return f"WindowsOf({int(self)})"
+
+
 def spatial_labels(dim: Dim) -> set[int]:
-    """The input axes whose positions ``dim`` holds (the keys of an all-pairs product too)."""
+    """The input axes whose positions ``dim`` holds (the keys of an all-pairs product too); the
+    windows of a split axis (a factor with a stride above 1) as :class:`WindowsOf` the axis."""
     return {
-        label.axis if isinstance(label, Keys) else label
-        for label, _, _ in dim
+        label.axis if isinstance(label, Keys) else (WindowsOf(label) if stride > 1 else label)
+        for label, _, stride in dim
         if isinstance(label, Keys) or (isinstance(label, int) and not isinstance(label, bool))
     }
 
@@ -198,15 +219,36 @@ def axes_in(layout: Layout | None, dims: Sequence[int], n_axes: int) -> frozense
     if layout is None:
         return frozenset()
     found: set[int] = set()
+    inside: dict[int, list[Factor]] = {}
     for d in dims:
-        for label, _, _ in layout[d]:
+        for factor in grid_of(layout[d]):
+            label = factor[0]
             if label == MIXED:
                 return frozenset(range(n_axes))
             if is_spatial(label):
-                found.add(label)
+                inside.setdefault(label, []).append(factor)
             elif isinstance(label, Keys):
                 found.add(label.axis)
+    for axis, factors in inside.items():
+        if not _inside_windows(layout, dims, axis, factors):
+            found.add(axis)
     return frozenset(found)
+
+
+def _inside_windows(layout: Layout, dims: Sequence[int], axis: int, factors: list[Factor]) -> bool:
+    """Whether ``factors`` (of ``axis``, in the mixed ``dims``) are the positions inside windows
+    of a window partition whose windows another dim keeps apart: the innermost parts of the axis
+    (steps 1, then their product), with every part outside ``dims`` stepping at least a window.
+    A sum over them is local (each unit its window), not global."""
+    window = 1
+    for _, size, stride in sorted(factors, key=lambda f: f[2]):
+        if stride != window:
+            return False
+        window *= size
+    outside = [
+        f for d, dim in enumerate(layout) if d not in dims for f in grid_of(dim) if f[0] == axis and f[1] > 1
+    ]
+    return bool(outside) and all(stride >= window for _, _, stride in outside)
 
 
 def locatable(layout: Layout, offsets: bool = False) -> bool:

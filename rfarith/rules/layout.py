@@ -13,7 +13,7 @@ from torch import nn
 
 from .. import axisfield as af
 from ..errors import UnsupportedOp
-from ..value import Dim, TokenDim, Value, _dim_size, prefix_of
+from ..value import Dim, Part, TokenDim, Value, _dim_size, is_part, prefix_of, stride_of
 from .common import require_value
 from .pointwise import merge
 from .registry import Call, Named, rule
@@ -60,20 +60,37 @@ def regroup(call: Call, x: Value, out_shape: tuple[int, ...]) -> Value:
                 prod *= factor
                 continue
             need = size // prod
-            if axis is not None or factor % need:
-                raise UnsupportedOp(
-                    call.node,
-                    call.op,
-                    f"the reshape to {out_shape} splits a spatial axis of size {factor} into blocks "
-                    "(window partition / space-to-depth); measure it with crosscheck.hybrid",
-                )
-            dim.append((None, need))
-            pending[0] = (None, factor // need)
+            if factor % need:
+                raise UnsupportedOp(call.node, call.op, f"cannot follow the reshape of {x.dims} into {out_shape}")
+            if axis is None:
+                dim.append((None, need))
+                pending[0] = (None, factor // need)
+            else:  # a spatial axis split into blocks (window partition): the parts keep their steps
+                stride = stride_of(axis)
+                dim.append((Part(axis, stride * (factor // need)), need))
+                pending[0] = (Part(axis, stride), factor // need)
             prod *= need
-        dims.append(tuple(dim))
+        dims.append(_fused(tuple(dim), x.n))
     if pending:
         raise UnsupportedOp(call.node, call.op, f"cannot follow the reshape of {x.dims} into {out_shape}")
     return replace(x, dims=tuple(dims))
+
+
+def _fused(dim: Dim, n: tuple[int, ...]) -> Dim:
+    """Adjacent parts of one split axis that follow each other (window, then the position in it)
+    become one factor again; a part that covers its whole axis is the plain axis (window
+    reverse)."""
+    out: list = []
+    for axis, size in dim:
+        if out and is_part(axis) and is_part(out[-1][0]) and int(out[-1][0]) == int(axis):
+            prev, prev_size = out[-1]
+            if prev.stride == stride_of(axis) * size:
+                out[-1] = (Part(axis, stride_of(axis)), prev_size * size)
+                continue
+        out.append((axis, size))
+    return tuple(
+        (int(a), s) if is_part(a) and a.stride == 1 and s == n[int(a)] else (a, s) for a, s in out
+    )
 
 
 @rule(
@@ -163,7 +180,9 @@ def _broadcast_to(call: Call, x: Value, out_shape: tuple[int, ...]) -> Value:
     for d, dim in enumerate(x.dims):
         size = out_shape[lead + d]
         axes = [a for a, _ in dim if a is not None]
-        if not axes or size == x.n[axes[0]] or len(dim) != 1:
+        if any(is_part(a) for a in axes) and size != _dim_size(dim):
+            raise UnsupportedOp(call.node, call.op, f"it broadcasts a dim {dim} that holds part of a split axis (windows)")
+        if not axes or size == x.n[axes[0]] or len(dim) != 1 or is_part(axes[0]):
             dims.append(dim if axes else _opaque(size))
             continue
         axis = axes[0]
@@ -190,8 +209,11 @@ def repeat(call: Call):
         if not axes:
             dims.append(_opaque(size))
             continue
-        if len(dim) != 1:
-            raise UnsupportedOp(call.node, call.op, "it tiles a dimension that holds flattened axes")
+        if len(dim) != 1 or (is_part(axes[0]) and size != _dim_size(dim)):
+            raise UnsupportedOp(call.node, call.op, "it tiles a dimension that holds flattened or split axes")
+        if is_part(axes[0]):
+            dims.append(dim)
+            continue
         axis = axes[0]
         units = x.n[axis]
         if size != units:  # unit m of the tiled map is unit m mod n of the original
@@ -238,6 +260,11 @@ def index_value(call: Call, x: Value, index, in_shape: tuple[int, ...]) -> Value
                 dims.append(kept)
             d += 1
             continue
+        if any(is_part(a) for a in axes) and not (isinstance(item, slice) and item.indices(size) == (0, size, 1)):
+            raise UnsupportedOp(
+                call.node, call.op,
+                f"an index {item!r} into tensor dim {d}, which holds part of a spatial axis split into windows",
+            )
         if isinstance(item, int):
             if axes:
                 _pick_unit(x, d, item % size, maps)
@@ -426,3 +453,41 @@ rule(__import__("operator").getitem)(select)
 def constant(call: Call):
     """Ops whose output depends on the input's shape only, never on its values."""
     return None
+
+
+@rule(torch.roll, "roll")
+def roll(call: Call):
+    """``torch.roll(x, shifts, dims)``: along a dim that holds exactly one spatial axis (whole),
+    output unit m is input unit ``(m - shift) mod n``: a circular resample, exact (the units
+    that wrap around see the other border). A roll of the flattened tensor, or along a dim that
+    holds several factors (flattened tokens, windows), is refused."""
+    x = require_value(call)
+    shifts = call.arg(1, "shifts")
+    dims = call.arg(2, "dims", None)
+    if dims is None:
+        if any(x.axes_of(d) for d in range(x.rank)):
+            raise UnsupportedOp(call.node, call.op, "a roll of the flattened tensor (no dims) moves units across spatial axes")
+        return x
+    shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    if len(shifts) != len(dims):
+        raise UnsupportedOp(call.node, call.op, f"shifts {shifts} and dims {dims} of different lengths")
+    maps: dict = {}
+    total: dict[int, int] = {}
+    for shift, d in zip(shifts, dims):
+        d = int(d) % x.rank
+        dim = x.dims[d]
+        axes = [a for a, _ in dim if a is not None]
+        if not axes:
+            continue
+        if len(dim) != 1 or is_part(axes[0]) or prefix_of(dim):
+            raise UnsupportedOp(
+                call.node, call.op,
+                f"a roll along tensor dim {d}, which holds {dim} (rfarith follows a roll along a dim "
+                "that holds exactly one whole spatial axis); roll before flattening, or measure it with crosscheck.hybrid",
+            )
+        total[int(axes[0])] = total.get(int(axes[0]), 0) + int(shift)
+    for axis, shift in total.items():
+        n = x.n[axis]
+        maps[axis] = lambda f, shift=shift, n=n: af.resample(f, 1, 1, [(-shift,)], n, border="circular")
+    return x.map_fields(maps)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UnsupportedOp
-from ..value import Dim, Value
+from ..value import Dim, Value, axis_units, is_part, window_field, window_mixing
 from .common import require_value
 from .pointwise import elementwise, merged
 from .registry import Call, rule
@@ -34,7 +34,15 @@ def _dims_arg(value, rank: int) -> tuple[int, ...]:
 
 # ---- reductions -----------------------------------------------------------------------------
 def reduce_over(call: Call, x: Value, reduced: tuple[int, ...], keepdim: bool) -> Value:
-    axes = tuple(a for d in reduced for a in x.axes_of(d))
+    if any(is_part(a) for d in range(x.rank) for a, _ in x.dims[d] if a is not None) and any(
+        x.axes_of(d) for d in reduced
+    ):
+        raise UnsupportedOp(
+            call.node, call.op,
+            "a reduction over a dim of a spatial axis split into windows (reverse the window partition first, "
+            "or measure it with crosscheck.hybrid)",
+        )
+    axes = tuple(int(a) for d in reduced for a in x.axes_of(d))
     y = x.globalised(axes, call.node, units=1) if axes else x
     dims: list[Dim] = []
     for d, dim in enumerate(x.dims):
@@ -178,11 +186,17 @@ def contract(call: Call, operands: list[tuple[torch.Tensor, str]], out_letters: 
     one (the keys) becomes a plain dim."""
     out_shape = call.out_shape
     present = [(t, call.value(t), letters) for t, letters in operands if call.value(t) is not None]
-    mixed: set[int] = set()
+    mixed: dict[int, list] = {}  # axis -> the factors of it mixed over
+
+    def mix(factors) -> None:
+        for a, size in factors:
+            if a is not None:
+                mixed.setdefault(int(a), []).append((a, size))
+
     for _, v, letters in present:
         for i, letter in enumerate(letters):
             if letter not in out_letters:
-                mixed.update(v.axes_of(i))
+                mix(v.dims[i])
     dims: list[Dim] = []
     for o, letter in enumerate(out_letters):
         chosen: Dim | None = None
@@ -191,28 +205,47 @@ def contract(call: Call, operands: list[tuple[torch.Tensor, str]], out_letters: 
                 i = letters.index(letter)
                 if v.axes_of(i) and t.shape[i] == out_shape[o]:
                     if chosen is not None and chosen != v.dims[i]:
-                        mixed.update(a for a, _ in tuple(chosen) + tuple(v.dims[i]) if a is not None)
+                        mix(tuple(chosen) + tuple(v.dims[i]))
                     if chosen is None:
                         chosen = v.dims[i]
         dims.append(chosen if chosen is not None else _opaque(out_shape[o]))
-    placed: set[int] = set()
+    placed: set = set()
     for o, dim in enumerate(dims):
-        axes = [a for a, _ in dim if a is not None]
-        if any(a in placed for a in axes):  # the keys of queries x keys
-            mixed.update(axes)
+        spatial = [f for f in dim if f[0] is not None]
+        if any(f in placed for f in spatial):  # the keys of queries x keys
+            mix(spatial)
             dims[o] = _opaque(out_shape[o])
-        placed.update(axes)
+        placed.update(spatial)
     n_axes = len(present[0][1].n)
-    n = []
-    for a in range(n_axes):
-        carried = [s for dim in dims for b, s in dim if b == a]
-        n.append(carried[0] if carried else (1 if a in mixed else max(v.n[a] for _, v, _ in present)))
-    values = []
-    for _, v, _ in present:
-        for a in sorted(mixed):
-            v = v.globalised((a,), call.node, units=n[a])
-        values.append(v)
+    carried = axis_units(dims, n_axes)
+    n = [
+        carried[a] if carried[a] is not None else (1 if a in mixed else max(v.n[a] for _, v, _ in present))
+        for a in range(n_axes)
+    ]
+    values = [_mixed(call, v, mixed, dims, n) for _, v, _ in present]
     return merged(call, dims, values, tuple(n))
+
+
+def _mixed(call: Call, v: Value, mixed: dict[int, list], dims, n: list[int]) -> Value:
+    """``v`` after a mixing op over the factors ``mixed`` (per axis): global along an axis the op
+    mixes whole, every unit its window along an axis split into windows whose position inside
+    the window it mixes (Swin's window attention: local and exact)."""
+    kept_by_axis: dict[int, list] = {}
+    for dim in dims:
+        for a, size in dim:
+            if a is not None:
+                kept_by_axis.setdefault(int(a), []).append((a, size))
+    maps = {}
+    for a in sorted(mixed):
+        try:
+            how, w = window_mixing(mixed[a], kept_by_axis.get(a, []), v.n[a], v.extent[a])
+        except ValueError as exc:
+            raise UnsupportedOp(call.node, call.op, str(exc)) from None
+        if how == "window":
+            maps[a] = lambda f, w=w: window_field(f, w)
+        else:
+            v = v.globalised((a,), call.node, units=n[a])
+    return v.map_fields(maps) if maps else v
 
 
 _BATCH = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -285,12 +318,34 @@ def attend(call: Call, query: torch.Tensor, others: list[torch.Tensor], out: tor
     values = [v for v in (call.value(t) for t in [query, *others]) if v is not None]
     shaped = query if call.value(query) is not None else next(t for t in others if call.value(t) is not None)
     base = call.value(shaped)
-    axes = tuple(range(len(base.n)))
-    values = [v.globalised(axes, call.node) for v in values]
     dims = base.dims[:-1] + (((None, out.shape[-1]),) if out.shape[-1] != 1 else (),)
     if len(dims) != out.dim():
         dims = tuple(((None, s),) if s != 1 else () for s in out.shape)
+    windowed = _window_tokens(call, [query, *others], dims)
+    if windowed is not None:  # attention inside windows: every query sees its window
+        return merged(call, dims, [_mixed(call, v, windowed, dims, list(base.n)) for v in values], base.n)
+    axes = tuple(range(len(base.n)))
+    values = [v.globalised(axes, call.node) for v in values]
     return merged(call, dims, values, base.n)
+
+
+def _window_tokens(call: Call, tensors: list[torch.Tensor], dims) -> dict[int, list] | None:
+    """The factors per axis the keys' token dim (second to last) holds, when it holds parts of
+    axes split into windows (a window partition) and the output keeps the windows apart in
+    another dim; None for attention over whole axes (global)."""
+    mixed: dict[int, list] = {}
+    for t in tensors:
+        v = call.value(t)
+        if v is None or t.dim() < 2:
+            continue
+        for a, size in v.dims[t.dim() - 2]:
+            if a is not None:
+                mixed.setdefault(int(a), [])
+                if (a, size) not in mixed[int(a)]:
+                    mixed[int(a)].append((a, size))
+    if not mixed or not any(is_part(a) for fs in mixed.values() for a, _ in fs):
+        return None
+    return mixed
 
 
 @rule(F.scaled_dot_product_attention)

@@ -18,7 +18,7 @@ from torch import nn
 from .. import axisfield as af
 from ..errors import UnsupportedOp
 from ..field import axis_names
-from ..value import Dim, Term, Value, _dedupe, prune
+from ..value import Dim, Term, Value, _dedupe, axis_units, prune
 from .registry import Call, Named, rule
 
 
@@ -167,11 +167,7 @@ def merge(call: Call, inputs: list[tuple[torch.Size, Value]], out_shape: tuple[i
             chosen = dim
         dims.append(chosen if chosen is not None else (((None, size),) if size != 1 else ()))
 
-    n_out = [1] * n_axes
-    for dim in dims:
-        for a, s in dim:
-            if a is not None:
-                n_out[a] = s
+    n_out = [1 if u is None else u for u in axis_units(dims, n_axes)]  # a split axis: product of its parts
     for _, value in inputs:  # axes no dim carries (reduced away) keep their unit count
         for a in range(n_axes):
             if all(a not in (f for f, _ in dim) for dim in dims):

@@ -1,0 +1,152 @@
+"""Window partition, attention inside windows, window reverse and the cyclic shift (Swin).
+
+No patch embedding: the input (1, C, 14, 14) goes channels-last and is cut into 2 x 2 windows
+of 7 x 7 pixels, so a unit is a pixel. Expected by hand, along each axis (n 14):
+
+- partition then reverse, nothing in between: the identity (r 1, j 1, start 0.5);
+- attention inside the windows: unit m sees its window, pixels ``7*(m // 7) .. 7*(m // 7) + 6``
+  (r 7, j 1 on average: period 7, jump 7; start 3.5; local, no flag global);
+- ``torch.roll(x, s)`` along an axis: unit m sees pixel ``(m - s) mod 14``;
+- shifted windows (roll by -3, windows, attention, reverse, roll by +3): unit m reads the
+  rolled unit ``u = (m - 3) mod 14``, which sees the window of ``u``, the pixels
+  ``(7*(u // 7) + 3 + t) mod 14`` for t in 0..6: unit 0 (u = 11) sees 10..13 and 0..2, a window
+  that wraps around the border; unit 3 (u = 0) sees 3..9.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import rfarith
+from rfarith.errors import UnsupportedOp
+from rfarith.value import Part
+
+W = 7
+SHAPE = (1, 4, 14, 14)
+
+
+def partition(x):
+    B, H, Wd, C = x.shape
+    return x.view(B, H // W, W, Wd // W, W, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, W * W, C)
+
+
+def reverse(win, H, Wd):
+    C = win.shape[-1]
+    return win.view(1, H // W, Wd // W, W, W, C).permute(0, 1, 3, 2, 4, 5).reshape(1, H, Wd, C)
+
+
+def attend(t, how):
+    if how == "sdpa":
+        q = t.unsqueeze(1)
+        return F.scaled_dot_product_attention(q, q, q).squeeze(1)
+    att = (t @ t.transpose(-2, -1)).softmax(dim=-1)
+    return att @ t
+
+
+class Windows(nn.Module):
+    def __init__(self, how: str | None = None, shift: int = 0) -> None:
+        super().__init__()
+        self.how, self.shift = how, shift
+
+    def forward(self, x):
+        y = x.permute(0, 2, 3, 1)
+        if self.shift:
+            y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        win = partition(y)
+        if self.how:
+            win = attend(win, self.how)
+        y = reverse(win, 14, 14)
+        if self.shift:
+            y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
+        return y.permute(0, 3, 1, 2)
+
+
+def window_of(m: int) -> tuple[int, ...]:
+    return tuple(range(W * (m // W), W * (m // W) + W))
+
+
+def shifted_window_of(m: int, s: int = 3, n: int = 14) -> tuple[int, ...]:
+    u = (m - s) % n
+    return tuple(sorted((W * (u // W) + s + t) % n for t in range(W)))
+
+
+def test_partition_splits_the_axes_with_steps():
+    assert Part(0, 7) == 0 and Part(0, 7) != Part(0, 1) and hash(Part(1, 7)) == hash(1)
+    out = rfarith.analyze(Windows(), SHAPE).output
+    assert out.n == (14, 14) and out.r == (1, 1) and out.j == (1, 1) and out.start == (0.5, 0.5)
+    assert out.real_seen((9, 4)) == ((9,), (4,))
+
+
+@pytest.mark.parametrize("how", ["matmul", "sdpa"])
+def test_attention_inside_windows_is_the_window(how):
+    rep = rfarith.analyze(Windows(how), SHAPE)
+    out = rep.output
+    assert out.n == (14, 14)
+    assert out.r == (7, 7) and out.j == (1, 1) and out.start == (3.5, 3.5)
+    assert "global" not in out.flags
+    for unit in [(0, 0), (6, 7), (7, 13), (13, 2), (3, 10)]:
+        assert out.real_seen(unit) == tuple(window_of(m) for m in unit)
+        assert out.bounds(unit) == tuple((window_of(m)[0], window_of(m)[-1]) for m in unit)
+
+
+def test_roll_is_a_circular_shift():
+    class Roll(nn.Module):
+        def forward(self, x):
+            return torch.roll(x, shifts=3, dims=2)
+
+    out = rfarith.analyze(Roll(), SHAPE).output
+    assert out.r == (1, 1) and out.j == (1, 1)
+    for m in range(14):
+        assert out.real_seen((m, 5)) == (((m - 3) % 14,), (5,))
+
+
+@pytest.mark.parametrize("how", ["matmul", "sdpa"])
+def test_shifted_windows_wrap_around_the_border(how):
+    out = rfarith.analyze(Windows(how, shift=3), SHAPE).output
+    assert "global" not in out.flags
+    assert shifted_window_of(0) == (0, 1, 2, 10, 11, 12, 13)
+    assert shifted_window_of(3) == tuple(range(3, 10))
+    for unit in [(0, 0), (3, 3), (9, 10), (10, 2), (13, 13), (2, 6)]:
+        assert out.real_seen(unit) == tuple(shifted_window_of(m) for m in unit)
+
+
+def test_a_merge_of_windows_keeps_the_units():
+    """An elementwise op on windowed tokens: 14 units per axis (the product of the window and
+    the position in it), not 7 (the last factor)."""
+
+    class Add(nn.Module):
+        def forward(self, x):
+            win = partition(x.permute(0, 2, 3, 1))
+            return reverse(win + 2 * win, 14, 14).permute(0, 3, 1, 2)
+
+    out = rfarith.analyze(Add(), SHAPE).output
+    assert out.n == (14, 14) and out.r == (1, 1)
+    assert out.real_seen((12, 1)) == ((12,), (1,))
+
+
+class Refused(nn.Module):
+    def __init__(self, what: str) -> None:
+        super().__init__()
+        self.what = what
+
+    def forward(self, x):
+        win = partition(x.permute(0, 2, 3, 1))  # (4, 49, C)
+        if self.what == "across_windows":  # attention over the windows, not inside them
+            t = win.transpose(0, 1)
+            return (t @ t.transpose(-2, -1)).softmax(-1) @ t
+        if self.what == "index":
+            return win[:, 3]
+        if self.what == "reduce":
+            return win.mean(1)
+        if self.what == "roll_tokens":
+            return torch.roll(win, 2, dims=1)
+        raise AssertionError(self.what)
+
+
+@pytest.mark.parametrize("what", ["across_windows", "index", "reduce", "roll_tokens"])
+def test_what_is_not_exact_is_refused(what):
+    with pytest.raises(UnsupportedOp):
+        rfarith.analyze(Refused(what), SHAPE)
