@@ -221,8 +221,10 @@ def window_mixing(mixed: list, kept: list, n: int, extent: int):
             raise ValueError(f"it mixes parts {mixed} of a split axis that are not the innermost positions")
         step *= s
     w = step
-    if w >= n or n % w:
+    if w >= n:  # the window is the whole axis
         return "global", None
+    if n % w:
+        raise ValueError(f"it mixes windows of {w} units of an axis of {n} units")
     outer = [f for f in kept if f not in mixed]
     if not outer or min(stride_of(a) for a, _ in outer) < w:
         raise ValueError(f"it mixes the positions {mixed} inside windows of a split axis whose windows it does not keep apart")
