@@ -166,9 +166,10 @@ class Prober:
                     continue
                 requests += [Request(target, UnitSpec("fixed", unit=tuple(u)), keep_support=True) for u in own[name]]
             node_local = local.get(group[0], self.local)
-            for measurement in _measured_apart(self.session, sizes, requests, node_local, measured):
-                for name, found in _units_by_node(measurement).items():
-                    measured.setdefault(name, found)
+            for part in _by_executor(requests):
+                for measurement in _measured_apart(self.session, sizes, part, node_local, measured):
+                    for name, found in _units_by_node(measurement).items():
+                        measured.setdefault(name, found)
             for name, dup in copies.items():
                 if dup in measured:
                     found = measured[dup]
@@ -179,6 +180,16 @@ class Prober:
                 del copies[name]
         for name in copies:  # nothing came back for these (cannot happen unless a map vanished)
             yield name, ProbeError(f"the probe returned no units of '{name}' at input {sizes}")
+
+
+def _by_executor(requests: list[Request]) -> list[list[Request]]:
+    """Requests apart by how their maps are reached (graph nodes of the traced model, or module
+    calls and the output of the model as it runs): one forward runs one way. Mixed, the
+    forward failed and the session went on one unit per forward for good (a U-Net's compare
+    ran 2,395 forwards)."""
+    graph = [r for r in requests if r.target.locator.kind == "graph"]
+    other = [r for r in requests if r.target.locator.kind != "graph"]
+    return [part for part in (graph, other) if part]
 
 
 def _chunks(own: dict[str, list[tuple[int, ...]]], local: dict[str, bool]) -> Iterator[list[str]]:

@@ -462,3 +462,32 @@ def test_nodes_sharing_one_tensor_are_measured_once_with_the_same_answer(monkeyp
     alone = crosscheck.compare(model, shape, nodes=nodes)
     assert together.astype(str).equals(alone.astype(str))
     assert together["agree"].all()
+
+
+def test_one_forward_never_mixes_graph_nodes_with_module_calls(monkeypatch):
+    """Module calls beside functional ops: every
+    measurement reaches its maps one way (mixed, the forward failed, and the session went on
+    one unit per forward: a U-Net's compare ran 2,395 forwards instead of 86)."""
+    from rfnumeric.measure import Session
+
+    class ModulesAndFunctions(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+
+        def forward(self, x):
+            return self.conv2(F.max_pool2d(F.relu(self.conv1(x)), 2))
+
+    calls = []
+    original = Session._measure
+
+    def spy(self, sizes, requests, local):
+        calls.append(({r.target.locator.kind == "graph" for r in requests}, self.batched, len(requests)))
+        return original(self, sizes, requests, local)
+
+    monkeypatch.setattr(Session, "_measure", spy)
+    frame = crosscheck.compare(ModulesAndFunctions().eval(), (1, 3, 24, 24))
+    assert frame.attrs["summary"]["agree"] == frame.attrs["summary"]["nodes"]
+    assert {False} in [kinds for kinds, _, _ in calls] and {True} in [kinds for kinds, _, _ in calls]
+    assert all(len(kinds) == 1 for kinds, _, _ in calls)
+    assert all(batched for _, batched, _ in calls)
