@@ -438,8 +438,9 @@ def test_a_model_in_training_mode_is_analysed_in_eval_mode_with_a_note(capsys, m
 
 # ---- the set-up the README promises ------------------------------------------------------------
 def test_the_torchvision_environment_is_its_own_and_the_default_stays_cpu():
-    """`make -n` prints the commands without running them (they download GBs)."""
-    dry = subprocess.run(["make", "-n", "zoo-venv"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    """`make -n -B` prints the commands without running them (they download GBs), whether or
+    not the environment exists already."""
+    dry = subprocess.run(["make", "-n", "-B", "zoo-venv"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert dry.returncode == 0, dry.stderr
     assert "-m venv .venv-zoo" in dry.stdout
     assert "torch==2.14.1 torchvision==0.29.1 timm" in dry.stdout
