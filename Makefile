@@ -15,7 +15,7 @@ ZOO_VENV ?= .venv-zoo
 ZOO_PACKAGES ?= torch==2.14.1 torchvision==0.29.1 timm
 ZOO_STAMP := $(ZOO_VENV)/.installed
 
-.PHONY: run test bench lint notebooks clean zoo-venv
+.PHONY: run test bench lint notebooks clean zoo-venv census
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ $(ZOO_STAMP): pyproject.toml
 
 zoo-venv: $(ZOO_STAMP)
 	@echo "$(ZOO_VENV) is ready: $(ZOO_VENV)/bin/rfcheck report torchvision:resnet50"
+
+# coverage census over torchvision and timm (1-2 hours on two cores; resumable, its cache is
+# out/census-cache.jsonl): writes docs/coverage.md. Never part of make test.
+CENSUS_ARGS ?=
+census: $(ZOO_STAMP)
+	$(ZOO_VENV)/bin/python benchmarks/census.py $(CENSUS_ARGS)
 
 run: $(STAMP)
 	$(VENV)/bin/rfcheck compare alexnet
