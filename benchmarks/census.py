@@ -22,7 +22,8 @@ where the model needs it), timm models at their ``pretrained_cfg`` input size.
 
 Results go to a JSON lines cache (``--cache``; one record per model, the first line the model list):
 a rerun skips the models already there, so a long census can be stopped and resumed; delete the
-file to start afresh (``--retry`` reruns only the timeouts and crashes). ``--out`` writes the
+file, or pass ``--fresh`` (which keeps the model list), to start afresh; ``--retry`` reruns only
+the timeouts and crashes. ``--out`` writes the
 Markdown report (counts, failure causes, per-model table) from every result in the cache, so
 ``--limit`` / ``--only`` / ``--filter`` choose what runs, not what is reported. Nothing here is a test, and nothing here
 is part of ``make test``: torchvision and timm are optional dependencies.
@@ -769,8 +770,9 @@ def write_report(path: Path, header: dict, results: dict[str, dict], args) -> No
         "Rerun (needs the optional environment, `make zoo-venv`):",
         "",
         "```",
-        "make census                                  # resumes from out/census-cache.jsonl; delete it to start afresh",
-        'make census CENSUS_ARGS="--retry"            # reruns the cached timeouts and crashes',
+        "make census                           # resumes from its cache, out/census-cache.jsonl",
+        'make census CENSUS_ARGS="--fresh"     # runs every model again (keeps the listed models)',
+        'make census CENSUS_ARGS="--retry"     # reruns the cached timeouts and crashes',
         ".venv-zoo/bin/python benchmarks/census.py --only timm --filter vit --cache out/vit.jsonl --out out/vit.md",
         "```",
         "",
@@ -993,6 +995,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--retry", action="store_true", help="rerun cached timeouts and crashes")
     ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="drop the cached results (not the model list) and run everything again",
+    )
+    ap.add_argument(
         "--report-only", action="store_true", help="write --out from the cache, run nothing"
     )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -1006,6 +1013,9 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     args.commit = _commit()
     header, results = get_catalogue(args.cache, int(args.max_params))
+    if args.fresh and not args.report_only:
+        args.cache.write_text(json.dumps(header) + "\n")
+        results = {}
     todo = []
     per_source: Counter = Counter()
     for e in header["catalogue"]:
