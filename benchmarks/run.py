@@ -1,5 +1,9 @@
 """Benchmarks of rfcheck against their physical floors, as one table of ratios.
 
+0. The user's path (``benchmarks/user_path.py``): ``rfnumeric.probe`` of the deepest map without
+   and with a size hint, ``crosscheck.compare`` of the whole model, and peak memory, each over
+   one plain forward+backward of the model, on eight zoo architectures.
+
     make bench                        # or: .venv/bin/python benchmarks/run.py [--quick] [--write docs/performance.md]
 
 1. ``rfarith.analyze`` over a bare ``torch.fx.symbolic_trace`` of the same model (the floor:
@@ -245,8 +249,16 @@ def main() -> None:
     repeats = 3 if args.quick else 5
     analyze_models = ["alexnet", "vgg16", "resnet18", "resnet50", "resnet152", "inception_v3", "densenet121"]
     probe_models = ["resnet50"] if args.quick else ["resnet50", "inception_v3"]
+    import user_path  # noqa: PLC0415 - benchmarks/ is on sys.path when run as a script
+
+    path_models = ["resnet50", "shufflenet_v2"] if args.quick else user_path.MODELS
+    path_rows = [
+        user_path.measure(name, repeats, with_compare=not args.quick, cap=user_path.PLAIN_CAP, timeout=3600, with_heatmap=not args.quick)
+        for name in path_models
+    ]
     sections = [
         f"Machine: {machine()}\n",
+        table(path_rows, f"0. The user's path over one plain pass ({user_path.TARGETS})"),
         table(analyze_over_trace(analyze_models, repeats), "1. rfarith.analyze / torch.fx.symbolic_trace"),
         table(depth_series([8, 16, 32, 64, 128], repeats), "1b. analyze time against graph size (linear: constant us per node)"),
         table(probe_over_pass(probe_models, 3 * repeats), "2. rfnumeric.probe / one forward+backward of the model at the probe's input (target <= 0.1)"),

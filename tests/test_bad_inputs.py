@@ -669,7 +669,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
 
 
 CLI_CASES = {
-    "unknown zoo model": (("report", "alexnett"), ["'alexnett'"], "Did you mean alexnet?"),
+    "unknown zoo model": (("report", "alexnett"), ["'alexnett'"], "Did you mean alexnet"),
     "input with a zero": (("report", "keras_minimal", "--input", "3x0x10"), ["'3x0x10'", "positive"], "e.g. 3x227x227"),
     "input not a size": (("report", "keras_minimal", "--input", "abc"), ["'abc'"], "e.g. 3x227x227"),
     "input one axis short": (("report", "keras_minimal", "--input", "3x64"), ["'conv2d_1'", "2 spatial axes"], "Way out"),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torch import nn
@@ -70,7 +68,11 @@ def test_models_with_several_outputs_get_a_row_per_output():
     assert table.loc["output[high]", "op"] == "output"
 
 
-def test_maps_whose_units_cannot_be_located_are_reported_not_measured():
+def test_patch_tokens_behind_a_class_token_are_located_and_measured():
+    """The concatenation puts the class token in front of the patch grid: the layout records
+    the prefix, the seeds skip it (``layout.seed_positions``), so the patch tokens keep their
+    field (they were reported unmeasured before)."""
+
     class ClassToken(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -84,8 +86,7 @@ def test_maps_whose_units_cannot_be_located_are_reported_not_measured():
 
     table = rfnumeric.sweep(ClassToken(), (1, 1, 16, 16))
     assert table.at["patch", "r_h"] == 4
-    assert math.isnan(table.at["cat", "r_h"])
-    assert table.at["cat", "flags"].startswith("not measured: ")
+    assert (table.at["cat", "r_h"], table.at["cat", "j_h"], table.at["cat", "r_w"]) == (4, 4, 4)
     assert "getattr" not in table.index and "size" not in table.index  # not tensors
 
 
