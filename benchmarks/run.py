@@ -42,6 +42,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import user_path  # noqa: E402 - benchmarks/ is on sys.path when run as a script
+from user_path import COMMON  # noqa: E402
+
 import rfarith  # noqa: E402
 import rfnumeric  # noqa: E402
 from crosscheck import zoo  # noqa: E402
@@ -159,26 +162,16 @@ def sweep_over_probe(names: list[str], repeats: int) -> list[dict]:
 
 
 # ---- 4 and 5: in a fresh interpreter, with the peak reset -----------------------------------------
-PEAK = textwrap.dedent(
+PEAK = COMMON + textwrap.dedent(
     """
-    import json, sys, time
-    sys.path.insert(0, {root!r})
-    def reset():
-        open("/proc/self/clear_refs", "w").write("5")
-    def peak():
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
     import crosscheck, rfarith
-    from crosscheck import zoo
-    model = zoo.build({name!r})
     {warm}
     reset(); before = peak(); start = time.perf_counter()
     {body}
     seconds = time.perf_counter() - start; after = peak()
     print(json.dumps({{"seconds": seconds, "peak_growth": after - before, "baseline": before}}))
     """
-)
+)  # after the preamble of the user-path benchmark: its peak-memory helpers, the zoo model
 
 
 def in_fresh_process(name: str, warm: str, body: str) -> dict:
@@ -249,8 +242,6 @@ def main() -> None:
     repeats = 3 if args.quick else 5
     analyze_models = ["alexnet", "vgg16", "resnet18", "resnet50", "resnet152", "inception_v3", "densenet121"]
     probe_models = ["resnet50"] if args.quick else ["resnet50", "inception_v3"]
-    import user_path  # noqa: PLC0415 - benchmarks/ is on sys.path when run as a script
-
     path_models = ["resnet50", "shufflenet_v2"] if args.quick else user_path.MODELS
     path_rows = [
         user_path.measure(name, repeats, with_compare=not args.quick, cap=user_path.PLAIN_CAP, timeout=3600, with_heatmap=not args.quick)

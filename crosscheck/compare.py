@@ -204,7 +204,7 @@ def _measure(model, shape, report, rows: list[_Row], mode: str, max_size: int, p
     """Fill every row's probe answers and compare its sets: at the user's input, then at the
     inputs the probe grew to."""
     prober = numeric.Prober(model, shape, mode, max_size)
-    plans = {row.name: (_size_hint(row.field), frozenset(a for a, p in enumerate(row.field.phases) if p > 1)) for row in rows}
+    plans = {row.name: (field_hint(row.field.r, row.field.j), frozenset(a for a, p in enumerate(row.field.phases) if p > 1)) for row in rows}
     fitted = prober.fields(plans, progress)
     by_name = {row.name: row for row in rows}
     for row in rows:
@@ -292,11 +292,6 @@ def _select(report: rfarith.Report, nodes: Iterable[str] | None) -> list[str]:
     for name in chosen:
         report.row(name)  # raises UnknownNode with close names
     return [row.name for row in report.rows if row.name in chosen]  # in graph order
-
-
-def _size_hint(rf: ReceptiveField) -> tuple[int, ...]:
-    """The input the probe should start from, per axis (:func:`rfnumeric.search.field_hint`)."""
-    return field_hint(rf.r, rf.j)
 
 
 # ---- the assertion ----------------------------------------------------------------

@@ -187,8 +187,8 @@ def _by_executor(requests: list[Request]) -> list[list[Request]]:
     calls and the output of the model as it runs): one forward runs one way. Mixed, the
     forward failed and the session went on one unit per forward for good (a U-Net's compare
     ran 2,395 forwards)."""
-    graph = [r for r in requests if r.target.locator.kind == "graph"]
-    other = [r for r in requests if r.target.locator.kind != "graph"]
+    graph = [r for r in requests if r.target.in_graph]
+    other = [r for r in requests if not r.target.in_graph]
     return [part for part in (graph, other) if part]
 
 

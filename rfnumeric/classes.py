@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from .mode import _BLEND, expanded, value_of
+from .mode import _BLEND, expanded, record, recorded, value_of
 
 _CLASSES = "_rfnumeric_classes"
 MAX_CLASSES = 64  # beyond this many supports in one blend, it is kept as a plain blend
@@ -47,25 +47,21 @@ class ChannelClasses:
 
 def classes_of(t: Any) -> ChannelClasses | None:
     """The classes recorded on ``t``, if ``t`` is still the tensor they were recorded for."""
-    record = getattr(t, _CLASSES, None)
-    if record is None:
-        return None
-    classes, grad_fn, version = record
-    if t.grad_fn is not grad_fn or t._version != version:
-        return None
-    return classes
+    return recorded(t, _CLASSES)
 
 
 def attach(t: torch.Tensor, classes: ChannelClasses) -> torch.Tensor:
-    """Record ``classes`` on ``t``, a blend whose value is already theirs (``cat`` sums its
-    parts as it always did: recomputing it from many classes would cost more)."""
-    return _attach(t, classes)
-
-
-def _attach(t: torch.Tensor, classes: ChannelClasses) -> torch.Tensor:
-    setattr(t, _CLASSES, (classes, t.grad_fn, t._version))
+    """Record ``classes`` on ``t``, a blend whose value is theirs, and mark it a blend."""
+    record(t, _CLASSES, classes)
     setattr(t, _BLEND, True)
     return t
+
+
+def _apart(value: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """``value`` expanded to ``shape``, always a tensor of its own (``expanded`` returns a
+    tensor of the full shape as it is), so that marks set on it stay off ``value``."""
+    out = expanded(value, shape)
+    return value.view_as(value) if out is value else out
 
 
 def blend(classes: ChannelClasses, shape: Sequence[int]) -> torch.Tensor:
@@ -75,19 +71,14 @@ def blend(classes: ChannelClasses, shape: Sequence[int]) -> torch.Tensor:
     counts = torch.bincount(labels, minlength=len(classes.bases))
     present = [k for k, c in enumerate(counts.tolist()) if c]
     if len(present) == 1:
-        base = classes.bases[present[0]]
-        out = expanded(base, shape)
-        return base.view_as(base) if out is base else out
+        return _apart(classes.bases[present[0]], shape)
     total = labels.numel()
     value = sum(classes.bases[k] * (int(counts[k]) / total) for k in present)
     if len(present) < len(classes.bases):  # renumber the classes kept
         renumber = torch.full((len(classes.bases),), -1, dtype=torch.int64)
         renumber[present] = torch.arange(len(present))
         classes = ChannelClasses(renumber[classes.labels], tuple(classes.bases[k] for k in present))
-    out = expanded(value, shape)
-    if out is value:  # expanded returns a tensor of the full shape as it is: keep it apart
-        out = value.view_as(value)
-    return _attach(out, classes)
+    return attach(_apart(value, shape), classes)
 
 
 def for_concatenation(parts: Sequence[torch.Tensor], dim: int) -> ChannelClasses | None:
@@ -118,10 +109,12 @@ def _label_shape(t: torch.Tensor, dim: int) -> tuple[int, ...]:
 
 
 # ---- ops that only move channels ------------------------------------------------------------
-_VIEWS = {
+_PERMUTING = {
     torch.Tensor.transpose, torch.transpose, torch.Tensor.swapaxes, torch.swapaxes,
     torch.Tensor.swapdims, torch.swapdims, torch.Tensor.permute, torch.permute,
     torch.Tensor.movedim, torch.movedim, torch.Tensor.moveaxis, torch.moveaxis,
+}  # fmt: skip
+_VIEWS = _PERMUTING | {
     torch.Tensor.chunk, torch.chunk, torch.Tensor.split, torch.split,
     torch.Tensor.tensor_split, torch.tensor_split, torch.Tensor.unbind, torch.unbind,
     torch.Tensor.narrow, torch.narrow, torch.Tensor.__getitem__,
@@ -153,20 +146,19 @@ def regroup(func, args: tuple, kwargs: dict) -> Any:
     if move is None:
         return None
     try:
-        with torch.no_grad():  # the geometry only: where each class goes
+        with torch.no_grad():  # the geometry only: where each channel goes
             moved = move(classes.labels.expand(x.shape))
-            shapes = [[tuple(t.shape) for t in _items(move(b.expand(x.shape)))] for b in classes.bases]
     except RuntimeError:  # e.g. a view merging channels with a spatial axis: not a move of channels
         return None
     outs = []
-    for i, label in enumerate(_items(moved)):
+    for label in _items(moved):
         # dims along which the labels vary carry channels (the labels are stored contiguous,
         # broadcast along batch and space): labels keep those dims, the bases every other one
         channel_dims = [d for d in range(label.dim()) if label.stride(d) != 0 and label.shape[d] > 1]
         small = _narrowed(label, [d for d in range(label.dim()) if d not in channel_dims])
         kept = []
-        for b, shape in zip(classes.bases, shapes):
-            moved_base = _moved_base(func, args, kwargs, b, shape[i], channel_dims)
+        for b in classes.bases:  # broadcast to x's shape like the labels, a base lands where they do
+            moved_base = _moved_base(func, args, kwargs, b, tuple(label.shape), channel_dims)
             if moved_base is None:
                 return None
             kept.append(moved_base)
@@ -175,12 +167,6 @@ def regroup(func, args: tuple, kwargs: dict) -> Any:
         return outs[0]
     return tuple(outs) if isinstance(moved, tuple) else outs
 
-
-_PERMUTING = {
-    torch.Tensor.transpose, torch.transpose, torch.Tensor.swapaxes, torch.swapaxes,
-    torch.Tensor.swapdims, torch.swapdims, torch.Tensor.permute, torch.permute,
-    torch.Tensor.movedim, torch.movedim, torch.Tensor.moveaxis, torch.moveaxis,
-}  # fmt: skip
 
 
 def _moved_base(func, args: tuple, kwargs: dict, base: torch.Tensor, shape: tuple[int, ...], channel_dims: list[int]):

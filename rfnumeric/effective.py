@@ -22,7 +22,7 @@ from .measure import Session, seed_for
 from .mode import Retry
 from .probe import probe
 from .result import EffectiveField
-from .search import BYTES_PER_ELEMENT, MEMORY_BUDGET
+from .search import probes_per_forward
 
 FRACTIONS = (0.5, 0.9, 0.99)
 
@@ -93,7 +93,7 @@ def _mean_magnitude(
     inputs in one batch could take many gigabytes). A model that mixes batch elements runs one
     input at a time."""
     heat, elements = _gradient_magnitude(session, target, inputs[:1], unit, local)
-    per_batch = max(1, MEMORY_BUDGET // max(1, elements * BYTES_PER_ELEMENT))
+    per_batch = probes_per_forward(elements)
     start = 1
     while start < len(inputs):
         chunk = inputs[start : start + per_batch]

@@ -62,6 +62,12 @@ class Target:
     def name(self) -> str:
         return self.locator.name
 
+    @property
+    def in_graph(self) -> bool:
+        """Whether the map is a node of the traced graph (else a module call or the output, read
+        as the model runs): one forward reaches its maps one way only."""
+        return self.locator.kind == "graph"
+
 
 @dataclass(frozen=True)
 class UnitSpec:

@@ -210,19 +210,31 @@ def may_make_periodic(func, x: torch.Tensor, out: Any) -> bool:
 
 
 # ---- collapsed tensors ----------------------------------------------------------------------
-def base_of(t: Any) -> torch.Tensor | None:
-    """The smaller tensor ``t`` is an expanded (stride-0) view of, when the probe made it so and
-    ``t`` is still that view: autograd has not re-based it (a custom ``autograd.Function``
-    returning it) and nothing wrote into it since."""
-    if not isinstance(t, torch.Tensor):
+def record(t: torch.Tensor, attribute: str, value: Any) -> None:
+    """Remember ``value`` on ``t`` for as long as ``t`` stays the tensor it is now (see
+    :func:`recorded`)."""
+    setattr(t, attribute, (value, t.grad_fn, t._version))
+
+
+def recorded(t: Any, attribute: str) -> Any:
+    """What :func:`record` remembered on ``t``, if ``t`` is still that tensor: autograd has not
+    re-based it (a custom ``autograd.Function`` returning it) and nothing wrote into it since;
+    else None."""
+    entry = getattr(t, attribute, None)
+    if entry is None:
         return None
-    record = getattr(t, _BASE, None)
-    if record is None:
-        return None
-    base, grad_fn, version = record
+    value, grad_fn, version = entry
     if t.grad_fn is not grad_fn or t._version != version:
         return None
-    return base
+    return value
+
+
+def base_of(t: Any) -> torch.Tensor | None:
+    """The smaller tensor ``t`` is an expanded (stride-0) view of, when the probe made it so and
+    ``t`` is still that view."""
+    if not isinstance(t, torch.Tensor):
+        return None
+    return recorded(t, _BASE)
 
 
 def value_of(t: torch.Tensor) -> torch.Tensor:
@@ -253,7 +265,7 @@ def expanded(base: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.T
     if base.dim() < len(shape):
         base = base.reshape((1,) * (len(shape) - base.dim()) + tuple(base.shape))
     out = base.expand(shape)
-    setattr(out, _BASE, (base, out.grad_fn, out._version))
+    record(out, _BASE, base)
     return out
 
 
@@ -636,7 +648,7 @@ class ProbeMode(TorchFunctionMode):
                 lay.attach(dense, layout)
                 for key, value in flags.items():
                     setattr(dense, key, value)
-                setattr(t, _BASE, (dense, t.grad_fn, t._version))
+                record(t, _BASE, dense)
                 self.register(dense)
             previous, self.name = self.name, name
             try:

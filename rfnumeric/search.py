@@ -515,7 +515,7 @@ def run_searches(
             return
         groups: dict[tuple[tuple[int, ...], bool, bool], list[Search]] = {}
         for s in pending:
-            groups.setdefault((s.sizes, s.local, s.target.locator.kind == "graph"), []).append(s)
+            groups.setdefault((s.sizes, s.local, s.target.in_graph), []).append(s)
         for (sizes, local, _), group in sorted(groups.items(), key=lambda kv: kv[0][0]):
             while group:  # unknown costs are re-estimated after each chunk, from what it cost
                 chunk = _take(group, sizes, budget, _known_cost(per_probe, sizes))
@@ -585,7 +585,7 @@ def _measure_within(
 ) -> Measurement:
     """One measurement of ``requests``, split into several forwards if one would not fit the
     memory budget (a single large map at a large input)."""
-    per_forward = max(1, budget // max(1, cost * BYTES_PER_ELEMENT))
+    per_forward = probes_per_forward(cost, budget)
     if len(requests) <= per_forward:
         return session.measure(sizes, requests, local)
     return Measurement.merge(
@@ -594,6 +594,12 @@ def _measure_within(
             for i in range(0, len(requests), per_forward)
         ]
     )
+
+
+def probes_per_forward(cost: int, budget: int = MEMORY_BUDGET) -> int:
+    """How many probes (batch elements) of ``cost`` tensor elements each one forward may hold
+    within ``budget`` bytes (at least one)."""
+    return max(1, budget // max(1, cost * BYTES_PER_ELEMENT))
 
 
 def _known_cost(per_probe: dict[tuple[int, ...], int], sizes: tuple[int, ...]) -> int:
