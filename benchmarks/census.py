@@ -660,6 +660,12 @@ def outcome(rec: dict) -> dict:
     }
 
 
+def fully_covered(rec: dict) -> bool:
+    """Both sides gave the output field and agree on it."""
+    o = outcome(rec)
+    return o["built"] and o["hybrid"] and o["probe"] and o["verdict"] == "agree"
+
+
 def failures(rec: dict) -> list[tuple[str, str]]:
     """(step, cause) for every step of the model that did not end well."""
     s, out = rec["steps"], []
@@ -773,6 +779,7 @@ def write_report(path: Path, header: dict, results: dict[str, dict], args) -> No
         "make census                           # resumes from its cache, out/census-cache.jsonl",
         'make census CENSUS_ARGS="--fresh"     # runs every model again (keeps the listed models)',
         'make census CENSUS_ARGS="--retry"     # reruns the cached timeouts and crashes',
+        'make census CENSUS_ARGS="--failing"   # reruns every model not fully covered',
         ".venv-zoo/bin/python benchmarks/census.py --only timm --filter vit --cache out/vit.jsonl --out out/vit.md",
         "```",
         "",
@@ -995,6 +1002,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--retry", action="store_true", help="rerun cached timeouts and crashes")
     ap.add_argument(
+        "--failing",
+        action="store_true",
+        help="rerun every cached model that did not end with both sides agreeing",
+    )
+    ap.add_argument(
         "--fresh",
         action="store_true",
         help="drop the cached results (not the model list) and run everything again",
@@ -1032,7 +1044,9 @@ def main(argv=None) -> int:
         interrupted = rec is not None and (
             rec.get("killed") or any(st.get("error") == "Crash" for st in rec["steps"].values())
         )
-        if rec is not None and not (args.retry and interrupted):
+        if rec is not None and not (args.retry and interrupted) and not (
+            args.failing and not fully_covered(rec)
+        ):
             continue
         todo.append(e)
 

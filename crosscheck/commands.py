@@ -290,7 +290,7 @@ def _smallest_valid(model):
 
     def smallest(shape: tuple[int, ...]) -> tuple[int, ...] | None:
         try:
-            return rfarith.smallest_input(model, rfarith.trace(model), shape)
+            return rfarith.smallest_input(model, rfarith.trace(model, (), shape), shape)
         except rfarith.RFError:
             return None
 

@@ -59,7 +59,7 @@ def hybrid(model: nn.Module, input_shape: Sequence[int], mode: str = "local", pr
     leaves: list[str] = []
     while True:
         try:
-            trace(model, leaves)
+            trace(model, leaves, input_shape)
             break
         except TraceError as e:
             if not e.module_path:  # the root's own forward: nothing to trace, measure every module

@@ -31,7 +31,7 @@ from .rules.common import map_trailing_axes, require_value, windowed
 from .rules.params import Window
 from .rules.pointwise import elementwise
 from .rules.registry import Call, rule
-from .tracing import trace
+from .tracing import trace, trace_for
 from .walk import check_input_shape, walk
 
 __all__ = [
@@ -83,13 +83,13 @@ def analyze(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     with eval_mode(model):  # traced and run as in eval mode (`if self.training:` included)
-        traced = trace(model, leaf_modules)
+        traced = trace(model, leaf_modules, shape)
         try:
             result = walk(model, traced, shape, fallback)
         except ShapeError as e:
             if e.kind != "too_small":
                 raise
-            smallest = smallest_input(model, traced, shape, fallback)
+            smallest = smallest_input(model, traced, shape, fallback, leaf_modules)
             if smallest is None:
                 raise
             raise ShapeError(f"{e} The smallest input that works is {smallest}.", e.node, e.kind) from e
@@ -98,15 +98,17 @@ def analyze(
 
 
 def smallest_input(
-    model: nn.Module, traced, shape: tuple[int, ...], fallback=None, limit: int = 8192
+    model: nn.Module, traced, shape: tuple[int, ...], fallback=None, leaf_modules: Iterable[str | type] = (), limit: int = 8192
 ) -> tuple[int, ...] | None:
     """Smallest input with equal spatial sizes >= the given ones that the model accepts (fake runs)."""
 
     def works(size: int) -> bool:
         candidate = shape[:2] + tuple(max(s, size) for s in shape[2:])
         try:
-            walk(model, traced, candidate, fallback)
-        except ShapeError as e:
+            walk(model, trace_for(traced, model, candidate, leaf_modules), candidate, fallback)
+        except (ShapeError, TraceError) as e:
+            if isinstance(e, TraceError):  # a shape-aware trace that fails at this size: too small
+                return False
             if e.kind == "too_small":
                 return False
             raise

@@ -50,3 +50,28 @@ def hooks_suspended(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, attr, hooks in saved:
             setattr(m, attr, hooks)
+
+
+_MODULE_DICTS = ("_parameters", "_buffers", "_modules")
+
+
+@contextmanager
+def attributes_restored(model: nn.Module) -> Iterator[nn.Module]:
+    """Run, then give every module exactly the attributes it had: tracing executes the model's
+    Python code, and a forward that caches (``self.rel_indices = ...``) or fx's own tensor
+    constants (``_tensor_constant0``) would otherwise stay on the user's model."""
+    saved = []
+    for m in model.modules():
+        inner = {name: dict(getattr(m, name)) for name in _MODULE_DICTS if isinstance(m.__dict__.get(name), dict)}
+        saved.append((m, dict(m.__dict__), inner))
+    try:
+        yield model
+    finally:
+        for m, attributes, inner in saved:
+            for key in [k for k in m.__dict__ if k not in attributes]:
+                del m.__dict__[key]
+            m.__dict__.update(attributes)
+            for name, content in inner.items():
+                target = m.__dict__[name]
+                target.clear()
+                target.update(content)

@@ -31,9 +31,9 @@ from torch._subclasses.fake_tensor import (
 )
 
 from .errors import NotComputed, RFError, ShapeError, UnsupportedOp
+from .fakerun import fetch_attr, run_node
 from .field import ReceptiveField, axis_names
 from .guard import hooks_suspended
-from .rules.pointwise import SAME_SHAPE_FUNCTIONS, SAME_SHAPE_MODULES
 from .rules.registry import Call, describe_target, find_rule, leaves
 from .tracing import Traced
 from .value import Value, has_token_dims, input_value, layout_matches
@@ -150,7 +150,7 @@ class _Walk:
                     rows.append(self._row(node, name, None))
                 first_placeholder = False
             elif node.op == "get_attr":
-                self.fake[node] = _fetch_attr(self.traced.root, node.target)
+                self.fake[node] = fetch_attr(self.traced.root, node.target, self.traced.constants)
                 self.values[node] = None
             elif node.op == "output":
                 outputs, parts = self._outputs(node.args[0])
@@ -194,7 +194,7 @@ class _Walk:
         ran_for_real = False
         try:
             with mode:
-                out = _execute(node, module, args, kwargs)
+                out = run_node(node, module, args, kwargs)
         except RFError:
             raise
         except Exception as e:
@@ -259,9 +259,13 @@ class _Walk:
 
     def _run_leaf_for_real(self, node, module, args, kwargs, mode: FakeTensorMode) -> Any:
         """Output (as fake tensors) of a leaf whose forward fake tensors cannot run, e.g. one with
-        data-dependent control flow that the user marked a leaf and gave a rule. It runs once on
-        zeros of the real input shape. None when this is not such a leaf."""
-        if node.op != "call_module" or (find_rule(node.op, node.target, module) is None and self.fallback is None):
+        data-dependent control flow that the user marked a leaf and gave a rule, or a function
+        fx keeps as one call that the hybrid measures. It runs once on zeros of the real input
+        shape. None when this is not such a leaf."""
+        has_rule = find_rule(node.op, node.target, module) is not None
+        if node.op == "call_function" and (has_rule or self.fallback is None):
+            return None  # a function with a rule reads what fake tensors cannot: refused below
+        if node.op not in ("call_module", "call_function") or (not has_rule and self.fallback is None):
             return None
 
         def real(t: Any) -> Any:
@@ -269,9 +273,10 @@ class _Walk:
                 return torch.zeros(t.shape, dtype=t.dtype, device=t.device)
             return t
 
+        call = module if module is not None else node.target
         try:
             with torch.no_grad():
-                out = module(*fx.node.map_aggregate(args, real), **fx.node.map_aggregate(kwargs, real))
+                out = call(*fx.node.map_aggregate(args, real), **fx.node.map_aggregate(kwargs, real))
         except Exception:
             return None
         return fx.node.map_aggregate(out, lambda t: mode.from_tensor(t) if isinstance(t, torch.Tensor) else t)
@@ -413,17 +418,6 @@ def _check_token_layout(call: Call, value: Any) -> None:
             )
 
 
-def _execute(node: fx.Node, module: nn.Module | None, args: tuple, kwargs: dict) -> Any:
-    first = args[0] if args else None
-    if isinstance(first, torch.Tensor) and _keeps_shape(node, module):
-        return torch.empty_like(first)  # same shape and dtype; running the op would only cost time
-    if node.op == "call_module":
-        return module.forward(*args, **kwargs)
-    if node.op == "call_method":
-        return getattr(args[0], node.target)(*args[1:], **kwargs)
-    return node.target(*args, **kwargs)
-
-
 _NOT_PICKED = object()
 _NAMED_FIELDS = {"values": 0, "indices": 1, "mean": 1, "std": 0, "min": 0, "max": 1}
 
@@ -438,17 +432,6 @@ def _pick(values: tuple | list | dict, key: Any) -> Any:
     if isinstance(key, str) and key in _NAMED_FIELDS and _NAMED_FIELDS[key] < len(values):
         return values[_NAMED_FIELDS[key]]
     return _NOT_PICKED
-
-
-def _keeps_shape(node: fx.Node, module: nn.Module | None) -> bool:
-    if module is not None:
-        return isinstance(module, SAME_SHAPE_MODULES)
-    if node.op == "call_function":
-        try:
-            return node.target in SAME_SHAPE_FUNCTIONS
-        except TypeError:
-            return False
-    return False
 
 
 MIXED_RESULT_WAY_OUT = (
@@ -495,15 +478,10 @@ def _is_tensor_result(out: Any) -> bool:
     return False
 
 
-def _fetch_attr(model: nn.Module, target: str) -> Any:
-    obj: Any = model
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def walk(model: nn.Module, traced: Traced, shape: tuple[int, ...], fallback: Fallback | None = None) -> WalkResult:
     """Run the analysis. ``fallback(call)`` is asked for ops without a rule (hybrid mode)."""
+    if not traced.valid_for(shape):  # its sizes are baked in: walking it at another shape would lie
+        raise ValueError(f"a graph traced for input shape {traced.input_shape} cannot be walked at {shape}: trace it at that shape")
     with _quiet_fake_tensor_log(), hooks_suspended(model):  # a leaf may run for real on zeros
         return _Walk(model, traced, shape, fallback).run()
 

@@ -26,7 +26,7 @@ import torch.fx as fx
 from torch import nn
 
 from rfarith.errors import ProbeError, RFError, UnknownNode
-from rfarith.tracing import Traced, trace
+from rfarith.tracing import Traced, module_outputs, trace
 
 from .mode import Naming, Stop, note_input, settled
 
@@ -49,22 +49,37 @@ class Locator:
 class Resolver:
     """Turns user-facing node names into :class:`Locator` objects for one model copy."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, input_shape: Sequence[int] | None = None) -> None:
         self.model = model
+        self.input_shape = None if input_shape is None else tuple(input_shape)
         self.modules = dict(model.named_modules())
         self._traced: Traced | None = None
+        self._traced_at: dict[tuple[int, ...], Traced] = {}
         self._trace_error: RFError | None = None
         self._by_name: dict[str, fx.Node] | None = None
 
     @property
     def traced(self) -> Traced | None:
-        """The fx trace (named as rfarith names nodes), or None if the model cannot be traced."""
+        """The fx trace (named as rfarith names nodes), or None if the model cannot be traced.
+        A model that fx traces only with concrete sizes is traced at the user's input shape."""
         if self._traced is None and self._trace_error is None:
             try:
-                self._traced = trace(self.model)
+                self._traced = trace(self.model, (), self.input_shape)
             except RFError as e:
                 self._trace_error = e
         return self._traced
+
+    def traced_at(self, shape: Sequence[int]) -> Traced:
+        """The trace to run an input of ``shape`` through: the one trace, or, for a graph that
+        holds the sizes of one input, a trace at ``shape`` (same node names)."""
+        traced = self.traced
+        assert traced is not None
+        shape = tuple(shape)
+        if traced.valid_for(shape):
+            return traced
+        if shape not in self._traced_at:
+            self._traced_at[shape] = trace(self.model, (), shape)
+        return self._traced_at[shape]
 
     def graph_nodes(self) -> dict[str, fx.Node]:
         if self._by_name is None:
@@ -93,6 +108,9 @@ class Resolver:
         nodes = self.graph_nodes()
         if name in nodes:
             return Locator(name, "graph", node=nodes[name])
+        inside = module_outputs(list(nodes), [name]).get(name)
+        if inside is not None:  # a function fx keeps whole that rfarith traced into: its last node
+            return Locator(name, "graph", node=nodes[inside])
         repeat = _REPEAT.match(name)
         if repeat and repeat.group(1) in self.modules and not nodes:
             return Locator(name, "module", path=repeat.group(1), call=int(repeat.group(2)))
@@ -210,11 +228,17 @@ class _CapturingInterpreter(fx.Interpreter):
     ) -> None:
         super().__init__(module, garbage_collect_values=True, graph=traced.graph)
         self.extra_traceback = False  # errors keep their own one-line message (no fx node dump)
+        self.constants = traced.constants
         self.names = traced.names
         self.wanted = wanted
         self.naming = naming
         self.mark = mark
         self.captured: dict[str, Any] = {}
+
+    def fetch_attr(self, target: str) -> Any:
+        if target in self.constants:  # fx's tensor constants live beside the graph, not on the model
+            return self.constants[target]
+        return super().fetch_attr(target)
 
     def run_node(self, n: fx.Node) -> Any:
         self.naming.node = self.names.get(n, n.name)
@@ -240,14 +264,16 @@ class GraphRun:
         traced: Traced,
         naming: Naming,
         mark: Callable[[str], None] = _ignore,
+        located_in: Traced | None = None,
     ) -> None:
         self.model = model
         self.traced = traced
         self.naming = naming
         self.mark = mark
+        self.located_in = located_in or traced  # the trace the locators' nodes come from
 
     def run(self, x: torch.Tensor, locators: Sequence[Locator]) -> dict[str, Any]:
-        wanted = {loc.node: loc.name for loc in locators if loc.kind == "graph"}
+        wanted = {self._node(loc): loc.name for loc in locators if loc.kind == "graph"}
         interpreter = _CapturingInterpreter(self.model, self.traced, wanted, self.naming, self.mark)
         note_input(self.naming, x)
         try:
@@ -255,6 +281,19 @@ class GraphRun:
         except Stop:
             pass
         return interpreter.captured
+
+    def _node(self, loc: Locator) -> fx.Node:
+        """The locator's node in this run's trace (a trace at another size names it alike)."""
+        if self.located_in is self.traced:
+            return loc.node
+        name = self.located_in.names[loc.node]
+        for node, other in self.traced.names.items():
+            if other == name:
+                return node
+        raise ProbeError(
+            f"node '{name}' is not in the graph traced at input shape {self.traced.input_shape}: the "
+            "model's graph changes with the input size. Way out: probe a module path instead"
+        )
 
 
 def select_output(value: Any, output: int | str | None, where: str) -> torch.Tensor:

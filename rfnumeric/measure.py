@@ -283,7 +283,7 @@ class Session:
         self.model = probe_copy(model, weights)
         self.naming = Naming(self.model)
         self.naming.install(self.model)
-        self.resolver = Resolver(self.model)
+        self.resolver = Resolver(self.model, self.shape)
         self.collapse = weights == "structural"
         self.batched = True
 
@@ -352,7 +352,7 @@ class Session:
             )
         return ProbeError(message, kind="forward")
 
-    def _executor(self, locators: Sequence[Locator], mode: ProbeMode):
+    def _executor(self, locators: Sequence[Locator], mode: ProbeMode, batch: int, sizes: Sequence[int]):
         def mark(name: str) -> None:
             mode.records.progress[name] = mode.records.elements
             mode.records.size_dependent_before[name] = len(mode.records.size_dependent)
@@ -365,7 +365,8 @@ class Session:
                 )
             traced = self.resolver.traced
             assert traced is not None
-            return GraphRun(self.model, traced, self.naming, mark)
+            here = self.resolver.traced_at((batch, self.channels, *sizes))
+            return GraphRun(self.model, here, self.naming, mark, located_in=traced)
         return EagerRun(self.model, self.naming, mark)
 
     def _input(
@@ -405,8 +406,9 @@ class Session:
         mode = self._mode(local, collapse, batch)
         self.naming.reset()
         try:
+            executor = self._executor(locators, mode, x_in.shape[0], x_in.shape[2:])  # traced outside the mode
             with torch.inference_mode(False), torch.enable_grad(), mode:
-                captured = self._executor(locators, mode).run(x_in, locators)
+                captured = executor.run(x_in, locators)
         except (RFError, Retry):
             raise
         except Exception as e:
@@ -423,8 +425,9 @@ class Session:
         leaf, x = self._input(self.shape[0], self.shape[2:], self.collapse)
         self.naming.reset()
         try:
+            executor = self._executor([], mode, x.shape[0], x.shape[2:])
             with torch.inference_mode(False), torch.enable_grad(), mode:
-                calls = self._executor([], mode).calls(x, paths)
+                calls = executor.calls(x, paths)
         except (RFError, Retry):
             raise
         except Exception as e:  # the model rejects the input: say where, as measure() does

@@ -24,8 +24,18 @@ SHAPE = (1, 1, 24, 24)
 FIELD_COLUMNS = ["n_h", "j_h", "r_h", "start_h", "n_w", "j_w", "r_w", "start_w", "flags"]
 
 
+def finite(x):
+    """A guard that reads values: fx cannot trace a function that calls it, even with concrete
+    sizes, so the functions below stay one opaque call each (without it rfarith traces into a
+    wrapped function and analyses its ops exactly)."""
+    if not torch.isfinite(x).all():
+        raise ValueError("non-finite input")
+    return x
+
+
 def blur(x):
     """A custom op without a rule: a 5x5 box filter over reflect padding of 2 (same size out)."""
+    x = finite(x)
     return F.avg_pool2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
 
 
@@ -37,14 +47,14 @@ SCRAMBLE = torch.tensor([0, 1, 4, 9, 6, 5, 6, 9, 4, 1])  # m*m % 10: no period, 
 
 def scramble(x):
     """Output column m reads input column m*m % 10: no sliding window explains it."""
-    return x[..., SCRAMBLE]
+    return finite(x)[..., SCRAMBLE]
 
 
 torch.fx.wrap("scramble")
 
 
 def mix(x, y):
-    return x + y
+    return finite(x) + y
 
 
 torch.fx.wrap("mix")
