@@ -52,26 +52,24 @@ def hooks_suspended(model: nn.Module) -> Iterator[nn.Module]:
             setattr(m, attr, hooks)
 
 
-_MODULE_DICTS = ("_parameters", "_buffers", "_modules")
-
-
 @contextmanager
 def attributes_restored(model: nn.Module) -> Iterator[nn.Module]:
     """Run, then give every module exactly the attributes it had: tracing executes the model's
-    Python code, and a forward that caches (``self.rel_indices = ...``) or fx's own tensor
-    constants (``_tensor_constant0``) would otherwise stay on the user's model."""
+    Python code, and a forward that caches (``self.rel_indices = ...``, or a proxy stored in a
+    dict, as timm's LeViT caches its attention biases), or fx's own tensor constants
+    (``_tensor_constant0``), would otherwise stay on the user's model. Dicts and lists held by
+    a module (its parameters, buffers and submodules among them) get their contents back."""
     saved = []
     for m in model.modules():
-        inner = {name: dict(getattr(m, name)) for name in _MODULE_DICTS if isinstance(m.__dict__.get(name), dict)}
-        saved.append((m, dict(m.__dict__), inner))
+        contents = [(v, v.copy()) for v in m.__dict__.values() if isinstance(v, (dict, list))]
+        saved.append((m, dict(m.__dict__), contents))
     try:
         yield model
     finally:
-        for m, attributes, inner in saved:
+        for m, attributes, contents in saved:
             for key in [k for k in m.__dict__ if k not in attributes]:
                 del m.__dict__[key]
             m.__dict__.update(attributes)
-            for name, content in inner.items():
-                target = m.__dict__[name]
-                target.clear()
-                target.update(content)
+            for container, content in contents:
+                container.clear()
+                container.update(content) if isinstance(container, dict) else container.extend(content)

@@ -43,6 +43,7 @@ from .measure import Element, Measurement, Request, Session, Target, UnitSpec
 MEMORY_BUDGET = 2**30  # bytes one measurement may use for the probe's tensors
 BYTES_PER_ELEMENT = 64  # per float64 element a forward produces: value, saved copies, gradient
 GROWTH = 1.5  # an input too small for the field grows by this factor
+SIZE_DEPENDENT_GROWTHS = 3  # growths through size-dependent ops before a field that never fits is refused
 CONFIRMATIONS = 2  # growths to check that an irregular field is not cut inside the model
 ELEMENTS_PER_PIXEL = 8  # tensor elements a collapsed probe produces per input pixel, until measured
 
@@ -100,7 +101,7 @@ class Search:
     global_axes: frozenset[int] = frozenset()
     reached: tuple[str, ...] = ()
     covered_always: tuple[bool, ...] = ()
-    grown_through_size_dependent: bool = False
+    grown_through_size_dependent: int = 0  # times the input grew through such ops, the field not fitting
     window: frozenset[int] = frozenset()
     outcome: Outcome | None = None
     error: Exception | None = None
@@ -288,11 +289,15 @@ class Search:
 
     # -- steps -------------------------------------------------------------------------------
     def _refuse_to_chase(self, centre: Element) -> None:
-        """A field that still does not fit after the input grew through ops whose windows grow
-        with the input (adaptive pooling to a fixed size) may never fit: say so."""
+        """A field that still does not fit after the input grew through ops whose windows may
+        grow with the input (adaptive pooling to a fixed size, a resize to a given size) may
+        never fit: say so. Such an op can also keep its ratio (a segmentation head resizing
+        a stride-8 map to the input's size), where the field fits on a large enough input:
+        the input grows ``SIZE_DEPENDENT_GROWTHS`` times before the probe gives up (the
+        warning then says the field was measured at another size than the user's)."""
         if not centre.size_dependent:
             return
-        if self.grown_through_size_dependent:
+        if self.grown_through_size_dependent >= SIZE_DEPENDENT_GROWTHS:
             raise ProbeError(
                 f"the field of '{self.target.name}' grows with the input: "
                 f"{', '.join(centre.size_dependent)} scales its windows with the input size, so the "
@@ -300,7 +305,7 @@ class Search:
                 "the field at the input size with rfarith.",
                 kind="size_dependent",
             )
-        self.grown_through_size_dependent = True
+        self.grown_through_size_dependent += 1
 
     def _check_map(self, centre: Element) -> None:
         if not centre.connected:
