@@ -12,7 +12,9 @@ import math
 from fractions import Fraction
 
 import pytest
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import rfarith
 import rfnumeric
@@ -318,3 +320,27 @@ def test_a_field_that_grows_with_the_input_is_an_error():
 def test_growing_through_size_independent_ops_is_silent(recwarn):
     rfnumeric.probe(nets.conv_stack(20, padding=1), (1, 1, 24, 24))
     assert not [w for w in recwarn if issubclass(w.category, rfnumeric.GrownInputWarning)]
+
+
+class ResizedToTheInput(nn.Module):
+    """A segmentation head: stride 4 (two 3x3 s2 convs), eight 3x3 convs at j 4 (r 7 + 8*8 =
+    71), nearest resize to the input's size (ratio 4 at any multiple of 4)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.Conv2d(2, 2, 3, stride=2, padding=1))
+        self.body = nn.Sequential(*[nn.Conv2d(2, 2, 3, padding=1) for _ in range(8)])
+
+    def forward(self, x):
+        assert bool(torch.isfinite(x).all()), "non-finite input"  # fx cannot trace it: no analytic start
+        return F.interpolate(self.body(self.down(x)), size=x.shape[-2:], mode="nearest")
+
+
+def test_a_resize_to_the_input_size_that_keeps_its_ratio_is_measured_on_a_larger_input():
+    """The field (71) needs the input to grow twice past the asked 32 through a resize to a
+    given size (it was refused after one growth); that resize keeps its ratio, so the field
+    fits: r 71, j 1 (nearest x4 after j 4), as the hand derivation says."""
+    model = ResizedToTheInput()
+    with pytest.warns(rfnumeric.GrownInputWarning, match="interpolate"):
+        p = rfnumeric.probe(model, (1, 1, 32, 32))
+    assert p.r == (71, 71) and p.input_shape[2:] != (32, 32)
