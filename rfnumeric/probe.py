@@ -96,8 +96,8 @@ def analytic_start(
 ) -> tuple[int, ...] | None:
     """Where a probe without a size hint starts: large enough for rfarith's field of the probed
     map, where that field does not fit ``input_shape``. ``None`` (start from ``input_shape``)
-    when rfarith cannot analyse the model or the map, or its field is global or a single unit
-    (a global field's extent follows the input; it is measured where the user asked)."""
+    when rfarith cannot analyse the model or the map, or its field is wholly global or a single
+    unit (a global field's extent follows the input; it is measured where the user asked)."""
     user = tuple(input_shape[2:])
     if target.output is not None:
         return None
@@ -114,7 +114,7 @@ def analytic_start(
             rf = report[name]
     except Exception:  # noqa: BLE001 - any failure of the arithmetic only loses the head start
         return None
-    if "global" in rf.flags or any(j == 0 for j in rf.j):
+    if any(j == 0 for j in rf.j):  # wholly global; a local hull beside a global path is a start
         return None
     hint = field_hint(rf.r, rf.j)
     if all(h <= u for h, u in zip(hint, user)):  # the field fits where the user asked

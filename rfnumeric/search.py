@@ -43,7 +43,7 @@ from .measure import Element, Measurement, Request, Session, Target, UnitSpec
 MEMORY_BUDGET = 2**30  # bytes one measurement may use for the probe's tensors
 BYTES_PER_ELEMENT = 64  # per float64 element a forward produces: value, saved copies, gradient
 GROWTH = 1.5  # an input too small for the field grows by this factor
-SIZE_DEPENDENT_GROWTHS = 3  # growths through size-dependent ops before a field that never fits is refused
+SIZE_DEPENDENT_GROWTHS = 5  # growths through size-dependent ops before a field that never fits is refused
 CONFIRMATIONS = 2  # growths to check that an irregular field is not cut inside the model
 ELEMENTS_PER_PIXEL = 8  # tensor elements a collapsed probe produces per input pixel, until measured
 
@@ -293,7 +293,7 @@ class Search:
         grow with the input (adaptive pooling to a fixed size, a resize to a given size) may
         never fit: say so. Such an op can also keep its ratio (a segmentation head resizing
         a stride-8 map to the input's size), where the field fits on a large enough input:
-        the input grows ``SIZE_DEPENDENT_GROWTHS`` times before the probe gives up (the
+        the input grows ``SIZE_DEPENDENT_GROWTHS`` times (about 7.6x) before the probe gives up (the
         warning then says the field was measured at another size than the user's)."""
         if not centre.size_dependent:
             return
