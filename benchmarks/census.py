@@ -319,7 +319,10 @@ def worker(entry: dict, steps_file: str, threads: int) -> None:
         rep = rfarith.analyze(model, shape)
         outputs = _analytic_outputs(rep)
         nodes = [o["node"] for o in outputs.values()]
-        emit("analyze", {"ok": True, "outputs": outputs, "time": time.perf_counter() - t})
+        emit(
+            "analyze",
+            {"ok": True, "outputs": outputs, "front_end": getattr(rep, "front_end", "symbolic"), "time": time.perf_counter() - t},
+        )
     except Exception as e:
         emit("analyze", {**_error(e), "time": time.perf_counter() - t})
         start("hybrid")
@@ -336,6 +339,7 @@ def worker(entry: dict, steps_file: str, threads: int) -> None:
                 {
                     "ok": True,
                     "traced": bool(getattr(rep, "traced", True)),
+                    "front_end": getattr(rep, "front_end", "symbolic"),
                     "measured_rows": measured,
                     "rows": len(rep.table),
                     "outputs": outputs,
@@ -654,6 +658,7 @@ def outcome(rec: dict) -> dict:
         "analyze": ok("analyze"),
         "hybrid": ok("analyze") or hybrid_traced,
         "hybrid_untraced": ok("hybrid") and not s["hybrid"].get("traced", True),
+        "shape_traced": any(ok(n) and s[n].get("front_end") == "shapes" for n in ("analyze", "hybrid")),
         "probe": ok("probe"),
         "both": (ok("analyze") or ok("hybrid")) and ok("probe"),
         "verdict": verdict.get("status") if verdict.get("ok") else ("error" if verdict else None),
@@ -696,7 +701,8 @@ def _cell(step: dict | None, what: str = "") -> str:
     if step is None:
         return "–"
     if step.get("ok"):
-        return "ok" + (f" {what}" if what else "")
+        shapes = " (shapes)" if step.get("front_end") == "shapes" else ""  # traced with concrete sizes
+        return "ok" + shapes + (f" {what}" if what else "")
     return step.get("error", "?")
 
 
@@ -817,6 +823,11 @@ def write_report(path: Path, header: dict, results: dict[str, dict], args) -> No
     lines.append(
         "| hybrid only by measuring everything (fx cannot trace the forward) | "
         + " | ".join(str(count(c, "hybrid_untraced")) for c in cols)
+        + " |"
+    )
+    lines.append(
+        "| analytic through the shape-aware trace (torch.fx with concrete sizes) | "
+        + " | ".join(str(count(c, "shape_traced")) for c in cols)
         + " |"
     )
     lines.append("| both sides ran | " + " | ".join(str(count(c, "both")) for c in cols) + " |")

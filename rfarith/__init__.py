@@ -94,7 +94,7 @@ def analyze(
                 raise
             raise ShapeError(f"{e} The smallest input that works is {smallest}.", e.node, e.kind) from e
     result.require_output()
-    return Report(result.rows, result.outputs, shape, title or type(model).__name__)
+    return Report(result.rows, result.outputs, shape, title or type(model).__name__, front_end=traced.front_end)
 
 
 def smallest_input(

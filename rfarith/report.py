@@ -61,9 +61,11 @@ class Report:
         input_shape: tuple[int, ...],
         title: str = "",
         traced: bool = True,
+        front_end: str = "symbolic",
     ) -> None:
         self.rows = rows
         self.traced = traced  # False: torch.fx could not trace the model; every row was measured
+        self.front_end = front_end  # "symbolic" torch.fx, or "shapes": traced with concrete sizes
         self.input_shape = input_shape
         self.title = title
         self._by_name = {row.name: row for row in rows}
