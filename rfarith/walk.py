@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import operator
 import re
+import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -200,8 +201,10 @@ class _Walk:
         except Exception as e:
             out = self._run_leaf_for_real(node, module, args, kwargs, mode)
             ran_for_real = out is not None
-            if out is None and self._needs_rule(node, module):  # a leaf nobody gave a rule
-                raise UnsupportedOp(name, op, "a leaf module that fake tensors cannot run") from e
+            if out is None and self._needs_rule(node, module) and (module is not None or self._gives_tensor(node, args, kwargs)):
+                # a leaf nobody gave a rule (a function giving a number read from values: below)
+                what = "a leaf module" if module is not None else "a function fx keeps as one call"
+                raise UnsupportedOp(name, op, f"{what} that fake tensors cannot run") from e
             if out is None and _data_dependent(e) and self._input_values(node):
                 raise UnsupportedOp(
                     name,
@@ -262,10 +265,9 @@ class _Walk:
         data-dependent control flow that the user marked a leaf and gave a rule, or a function
         fx keeps as one call that the hybrid measures. It runs once on zeros of the real input
         shape. None when this is not such a leaf."""
-        has_rule = find_rule(node.op, node.target, module) is not None
-        if node.op == "call_function" and (has_rule or self.fallback is None):
-            return None  # a function with a rule reads what fake tensors cannot: refused below
-        if node.op not in ("call_module", "call_function") or (not has_rule and self.fallback is None):
+        if node.op != "call_module" and not _user_function(node):
+            return None  # a torch op that reads what fake tensors cannot: refused by the caller
+        if find_rule(node.op, node.target, module) is None and self.fallback is None:
             return None
 
         def real(t: Any) -> Any:
@@ -281,10 +283,24 @@ class _Walk:
             return None
         return fx.node.map_aggregate(out, lambda t: mode.from_tensor(t) if isinstance(t, torch.Tensor) else t)
 
+    @staticmethod
+    def _gives_tensor(node: fx.Node, args: tuple, kwargs: dict) -> bool:
+        """Whether a function's result, run once on zeros of the real shapes, holds a tensor."""
+
+        def real(t: Any) -> Any:
+            return torch.zeros(t.shape, dtype=t.dtype) if isinstance(t, torch.Tensor) else t
+
+        try:
+            with torch.no_grad():
+                return _holds_tensor(node.target(*fx.node.map_aggregate(args, real), **fx.node.map_aggregate(kwargs, real)))
+        except Exception:
+            return False
+
     def _needs_rule(self, node: fx.Node, module: nn.Module | None) -> bool:
-        """A module call on the input's path with no rule and no fallback to measure it."""
+        """A module call (or a function fx keeps whole) on the input's path with no rule and no
+        fallback to measure it."""
         return (
-            node.op == "call_module"
+            (node.op == "call_module" or _user_function(node))
             and self.fallback is None
             and find_rule(node.op, node.target, module) is None
             and bool(self._input_values(node))
@@ -455,6 +471,16 @@ def _data_dependent(error: BaseException | None) -> bool:
         error = error.__cause__ or error.__context__
         seen += 1
     return False
+
+
+def _user_function(node: fx.Node) -> bool:
+    """A call of a Python function outside torch (one fx keeps whole: ``torch.fx.wrap``)."""
+    target = node.target
+    return (
+        node.op == "call_function"
+        and isinstance(target, types.FunctionType)
+        and not (getattr(target, "__module__", "") or "").startswith("torch")
+    )
 
 
 def _holds_tensor(out: Any) -> bool:

@@ -416,7 +416,10 @@ class Doubled(torch.autograd.Function):
 
 
 def doubled(x):
-    """A custom autograd Function behind a function fx keeps as one call (torch.fx.wrap)."""
+    """A custom autograd Function behind a function fx keeps as one call (torch.fx.wrap); its
+    guard reads values, so rfarith cannot trace into it even with concrete sizes."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("non-finite input")
     return Doubled.apply(x)
 
 

@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 import crosscheck
-import rfarith
 from crosscheck import Reason
 from tests.crosscheck.models import user_models as um
 from tests.crosscheck.test_cli import rfcheck as cli
@@ -97,37 +96,36 @@ def test_control_flow_inside_a_submodule_is_measured_and_compared():
 
 
 # ---- a forward that accepts one input size --------------------------------------------------------
-def test_a_size_assert_keeps_the_rows_the_probe_cannot_measure():
-    """The model refuses any other size, and d's field (r 17) does not fit 16×16: d and the
-    output cannot be measured. They stay, with NaN and the reason; the report is incomplete,
-    and `rfcheck report` exits 1 and says so."""
+def test_a_size_assert_is_traced_with_concrete_sizes_and_compared_at_the_user_input():
+    """The model refuses any other size. Symbolic fx cannot follow the assert on x.shape; the
+    shape-aware trace can (the sizes are numbers there): every row is analysed exactly, d's
+    field (r 17) included. The probe cannot grow past 16×16, so d is compared there, clipped,
+    and the table says so; `rfcheck report` prints the whole table and exits 0."""
     report = crosscheck.hybrid(um.SizeAssert(), SHAPE)
-    assert report.names == ["x", "a", "b", "c", "d", "output"]
-    assert report["c"].r == (13, 13)
-    assert set(report.missing) == {"d", "output"} and not report.complete
-    with pytest.raises(rfarith.NotComputed, match="'d'"):
-        report["d"]
-    table = report.table
-    assert np.isnan(table.loc["d", "r_h"]) and table.loc["d", "reason"]
+    assert report.names == ["x", "a", "b", "c", "d"] and report.front_end == "shapes"
+    assert report["c"].r == (13, 13) and report["d"].r == (17, 17) and report.complete
+    frame = crosscheck.assert_agree(um.SizeAssert(), SHAPE)
+    d = frame.loc["d"]
+    assert d["compared_at"] == ((16, 16),) and Reason.USER_INPUT_ONLY in d["reason"]
+    assert "rejects a larger input" in d["reason_text"]
     result = cli("report", model_arg("size_assert"), "--input", "3x16x16")
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "NOT COMPUTED" in result.stdout and "INCOMPLETE: 2 not computed (d, output)" in result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
     as_json = cli("report", model_arg("size_assert"), "--input", "3x16x16", "--format", "json")
     document = json.loads(as_json.stdout)
     assert [row["node"] for row in document["rows"]] == report.names
-    assert document["header"]["complete"] is False and document["rows"][4]["r_h"] is None
+    assert document["header"]["complete"] is True and document["rows"][4]["r_h"] == 17
 
 
 def test_a_size_check_inside_a_submodule_is_compared_at_the_user_input():
-    """The check inside a leaf: hybrid measures the head at the size it receives; the whole
-    model's probe cannot grow past 16×16 (the model refuses), so the units are compared there,
-    clipped, and they agree. The table says so; nothing is dropped."""
+    """The check inside a submodule: traced with concrete sizes, the head's conv is a node of
+    its own (r 17); the whole model's probe cannot grow past 16×16 (the model refuses), so the
+    units are compared there, clipped, and they agree. The table says so; nothing is dropped."""
     model = um.SizeAssertInside()
     frame = crosscheck.assert_agree(model, SHAPE)
-    head = frame.loc["head"]
+    assert list(frame.index) == ["body.0", "body.1", "body.2", "head.conv"]
+    head = frame.loc["head.conv"]
     assert head["r_h"] == 17 and head["compared_at"] == ((16, 16),)
-    assert Reason.USER_INPUT_ONLY in head["reason"] and Reason.MEASURED_OP in head["reason"]
-    assert "rejects a larger input" in head["reason_text"]
+    assert Reason.USER_INPUT_ONLY in head["reason"]
     assert head["first"] == box(brute_support(model, SHAPE, (0, 0))) == ((0, 8), (0, 8))
     result = cli("compare", model_arg("size_assert_inside"), "--input", "3x16x16", "--no-progress")
     assert result.returncode == 0, result.stdout + result.stderr
