@@ -512,7 +512,7 @@ class ProbeMode(TorchFunctionMode):
         structural = self.structural
 
         def hook(grad: torch.Tensor) -> torch.Tensor | None:
-            if records.checking:
+            if records.checking or grad is None:  # None: an output of a multi-output op no path used
                 return None
             size = grad.abs()
             peak_value = float(size.max()) if size.numel() else 0.0  # NaN if any element is

@@ -60,3 +60,30 @@ def test_rescaling_keeps_a_collapsed_product_collapsed():
     bounded = surrogates._bounded(expanded(base, (1, 8, 4, 4)))
     assert value_of(bounded).shape == (1, 1, 4, 4)
     assert torch.equal(bounded, product / 3.0)
+
+
+class LinearAttention(nn.Module):
+    """EfficientViT's lightweight attention: q, k, v chunked from one map, relu kernels,
+    ``q @ (k^T v)`` over v padded with ones, divided by the last column, in float32. In local
+    mode ``k^T v`` sums over every token: global, not followed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Conv2d(3, 12, 3, padding=1)
+        self.proj = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        q, k, v = self.qkv(x).reshape(b, 12, h * w).transpose(-1, -2).chunk(3, dim=-1)
+        q, k = torch.relu(q), torch.relu(k)
+        v = nn.functional.pad(v, (0, 1), mode="constant", value=1.0)  # a row of ones: the normaliser
+        q, k, v = q.float(), k.float(), v.float()
+        out = q @ (k.transpose(-1, -2) @ v)
+        out = out[..., :-1] / (out[..., -1:] + 1e-15)
+        return x[:, :1] + self.proj(out.to(x.dtype).transpose(-1, -2).reshape(b, 4, h, w))
+
+
+def test_linear_attention_keeps_the_query_field_in_local_mode():
+    p = rfnumeric.probe(LinearAttention(), (1, 3, 16, 16))
+    # k^T v sums over every token: global, not followed; q times it keeps q's 3x3 field
+    assert p.r == (3, 3) and "global" in p.flags
