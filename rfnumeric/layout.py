@@ -745,9 +745,10 @@ def _token_slice(dim: Dim, item: slice, size: int) -> Dim:
 
 @_rule(*_names("cat", "concat", "concatenate"))
 def _cat(func, args, kwargs, out):
-    """Tokens that do not depend on the input (a class token: no layout) in front of the one
-    input that carries the grid along the concatenated dim: a dim with that many extra tokens
-    (:data:`PREFIX`). Anything else as before (:func:`elementwise_layout`)."""
+    """Tokens without a grid along the concatenated dim (a class token: learned, or computed from
+    the tokens by class attention) in front of the one input that carries the grid there: a dim
+    with that many extra tokens (:data:`PREFIX`). Anything else as before
+    (:func:`elementwise_layout`)."""
     if not isinstance(out, torch.Tensor):
         return None
     tensors = tensors_in(_arg(args, kwargs, 0, "tensors"))
@@ -763,11 +764,11 @@ def _cat(func, args, kwargs, out):
         if grid is not None:
             grid = None  # something after the grid
             break
-        if not t.requires_grad:  # no path from the input (the probe's parameters are frozen)
+        if not t.requires_grad or found is None or not spatial_labels(grid_of(found[d])):
+            # no grid along dim: a class token, learned (no path from the input) or computed
+            # from the tokens (CaiT's class attention): extra tokens in front of the grid
             prefix += t.shape[d]
             continue
-        if found is None or not spatial_labels(grid_of(found[d])):
-            break
         grid, base = found[d], found
     if grid is not None and base is not None and prefix:
         k = prefix + prefix_of(grid)

@@ -398,11 +398,13 @@ def concatenate(call: Call):
 
 def _prepend_tokens(call: Call, tensors: list, dim: int) -> Value | None:
     """``cat([class_token, tokens], dim)``: tokens that do not depend on the input (parameters:
-    class, distillation, register tokens) in front of the one input that carries the grid give a
-    token dim with that many extra tokens (:class:`TokenDim`); the grid keeps its axes. None for
-    any other concatenation along a spatial dim."""
+    class, distillation, register tokens), or that a global op computed from it (CaiT's class
+    attention; the result is then flagged global via that op), in front of the one input that
+    carries the grid give a token dim with that many extra tokens (:class:`TokenDim`); the grid
+    keeps its axes. None for any other concatenation along a spatial dim."""
     prefix = 0
     grid = None
+    via: tuple[str, ...] = ()
     for t in tensors:
         v = call.value(t)
         d = dim % t.dim()
@@ -412,7 +414,11 @@ def _prepend_tokens(call: Call, tensors: list, dim: int) -> Value | None:
             prefix += t.shape[d]
             continue
         if not v.axes_of(d):
-            return None  # input-dependent extra tokens
+            if not v.global_via:
+                return None  # input-dependent extra tokens that no global op produced
+            prefix += t.shape[d]  # a class token computed by class attention (CaiT): global
+            via += v.global_via
+            continue
         grid = (v, d)
     if grid is None or prefix == 0:
         return None
@@ -420,7 +426,7 @@ def _prepend_tokens(call: Call, tensors: list, dim: int) -> Value | None:
     old = v.dims[d]
     dims = list(v.dims)
     dims[d] = TokenDim(tuple(old), prefix + prefix_of(old))
-    return replace(v, dims=tuple(dims))
+    return replace(v, dims=tuple(dims)).with_global(via)
 
 
 # torchvision's MViT wraps two helpers with torch.fx.wrap (matched by name, registry.Named):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
+import torch
 from torch import nn
 
 import crosscheck
@@ -98,3 +99,31 @@ def test_small_vit_agrees(mode):
     analytic, numeric = fields(df, token)
     assert analytic == (4, 4, 2.0)
     assert tuple(numeric) == ((4, 4, 2.0) if mode == "local" else (32, 0, 16.0))
+
+
+class ClassAttention(nn.Module):
+    """CaiT's ending: the class token is computed from the patch tokens by class attention (one
+    learned query over every token), then put in front of them: ``cat([cls, tokens])``. The
+    patch tokens keep their grid behind an input-dependent class token: r 4, j 4, start 2.0,
+    flagged global via the class attention; the class token itself sees the whole input."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, c, 4, stride=4)
+        self.query = nn.Parameter(torch.randn(1, 1, c))
+        self.norm = nn.LayerNorm(c)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)  # (B, 64, C)
+        att = (self.query @ t.transpose(-2, -1)).softmax(dim=-1)  # (B, 1, 64)
+        cls = att @ t  # (B, 1, C)
+        return self.norm(torch.cat([cls, t], dim=1))
+
+
+def test_a_class_token_computed_from_the_tokens_keeps_the_grid_behind_it():
+    rep = rfarith.analyze(ClassAttention(), SHAPE)
+    out = rep.output
+    assert (out.r, out.j, out.start) == ((4, 4), (4, 4), (2.0, 2.0)) and "global" in out.flags
+    frame = crosscheck.compare(ClassAttention(), SHAPE)
+    assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
+    assert fields(frame, "norm") == ((4, 4, 2.0), (4, 4, 2.0))
