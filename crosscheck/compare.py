@@ -22,6 +22,7 @@ import rfarith
 import rfnumeric
 from rfarith.errors import RFError, UnknownNode
 from rfarith.field import FLAG_ORDER, ReceptiveField
+from rfarith.value import APPROXIMATE, MAX_TERMS
 from rfnumeric.search import field_hint
 
 from . import numeric
@@ -153,6 +154,8 @@ class _Row:
             code = Reason.UNDERFLOW if underflow else Reason.PIXELS_DIFFER
             more = f" (+{len(self.mismatches) - 1} more units)" if len(self.mismatches) > 1 else ""
             found.append((code, self.mismatches[0].text() + more))
+        if rf is not None and APPROXIMATE in rf.flags:
+            found.append((Reason.APPROXIMATE_SHAPE, f"the analytic support's shape was given up past {MAX_TERMS} rectangles: bounds compared, pixel sets not"))
         if row.source != "rule":
             found.append((Reason.MEASURED_OP, f"no analytic rule for {row.op}: measured by the probe as a black box"))
         if rf is not None and (rf.global_via or any(f.is_global for f in rf.fields) and not rf.broadcast_axes):

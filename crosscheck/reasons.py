@@ -61,6 +61,13 @@ class Reason(str, Enum):
         NOT_COMPARED,
         "the probe could not measure this node's units at the user's input (the text says why)",
     )
+    APPROXIMATE_SHAPE = (
+        "approximate_shape",
+        NOT_COMPARED,
+        "the analytic support is a union of more rectangles than rfarith keeps (flag "
+        "'approximate'): its shape was replaced by the per-axis union, so bounds are compared and "
+        "the numeric pixels must lie inside them, but pixel sets are not compared",
+    )
     UNDERFLOW = (
         "underflow",
         NOT_COMPARED,

@@ -13,7 +13,7 @@ import numpy as np
 from . import axisfield as af
 from .axisfield import AxisField
 
-FLAG_ORDER = ("global", "holes", "misaligned", "nonuniform", "rounding", "clipped")
+FLAG_ORDER = ("global", "holes", "misaligned", "nonuniform", "rounding", "clipped", "approximate")
 
 
 def _pixels(phase: tuple[int, int]) -> tuple[int, ...]:

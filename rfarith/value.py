@@ -21,7 +21,8 @@ Dim = tuple[Factor, ...]
 Term = tuple[AxisField, ...]
 FieldMap = Callable[[AxisField], AxisField]
 
-MAX_TERMS = 64
+MAX_TERMS = 1024  # InceptionNeXt's square + band kernels reach 93 exact terms
+APPROXIMATE = "approximate"  # flag: past MAX_TERMS the support's shape is the per-axis union
 
 
 def _dedupe(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -32,8 +33,14 @@ def prune(terms: tuple[Term, ...] | list[Term]) -> tuple[Term, ...]:
     """Drop terms that see nothing, repeats, and terms inside another term.
 
     Past ``MAX_TERMS`` the terms are replaced by one term, the per-axis union: the bounds per
-    axis stay exact, the exact shape of the support (its cut corners) is then given up.
+    axis stay exact, the exact shape of the support (its cut corners) is then given up, which
+    :func:`pruned` says with the flag :data:`APPROXIMATE`.
     """
+    return pruned(terms)[0]
+
+
+def pruned(terms: tuple[Term, ...] | list[Term]) -> tuple[tuple[Term, ...], frozenset[str]]:
+    """:func:`prune`, and ``{APPROXIMATE}`` when the terms were replaced by their union."""
     kept: list[Term] = []
     for term in dict.fromkeys(terms):
         if any(af.sees_nothing(f) for f in term):
@@ -46,10 +53,10 @@ def prune(terms: tuple[Term, ...] | list[Term]) -> tuple[Term, ...]:
         kept = [next(iter(terms))]
     if len(kept) > MAX_TERMS:
         try:
-            kept = [tuple(af.union([t[a] for t in kept]) for a in range(len(kept[0])))]
+            return (tuple(af.union([t[a] for t in kept]) for a in range(len(kept[0]))),), frozenset({APPROXIMATE})
         except ValueError:  # terms that step differently (a broadcast constant): kept apart, exact
             pass
-    return tuple(kept)
+    return tuple(kept), frozenset()
 
 
 def _term_within(small: Term, big: Term) -> bool:
@@ -107,8 +114,8 @@ class Value:
         """Apply ``maps[axis]`` to that axis' field in every term."""
         if not maps:
             return self.with_global(via) if via else self
-        terms = [tuple(maps[a](f) if a in maps else f for a, f in enumerate(term)) for term in self.terms]
-        return replace(self, terms=prune(terms), global_via=_dedupe(self.global_via + via))
+        terms, flags = pruned([tuple(maps[a](f) if a in maps else f for a, f in enumerate(term)) for term in self.terms])
+        return replace(self, terms=terms, global_via=_dedupe(self.global_via + via), flags=self.flags | flags)
 
     def with_global(self, via: tuple[str, ...]) -> Value:
         return replace(self, global_via=_dedupe(self.global_via + via))

@@ -778,9 +778,25 @@ def pad(mode: ProbeMode, func, args, kwargs):
     if not depends(x):
         return real(mode, func, args, kwargs)
     nd = max(1, len(arg(args, kwargs, 1, "pad")) // 2)
+    if mode.structural:
+        args, kwargs = _finite_pad_value(func, args, kwargs)
     if nd > x.dim() - 1:
         return real(mode, func, args, kwargs)
     return per_channel(mode, x, nd, lambda t: real(mode, func, (t, *args[1:]), kwargs))
+
+
+def _finite_pad_value(func, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """A constant pad of -inf (TF 'same' max pooling: timm's MaxPool2dSame) would make every
+    structural sum infinite; the value of a constant never changes which pixels are seen, so
+    structurally it is 0."""
+    position = 2 if "constant_pad_nd" in getattr(func, "__name__", "") else 3
+    if "value" in kwargs:
+        value = kwargs["value"]
+        if isinstance(value, (int, float)) and not math.isfinite(value):
+            kwargs = {**kwargs, "value": 0.0}
+    elif len(args) > position and isinstance(args[position], (int, float)) and not math.isfinite(args[position]):
+        args = (*args[:position], 0.0, *args[position + 1 :])
+    return args, kwargs
 
 
 _RESIZES = {

@@ -18,7 +18,7 @@ from torch import nn
 from .. import axisfield as af
 from ..errors import UnsupportedOp
 from ..field import axis_names
-from ..value import Dim, Term, Value, _dedupe, axis_units, prune
+from ..value import Dim, Term, Value, _dedupe, axis_units, pruned
 from .registry import Call, Named, rule
 
 
@@ -206,7 +206,8 @@ def merged(call: Call, dims, values: list[Value], n_out: tuple[int, ...]) -> Val
             has_local = has_local or not side
         if has_local:
             local_values.append(value)
-    terms = prune(local_terms or side_terms)
+    terms, approximate = pruned(local_terms or side_terms)
+    flags |= approximate
     for a, name in enumerate(axis_names(len(n_out))):
         steps = {Fraction(t[a].jump, t[a].period) for t in terms if t[a].steps}
         if len(steps) > 1:

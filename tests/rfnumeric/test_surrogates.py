@@ -453,3 +453,18 @@ def test_a_field_grown_through_an_align_corners_resize_warns():
 
     with pytest.warns(rfnumeric.GrownInputWarning, match="work differently"):
         rfnumeric.probe(Corners(), (1, 2, 6, 6))
+
+
+class MaxPoolSame(nn.Module):
+    """TF 'same' max pooling as timm writes it: pad with -inf, then pool without padding."""
+
+    def forward(self, x):
+        return F.max_pool2d(F.pad(x, [1, 1, 1, 1], value=-float("inf")), 3, stride=2)
+
+
+def test_a_pad_of_minus_infinity_does_not_overflow_the_structural_probe():
+    """conv 3 pad 1 (r 3), 'same' max pool 3 s2 (r 5, j 2), conv 3 pad 1 (r 9): the -inf pad
+    made every structural sum infinite (the probe refused); its value never changes the support."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), MaxPoolSame(), nn.Conv2d(4, 4, 3, padding=1))
+    p = rfnumeric.probe(model, (1, 3, 32, 32))
+    assert p.r == (9, 9) and p.j == (2, 2)
