@@ -784,7 +784,27 @@ def _linear(func, args, kwargs, out):
     first = _first_layout(args[:1])
     if first is None or not isinstance(out, torch.Tensor):
         return None
-    return first[1][:-1] + (_plain(out.shape[-1]),)
+    return coarsened(first[1][:-1], first[1][-1]) + (_plain(out.shape[-1]),)
+
+
+def coarsened(dims: tuple[Dim, ...], reduced: Dim) -> tuple[Dim, ...]:
+    """``dims`` after a linear map over ``reduced`` mixed the positions inside windows of split
+    axes whose windows ``dims`` keep apart (Swin's patch merging): each window is one unit now,
+    so the steps of the axis' other factors shrink by the window's width. ``dims`` unchanged
+    when ``reduced`` holds no such innermost positions."""
+    widths: dict[int, int] = {}
+    for label, size, stride in reduced:
+        if isinstance(label, int) and not isinstance(label, bool):
+            if stride != widths.get(label, 1):
+                return dims  # not the innermost positions, in order
+            widths[label] = widths.get(label, 1) * size
+    kept = {label: [st for dim in dims for lb, _, st in dim if lb == label] for label in widths}
+    if not widths or any(not strides or min(strides) < widths[label] for label, strides in kept.items()):
+        return dims
+    return tuple(
+        tuple((lb, size, st // widths[lb]) if lb in widths else (lb, size, st) for lb, size, st in dim)
+        for dim in dims
+    )
 
 
 @_rule(*_names("matmul", "bmm", "mm"), torch.Tensor.__matmul__, torch.Tensor.__rmatmul__)

@@ -94,3 +94,42 @@ def test_zoo_swin_tiny_style():
     assert "global" not in out.flags
     for node, r in [("stage1.0.add", 28), ("stage1.1.add_1", 56)]:
         assert rep[node].r == (r, r) and "global" not in rep[node].flags
+
+
+class PatchMerging(nn.Module):
+    """timm's Swin patch merging on (B, H, W, C): each 2x2 block to channels (reshape, the two
+    2s moved last, flattened), a LayerNorm and a linear layer."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * c)
+        self.reduction = nn.Linear(4 * c, 2 * c)
+
+    def forward(self, x):
+        b, h, w, c = x.shape
+        x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return self.reduction(self.norm(x))
+
+
+class Merged(nn.Module):
+    """conv 3 pad 1 (r 3, j 1, start 0.5), patch merging (a 2x2 stride-2 window: r 4, j 2,
+    start 1.0), conv 3 pad 1 (r 4 + 2*2 = 8, j 2, start 1.0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.merge = PatchMerging(4)
+        self.head = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        y = self.merge(self.stem(x).permute(0, 2, 3, 1))
+        return self.head(y.permute(0, 3, 1, 2))
+
+
+def test_patch_merging_is_a_two_by_two_window_on_both_sides():
+    rep = rfarith.analyze(Merged(), (1, 3, 16, 16))
+    merged = rep["merge.reduction"]
+    assert (merged.n, merged.j, merged.r, merged.start) == ((8, 8), (2, 2), (4, 4), (1.0, 1.0))
+    assert (rep.output.r, rep.output.j, rep.output.start) == ((8, 8), (2, 2), (1.0, 1.0))
+    frame = crosscheck.compare(Merged(), (1, 3, 16, 16))
+    assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
