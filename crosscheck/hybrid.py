@@ -166,13 +166,22 @@ class _Applied(nn.Module):
         self.position = position
 
     def forward(self, x: torch.Tensor):
-        args = list(self.args)
+        # the op's other tensors (a function's weights) in the probe's dtype: they are no
+        # parameters of this module, so the probe's float64 copy would not convert them
+        args = [_as(a, x.dtype) for a in self.args]
         args[self.position] = x
+        kwargs = {k: _as(v, x.dtype) for k, v in self.kwargs.items()}
         if self.kind == "call_module":
-            return self.inner(*args, **self.kwargs)
+            return self.inner(*args, **kwargs)
         if self.kind == "call_method":
-            return getattr(args[0], self.target)(*args[1:], **self.kwargs)
-        return self.target(*args, **self.kwargs)
+            return getattr(args[0], self.target)(*args[1:], **kwargs)
+        return self.target(*args, **kwargs)
+
+
+def _as(obj, dtype: torch.dtype):
+    if isinstance(obj, torch.Tensor) and obj.is_floating_point() and obj.dtype != dtype and dtype.is_floating_point:
+        return obj.to(dtype)
+    return obj
 
 
 def _real(obj):

@@ -303,3 +303,31 @@ def test_compare_on_the_custom_model_gives_a_row_per_node():
     frame = crosscheck.compare(Custom(), SHAPE)
     assert list(frame.index) == ["stem", "blur", "moody", "head"]
     assert frame.attrs["summary"]["disagree"] == 0
+
+
+def weighted(x, weight):
+    """A function given its own weight tensor (as torchvision's Swin attention is): the black
+    box keeps that tensor, which is no parameter of the box the probe converts to float64."""
+    return F.conv2d(finite(x), weight, padding=1)
+
+
+torch.fx.wrap("weighted")
+
+
+class Weighted(nn.Module):
+    """conv 3 (r 3), the measured function: a 3x3 conv with padding 1 (r 5, start 2.5)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3)
+        self.weight = nn.Parameter(torch.randn(4, 4, 3, 3))
+
+    def forward(self, x):
+        return weighted(self.stem(x), self.weight)
+
+
+def test_a_black_box_with_a_weight_argument_is_measured_in_the_probes_dtype():
+    """It failed with 'expected scalar type Double but found Float'."""
+    report = crosscheck.hybrid(Weighted(), SHAPE)
+    assert report.row("weighted").source == "probe"
+    assert report.output.r == (5, 5) and report.output.start == (2.5, 2.5)
