@@ -315,7 +315,8 @@ torch.fx.wrap("weighted")
 
 
 class Weighted(nn.Module):
-    """conv 3 (r 3), the measured function: a 3x3 conv with padding 1 (r 5, start 2.5)."""
+    """conv 3 (r 3, start 1.5), the measured function: a 3x3 conv with padding 1 (r 5, start
+    1.5 + (1 - 1) = 1.5)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -330,4 +331,4 @@ def test_a_black_box_with_a_weight_argument_is_measured_in_the_probes_dtype():
     """It failed with 'expected scalar type Double but found Float'."""
     report = crosscheck.hybrid(Weighted(), SHAPE)
     assert report.row("weighted").source == "probe"
-    assert report.output.r == (5, 5) and report.output.start == (2.5, 2.5)
+    assert report.output.r == (5, 5) and report.output.start == (1.5, 1.5)
