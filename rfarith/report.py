@@ -208,6 +208,8 @@ class Report:
         if not self._outputs:
             lines.append("output: NOT COMPUTED (the model output is not a tensor that depends on its input)")
         count = f"{len(self.rows)} feature maps"
+        if self.front_end == "shapes":
+            count += "; traced with concrete sizes (symbolic torch.fx could not follow its code): the graph holds this input's sizes"
         if self.missing:
             count += f"; INCOMPLETE: {len(self.missing)} not computed ({', '.join(self.missing)})"
         lines.append(count)

@@ -62,7 +62,9 @@ def test_tf_same_padding_is_traced_with_concrete_sizes():
         trace(same_net())  # symbolic: the size arithmetic needs values
     traced = trace(same_net(), (), (1, 3, 33, 33))
     assert traced.front_end == "shapes" and traced.input_shape == (1, 3, 33, 33)
-    out = rfarith.analyze(same_net(), (1, 3, 33, 33)).output
+    rep = rfarith.analyze(same_net(), (1, 3, 33, 33))
+    assert rep.front_end == "shapes" and "traced with concrete sizes" in rep.render()
+    out = rep.output
     # conv 3 s2 p1: j 2, r 3, start 0.5 + (1 - 1) = 0.5; conv 5 s2 p2: j 4, r 3 + 4*2 = 11, start 0.5
     assert out.n == (9, 9) and out.j == (4, 4) and out.r == (11, 11) and out.start == (0.5, 0.5)
 
