@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 import rfarith
-from rfarith.errors import ProbeError
+from rfarith.errors import ProbeError, RFError
 from rfarith.tracing import module_outputs
 
 from .measure import Element, Session, Target
@@ -74,18 +74,18 @@ def probe(
     target = session.target(node, output)
     user = session.shape[2:]
     requested = _check_unit(unit, len(user))
-    start = start_sizes(user, size_hint, max_size)
-    if size_hint is None:
-        start = analytic_start(model, session.shape, target, max_size) or start
-    search = Search(
-        target,
-        user,
-        start,
-        max_size,
-        want_full=not local,
-        unit=requested,
-    )
-    run_searches(session, [search])
+    given = start_sizes(user, size_hint, max_size)
+    start = (analytic_start(model, session.shape, target, max_size) if size_hint is None else None) or given
+    search = Search(target, user, start, max_size, want_full=not local, unit=requested)
+    try:
+        run_searches(session, [search])
+    except RFError as e:
+        if start == given or getattr(e, "kind", None) != "forward":
+            raise
+        # the model rejects the analytic start (it accepts one input size, say): the head start
+        # only ever saves time, so search again from the user's input
+        search = Search(target, user, given, max_size, want_full=not local, unit=requested)
+        run_searches(session, [search])
     assert search.outcome is not None
     warn_if_size_dependent({target.name: search.outcome}, user)
     return build_result(session, search.outcome, requested, weights)
