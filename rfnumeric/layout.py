@@ -353,13 +353,18 @@ def normalise_dims(dims: Any, rank: int) -> tuple[int, ...]:
 
 
 def reduced_layout(layout: Layout, dims: Sequence[int], keepdim: bool) -> Layout:
+    """Layout after a reduction over ``dims``; one over the positions inside windows whose
+    windows stay apart makes each window one unit (:func:`coarsened`)."""
+    reduced = tuple(f for d in dims for f in layout[d])
+    kept = coarsened(tuple(dim for d, dim in enumerate(layout) if d not in dims), reduced)
     out: list[Dim] = []
-    for d, dim in enumerate(layout):
+    rest = iter(kept)
+    for d in range(len(layout)):
         if d in dims:
             if keepdim:
                 out.append(())
         else:
-            out.append(dim)
+            out.append(next(rest))
     return tuple(out)
 
 
@@ -793,11 +798,11 @@ def coarsened(dims: tuple[Dim, ...], reduced: Dim) -> tuple[Dim, ...]:
     so the steps of the axis' other factors shrink by the window's width. ``dims`` unchanged
     when ``reduced`` holds no such innermost positions."""
     widths: dict[int, int] = {}
-    for label, size, stride in reduced:
-        if isinstance(label, int) and not isinstance(label, bool):
-            if stride != widths.get(label, 1):
-                return dims  # not the innermost positions, in order
-            widths[label] = widths.get(label, 1) * size
+    spatial = [f for f in reduced if isinstance(f[0], int) and not isinstance(f[0], bool)]
+    for label, size, stride in sorted(spatial, key=lambda f: (f[0], f[2])):
+        if stride != widths.get(label, 1):
+            return dims  # not the innermost positions
+        widths[label] = widths.get(label, 1) * size
     kept = {label: [st for dim in dims for lb, _, st in dim if lb == label] for label in widths}
     if not widths or any(not strides or min(strides) < widths[label] for label, strides in kept.items()):
         return dims

@@ -56,9 +56,13 @@ def register(name: str, input_shape: tuple[int, ...], description: str) -> Calla
 
 
 def names() -> list[str]:
-    """Every zoo model name, in registration order."""
+    """Every zoo model name: by family in ``models.FAMILIES`` order, then in registration order
+    (a family module imported on its own first, as a test may do, does not move its models)."""
     _load()
-    return list(_REGISTRY)
+    from .models import FAMILIES
+
+    rank = {f"{__name__}.{family}": i for i, family in enumerate(FAMILIES)}
+    return sorted(_REGISTRY, key=lambda name: rank.get(_REGISTRY[name].factory.__module__, len(rank)))
 
 
 def entry(name: str) -> ZooEntry:

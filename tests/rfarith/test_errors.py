@@ -126,12 +126,13 @@ def test_torch_function_without_a_rule_is_unsupported():
 class Windows(nn.Module):
     def forward(self, x):
         windows = x.view(1, 3, 2, 4, 2, 4)  # Swin-style window partition of 8x8 (followed)
-        return windows.mean(dim=3)  # a reduction over the positions inside the windows
+        return windows.mean(dim=2)  # a reduction over the windows, the positions inside kept
 
 
-def test_reduction_inside_windows_is_unsupported():
-    """The window partition is followed (tests/rfarith/test_rules_windows.py); a reduction over
-    the positions inside the windows has no rule yet."""
+def test_reduction_over_the_windows_is_unsupported():
+    """The window partition is followed (tests/rfarith/test_rules_windows.py), and so is a
+    reduction over the positions inside the windows (a window of that width); one over the
+    windows themselves, keeping the positions inside apart, is no field: refused."""
     err = fails(Windows(), (1, 3, 8, 8), rfarith.UnsupportedOp)
     assert err.node == "mean"
 

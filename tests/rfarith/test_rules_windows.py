@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import crosscheck
 import rfarith
 from rfarith.errors import UnsupportedOp
 from rfarith.value import Part
@@ -146,7 +147,16 @@ class Refused(nn.Module):
         raise AssertionError(self.what)
 
 
-@pytest.mark.parametrize("what", ["across_windows", "index", "reduce", "roll_tokens"])
+@pytest.mark.parametrize("what", ["across_windows", "index", "roll_tokens"])
 def test_what_is_not_exact_is_refused(what):
     with pytest.raises(UnsupportedOp):
         rfarith.analyze(Refused(what), SHAPE)
+
+
+def test_a_reduction_over_the_positions_inside_the_windows_is_a_window():
+    """win.mean(1) over the 49 positions of each 7x7 window: one unit per window (2 x 2 of the
+    14 x 14 input), each seeing its window: r 7, j 7, start 3.5; the probe agrees."""
+    out = rfarith.analyze(Refused("reduce"), SHAPE).output
+    assert (out.n, out.r, out.j, out.start) == ((2, 2), (7, 7), (7, 7), (3.5, 3.5))
+    frame = crosscheck.compare(Refused("reduce"), SHAPE)
+    assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
