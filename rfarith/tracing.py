@@ -290,7 +290,9 @@ def trace(
 
     With ``input_shape``, a model torch.fx cannot trace symbolically, or whose graph keeps a
     ``torch.fx.wrap`` function without a rule as one opaque call, is traced again with concrete
-    shapes (the module docstring); the symbolic error stands when that fails too.
+    shapes (the module docstring). When both fail, the error names the module that fails even
+    with concrete sizes (said so in its reason); an opaque call whose function cannot be traced
+    into keeps the symbolic graph.
     """
     leaf_modules = tuple(leaf_modules)
     try:
