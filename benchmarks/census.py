@@ -281,6 +281,17 @@ def _analytic_outputs(rep) -> dict:
     return outputs
 
 
+def _analytic_record(rep, t: float) -> dict:
+    """What the analyze and hybrid steps record of a report: its output fields, the front end
+    that traced it, the seconds since ``t``."""
+    return {
+        "ok": True,
+        "outputs": _analytic_outputs(rep),
+        "front_end": getattr(rep, "front_end", "symbolic"),
+        "time": time.perf_counter() - t,
+    }
+
+
 def worker(entry: dict, steps_file: str, threads: int) -> None:
     """Run the steps on one model, appending one JSON line per finished step to ``steps_file``
     (so that the parent knows which step a timeout or crash interrupted)."""
@@ -316,34 +327,27 @@ def worker(entry: dict, steps_file: str, threads: int) -> None:
     start("analyze")
     t = time.perf_counter()
     try:
-        rep = rfarith.analyze(model, shape)
-        outputs = _analytic_outputs(rep)
-        nodes = [o["node"] for o in outputs.values()]
-        emit(
-            "analyze",
-            {"ok": True, "outputs": outputs, "front_end": getattr(rep, "front_end", "symbolic"), "time": time.perf_counter() - t},
-        )
+        record = _analytic_record(rfarith.analyze(model, shape), t)
+        nodes = [o["node"] for o in record["outputs"].values()]
+        emit("analyze", record)
     except Exception as e:
         emit("analyze", {**_error(e), "time": time.perf_counter() - t})
         start("hybrid")
         t = time.perf_counter()
         try:
             rep = crosscheck.hybrid(model, shape)
-            outputs = _analytic_outputs(rep)
-            nodes = [o["node"] for o in outputs.values()]
+            record = _analytic_record(rep, t)
+            nodes = [o["node"] for o in record["outputs"].values()]
             measured = 0
             if "source" in rep.table.columns:
                 measured = int((rep.table["source"] == "probe").sum())
             emit(
                 "hybrid",
                 {
-                    "ok": True,
+                    **record,
                     "traced": bool(getattr(rep, "traced", True)),
-                    "front_end": getattr(rep, "front_end", "symbolic"),
                     "measured_rows": measured,
                     "rows": len(rep.table),
-                    "outputs": outputs,
-                    "time": time.perf_counter() - t,
                 },
             )
         except Exception as e:

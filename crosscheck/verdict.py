@@ -123,20 +123,20 @@ def _inside_same_bounds(theirs: Support, mine: Support, extent: tuple[int, ...])
     """``theirs`` has ``mine``'s bounds and every pixel of it lies in ``mine``."""
     if bounds_of(theirs) != bounds_of(mine):
         return False
-    full = [np.zeros(extent, dtype=bool) for _ in range(2)]
-    for array, (origin, pattern) in zip(full, (theirs, mine)):
-        if pattern.size:
-            array[tuple(slice(o, o + s) for o, s in zip(origin, pattern.shape))] = pattern
-    return not bool((full[0] & ~full[1]).any())
+    return not bool((_painted(theirs, extent) & ~_painted(mine, extent)).any())
 
 
 def _pixels_differ(mine: Support, theirs: Support | None, extent: tuple[int, ...]) -> int:
-    full = [np.zeros(extent, dtype=bool) for _ in range(2)]
-    for array, support in zip(full, (mine, theirs)):
-        if support is not None and support[1].size:
-            origin, pattern = support
-            array[tuple(slice(o, o + s) for o, s in zip(origin, pattern.shape))] = pattern
-    return int((full[0] ^ full[1]).sum())
+    return int((_painted(mine, extent) ^ _painted(theirs, extent)).sum())
+
+
+def _painted(support: Support | None, extent: tuple[int, ...]) -> np.ndarray:
+    """A support as a mask over the whole input (all False for None)."""
+    full = np.zeros(extent, dtype=bool)
+    if support is not None and support[1].size:
+        origin, pattern = support
+        full[tuple(slice(o, o + s) for o, s in zip(origin, pattern.shape))] = pattern
+    return full
 
 
 def _unit_text(unit: tuple[int, ...]) -> str:

@@ -106,9 +106,9 @@ def smallest_input(
         candidate = shape[:2] + tuple(max(s, size) for s in shape[2:])
         try:
             walk(model, trace_for(traced, model, candidate, leaf_modules), candidate, fallback)
-        except (ShapeError, TraceError) as e:
-            if isinstance(e, TraceError):  # a shape-aware trace that fails at this size: too small
-                return False
+        except TraceError:  # a shape-aware trace that fails at this size: too small
+            return False
+        except ShapeError as e:
             if e.kind == "too_small":
                 return False
             raise

@@ -270,15 +270,8 @@ class _Walk:
         if find_rule(node.op, node.target, module) is None and self.fallback is None:
             return None
 
-        def real(t: Any) -> Any:
-            if isinstance(t, torch.Tensor) and t.device.type != "meta":
-                return torch.zeros(t.shape, dtype=t.dtype, device=t.device)
-            return t
-
-        call = module if module is not None else node.target
         try:
-            with torch.no_grad():
-                out = call(*fx.node.map_aggregate(args, real), **fx.node.map_aggregate(kwargs, real))
+            out = _on_zeros(module if module is not None else node.target, args, kwargs)
         except Exception:
             return None
         return fx.node.map_aggregate(out, lambda t: mode.from_tensor(t) if isinstance(t, torch.Tensor) else t)
@@ -286,13 +279,8 @@ class _Walk:
     @staticmethod
     def _gives_tensor(node: fx.Node, args: tuple, kwargs: dict) -> bool:
         """Whether a function's result, run once on zeros of the real shapes, holds a tensor."""
-
-        def real(t: Any) -> Any:
-            return torch.zeros(t.shape, dtype=t.dtype) if isinstance(t, torch.Tensor) else t
-
         try:
-            with torch.no_grad():
-                return _holds_tensor(node.target(*fx.node.map_aggregate(args, real), **fx.node.map_aggregate(kwargs, real)))
+            return _holds_tensor(_on_zeros(node.target, args, kwargs))
         except Exception:
             return False
 
@@ -471,6 +459,18 @@ def _data_dependent(error: BaseException | None) -> bool:
         error = error.__cause__ or error.__context__
         seen += 1
     return False
+
+
+def _on_zeros(call: Callable, args: tuple, kwargs: dict) -> Any:
+    """``call`` run for real, without gradients, on zeros of its (fake) tensor arguments' shapes."""
+
+    def real(t: Any) -> Any:
+        if isinstance(t, torch.Tensor) and t.device.type != "meta":
+            return torch.zeros(t.shape, dtype=t.dtype, device=t.device)
+        return t
+
+    with torch.no_grad():
+        return call(*fx.node.map_aggregate(args, real), **fx.node.map_aggregate(kwargs, real))
 
 
 def _user_function(node: fx.Node) -> bool:

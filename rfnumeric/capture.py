@@ -26,7 +26,7 @@ import torch.fx as fx
 from torch import nn
 
 from rfarith.errors import ProbeError, RFError, UnknownNode
-from rfarith.tracing import Traced, module_outputs, trace
+from rfarith.tracing import Traced, module_outputs, trace, trace_for
 
 from .mode import Naming, Stop, note_input, settled
 
@@ -75,10 +75,8 @@ class Resolver:
         traced = self.traced
         assert traced is not None
         shape = tuple(shape)
-        if traced.valid_for(shape):
-            return traced
         if shape not in self._traced_at:
-            self._traced_at[shape] = trace(self.model, (), shape)
+            self._traced_at[shape] = trace_for(traced, self.model, shape)
         return self._traced_at[shape]
 
     def graph_nodes(self) -> dict[str, fx.Node]:
@@ -271,6 +269,7 @@ class GraphRun:
         self.naming = naming
         self.mark = mark
         self.located_in = located_in or traced  # the trace the locators' nodes come from
+        self._by_name: dict[str, fx.Node] | None = None
 
     def run(self, x: torch.Tensor, locators: Sequence[Locator]) -> dict[str, Any]:
         wanted = {self._node(loc): loc.name for loc in locators if loc.kind == "graph"}
@@ -287,9 +286,10 @@ class GraphRun:
         if self.located_in is self.traced:
             return loc.node
         name = self.located_in.names[loc.node]
-        for node, other in self.traced.names.items():
-            if other == name:
-                return node
+        if self._by_name is None:
+            self._by_name = {other: node for node, other in self.traced.names.items()}
+        if name in self._by_name:
+            return self._by_name[name]
         raise ProbeError(
             f"node '{name}' is not in the graph traced at input shape {self.traced.input_shape}: the "
             "model's graph changes with the input size. Way out: probe a module path instead"

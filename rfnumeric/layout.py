@@ -789,12 +789,14 @@ def _linear(func, args, kwargs, out):
     first = _first_layout(args[:1])
     if first is None or not isinstance(out, torch.Tensor):
         return None
-    return coarsened(first[1][:-1], first[1][-1]) + (_plain(out.shape[-1]),)
+    layout = first[1]
+    return reduced_layout(layout, (len(layout) - 1,), keepdim=False) + (_plain(out.shape[-1]),)
 
 
 def coarsened(dims: tuple[Dim, ...], reduced: Dim) -> tuple[Dim, ...]:
-    """``dims`` after a linear map over ``reduced`` mixed the positions inside windows of split
-    axes whose windows ``dims`` keep apart (Swin's patch merging): each window is one unit now,
+    """``dims`` after a reduction (or a linear map) over ``reduced`` mixed the positions inside
+    windows of split axes whose windows ``dims`` keep apart (Swin's patch merging): each window
+    is one unit now,
     so the steps of the axis' other factors shrink by the window's width. ``dims`` unchanged
     when ``reduced`` holds no such innermost positions."""
     widths: dict[int, int] = {}

@@ -789,14 +789,13 @@ def _finite_pad_value(func, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """A constant pad of -inf (TF 'same' max pooling: timm's MaxPool2dSame) would make every
     structural sum infinite; the value of a constant never changes which pixels are seen, so
     structurally it is 0."""
-    position = 2 if "constant_pad_nd" in getattr(func, "__name__", "") else 3
+    position = 2 if "constant_pad_nd" in getattr(func, "__name__", "") else 3  # F.pad(x, pad, mode, value)
+    value = arg(args, kwargs, position, "value")
+    if not isinstance(value, (int, float)) or math.isfinite(value):
+        return args, kwargs
     if "value" in kwargs:
-        value = kwargs["value"]
-        if isinstance(value, (int, float)) and not math.isfinite(value):
-            kwargs = {**kwargs, "value": 0.0}
-    elif len(args) > position and isinstance(args[position], (int, float)) and not math.isfinite(args[position]):
-        args = (*args[:position], 0.0, *args[position + 1 :])
-    return args, kwargs
+        return args, {**kwargs, "value": 0.0}
+    return (*args[:position], 0.0, *args[position + 1 :]), kwargs
 
 
 _RESIZES = {

@@ -63,7 +63,7 @@ def _reduce_inside_windows(x: Value, reduced: tuple[int, ...], keepdim: bool) ->
     and a linear layer): each window becomes one unit that sees what the window's units saw,
     as a convolution with kernel and stride the window (exact per term, so exact). None for
     anything else (a reduction over a whole axis or over outer parts)."""
-    maps, widths = {}, {}
+    maps, widths, left = {}, {}, {}
     for a in {int(a) for d in reduced for a in x.axes_of(d)}:
         mixed = [f for d in reduced for f in x.dims[d] if f[0] is not None and int(f[0]) == a]
         kept = [f for d in range(x.rank) if d not in reduced for f in x.dims[d] if f[0] is not None and int(f[0]) == a]
@@ -75,9 +75,8 @@ def _reduce_inside_windows(x: Value, reduced: tuple[int, ...], keepdim: bool) ->
             return None
         if kind != "window":
             return None
-        widths[a] = w
+        widths[a], left[a] = w, len(kept)
         maps[a] = lambda f, w=w: af.resample(f, 1, w, [tuple(range(w))], f.n // w)
-    left = {a: sum(1 for d in range(x.rank) if d not in reduced for f in x.dims[d] if f[0] is not None and int(f[0]) == a) for a in widths}
     dims: list[Dim] = []
     for d, dim in enumerate(x.dims):
         if d in reduced:
