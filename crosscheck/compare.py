@@ -164,6 +164,8 @@ class _Row:
             found.append((Reason.GLOBAL, f"global: {seen} (via {via})"))
         if self.grown_note:
             found.append((Reason.USER_INPUT_ONLY, self.grown_note))
+        elif isinstance(self.fitted, rfnumeric.ProbeResult) and self.fitted.growth_refused:
+            found.append((Reason.USER_INPUT_ONLY, CANNOT_GROW["forward"] + ": compared at the user's input only"))
         elif isinstance(self.fitted, Exception) and not isinstance(self.at_user, Exception):
             kind = getattr(self.fitted, "kind", "")
             if kind in CANNOT_GROW:

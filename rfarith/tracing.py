@@ -297,13 +297,13 @@ def trace(
     leaf_modules = tuple(leaf_modules)
     try:
         traced = _trace(model, leaf_modules, NamingTracer(leaf_modules))
-    except TraceError as symbolic:
+    except TraceError:
         if input_shape is None:
             raise
         try:
             return _trace(model, leaf_modules, ShapeTracer(leaf_modules, tuple(input_shape), model))
         except TraceError as shaped:  # the module that fails even with concrete sizes
-            raise TraceError(shaped.module_path, shaped.module_type, f"{shaped.reason} (also with concrete shapes)") from symbolic
+            raise TraceError(shaped.module_path, shaped.module_type, f"{shaped.reason} (also with concrete shapes)") from shaped
     if input_shape is not None and _opaque_wrapped_calls(traced):
         try:
             return _trace(model, leaf_modules, ShapeTracer(leaf_modules, tuple(input_shape), model))

@@ -129,7 +129,8 @@ class AxisFit:
     # phase that sees nothing; unit m sees that pattern shifted by q * j * period. () when the
     # fit predicts no unit (no period, or j not measured)
     phases: tuple[tuple[int, bytes] | None, ...] = field(default=(), repr=False)
-    reason: str = field(default="", repr=False)  # why j, r, start are NaN (see ``unfitted``)
+    reason: str = field(default="", repr=False)  # why j, r, start are NaN (see ``unfitted``, ``cut_axis``)
+    cut: bool = False  # the field runs past an input that may not grow (see ``cut_axis``)
 
 
 def _exact(value: Fraction) -> int | Fraction:
@@ -437,6 +438,13 @@ def unfitted(fit: AxisFit, reason: str) -> AxisFit:
     """The field along an axis whose fit does not reproduce the units it was fitted on: no
     single jump, so j, r and start are NaN (flagged nonuniform, with the reason)."""
     return AxisFit(NAN, NAN, NAN, fit.holes, True, reason=reason)  # type: ignore[arg-type]
+
+
+def cut_axis(reason: str) -> AxisFit:
+    """The field along an axis where it does not fit the largest input the model accepts: its
+    extent is unknown past the border, so j, r and start are NaN (flagged ``clipped``, with the
+    reason); what each unit sees of that input is still measured exactly."""
+    return AxisFit(NAN, NAN, NAN, False, False, cut=True, reason=reason)  # type: ignore[arg-type]
 
 
 def global_axis(first: int, last: int) -> AxisFit:

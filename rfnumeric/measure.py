@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rfarith.errors import ProbeError, RFError, ShapeError
+from rfarith.errors import ProbeError, RFError, ShapeError, TraceError
 from rfarith.field import axis_names
 
 from . import layout as lay
@@ -255,6 +255,13 @@ def _seed_index(
     return tuple(index), weight
 
 
+def root_cause(error: BaseException) -> BaseException:
+    """The first error of a chain (``raise ... from``): the model's own, under the probe's account."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
 class ForwardFailed(Exception):
     """The model's forward (or its backward) raised; ``error`` is what it raised."""
 
@@ -365,7 +372,12 @@ class Session:
                 )
             traced = self.resolver.traced
             assert traced is not None
-            here = self.resolver.traced_at((batch, self.channels, *sizes))
+            try:
+                here = self.resolver.traced_at((batch, self.channels, *sizes))
+            except TraceError as e:
+                # the graph holds one input's sizes and traced there; at these sizes the model's
+                # own code fails (a size check, a reshape): the model rejects this input
+                raise ForwardFailed(root_cause(e)) from e
             return GraphRun(self.model, here, self.naming, mark, located_in=traced)
         return EagerRun(self.model, self.naming, mark)
 
@@ -409,7 +421,7 @@ class Session:
             executor = self._executor(locators, mode, x_in.shape[0], x_in.shape[2:])  # traced outside the mode
             with torch.inference_mode(False), torch.enable_grad(), mode:
                 captured = executor.run(x_in, locators)
-        except (RFError, Retry):
+        except (RFError, Retry, ForwardFailed):
             raise
         except Exception as e:
             raise ForwardFailed(e) from e

@@ -13,7 +13,7 @@ from rfarith.errors import ProbeError, RFError
 from rfarith.tracing import module_outputs
 
 from .measure import Element, Session, Target
-from .result import ProbeResult
+from .result import CUT_NOTE, JUMP_NOTE, ProbeResult
 from .search import Outcome, Search, field_hint, run_searches, start_sizes
 
 MODES = ("local", "full")
@@ -80,11 +80,11 @@ def probe(
     try:
         run_searches(session, [search])
     except RFError as e:
-        if start == given or getattr(e, "kind", None) != "forward":
+        if start == tuple(user) or getattr(e, "kind", None) != "forward":
             raise
-        # the model rejects the analytic start (it accepts one input size, say): the head start
-        # only ever saves time, so search again from the user's input
-        search = Search(target, user, given, max_size, want_full=not local, unit=requested)
+        # the model rejects the larger start (the analytic field's or the hint's; it accepts one
+        # input size, say): a head start only ever saves time, so search again from the user's input
+        search = Search(target, user, tuple(user), max_size, want_full=not local, unit=requested)
         run_searches(session, [search])
     assert search.outcome is not None
     warn_if_size_dependent({target.name: search.outcome}, user)
@@ -203,17 +203,26 @@ def build_result(
         weights=weights,
         measured=_measured_units(elements),
         notes=fit_notes(session.axes, fits),
+        growth_refused=outcome.growth_refused,
     )
 
 
 def fit_notes(axes: tuple[str, ...], fits) -> tuple[str, ...]:
-    """Why an axis has no single jump, one note per such axis (:attr:`ProbeResult.notes`)."""
-    return tuple(f"no single jump along {axis}: {fit.reason}" for axis, fit in zip(axes, fits) if fit.reason)
+    """Why an axis has no single jump (a note per such axis), or no extent past the border of an
+    input that may not grow (one note naming the axes): :attr:`ProbeResult.notes`."""
+    jumps = tuple(f"{JUMP_NOTE} along {axis}: {fit.reason}" for axis, fit in zip(axes, fits) if fit.reason and not fit.cut)
+    cut = [(axis, fit.reason) for axis, fit in zip(axes, fits) if fit.cut]
+    if not cut:
+        return jumps
+    return (*jumps, f"{CUT_NOTE} along {', '.join(axis for axis, _ in cut)}: {cut[0][1]}")
 
 
 def outcome_flags(outcome: Outcome) -> set[str]:
-    """The flags a settled search carries (all but ``clipped``, which depends on the unit)."""
+    """The flags a settled search carries (``clipped`` only for a field cut along an axis; a
+    unit's own span at the border adds it per unit)."""
     flags = set()
+    if any(f.cut for f in outcome.fits):
+        flags.add("clipped")
     if outcome.fallback or outcome.reached or outcome.global_axes:
         flags.add("global")
     if any(f.holes for f in outcome.fits) or outcome.box_holes:

@@ -10,14 +10,22 @@ from types import MappingProxyType
 import numpy as np
 
 FLAG_ORDER = ("global", "holes", "misaligned", "nonuniform", "clipped", "underflow")
+# how a note of ProbeResult.notes begins: no single jump (flag nonuniform), or a field cut by the
+# border of an input the model does not let grow (flag clipped)
+JUMP_NOTE = "no single jump"
+CUT_NOTE = "cut by the border"
 
 
 def describe_flags(
     flags: frozenset[str], global_via: tuple[str, ...], notes: tuple[str, ...] = ()
 ) -> str:
     """Flags as one string, in rfarith's order and format: ``global (via se.pool), holes``.
-    ``notes`` (why an axis has no single jump: :attr:`ProbeResult.notes`) follow ``nonuniform``
-    in parentheses."""
+    ``notes`` (:attr:`ProbeResult.notes`) follow their flag in parentheses: why an axis has no
+    single jump after ``nonuniform``, why a field is cut after ``clipped``."""
+    by_flag = {
+        "nonuniform": [n for n in notes if n.startswith(JUMP_NOTE)],
+        "clipped": [n for n in notes if n.startswith(CUT_NOTE)],
+    }
     parts = []
     for flag in FLAG_ORDER:
         if flag not in flags:
@@ -25,8 +33,8 @@ def describe_flags(
         if flag == "global" and global_via:
             more = f", +{len(global_via) - 1} more" if len(global_via) > 1 else ""
             parts.append(f"global (via {global_via[0]}{more})")
-        elif flag == "nonuniform" and notes:
-            parts.append(f"nonuniform ({'; '.join(notes)})")
+        elif by_flag.get(flag):
+            parts.append(f"{flag} ({'; '.join(by_flag[flag])})")
         else:
             parts.append(flag)
     return ", ".join(parts)
@@ -60,7 +68,7 @@ class ProbeResult:
       support spans gets no gradient: a gap along an axis, or corners that factorised 1xn /
       nx1 branches leave unseen), ``nonuniform`` (sizes differ between adjacent units, or the
       spacing has no period the probe can find), ``clipped`` (the probed unit's
-      support touches the input border), ``underflow`` (gradients came within reach of
+      support touches the input border, or the field is cut: see ``growth_refused``), ``underflow`` (gradients came within reach of
       float64's smallest numbers: the structural probe compresses them so the support stays
       exact, but the heatmap's magnitudes are not gradients any more; with ``weights='real'``
       nothing is changed and the support may miss pixels whose gradient underflowed).
@@ -69,6 +77,12 @@ class ProbeResult:
       summary that contradicts a unit it measured: along such an axis ``j``, ``r`` and
       ``start`` are NaN, the flag ``nonuniform`` is set and :meth:`describe_flags` shows the
       note; ``bounds``, ``support`` and ``measured`` still hold what each unit sees.
+    - ``growth_refused``: empty unless the field does not fit and the model rejected every
+      larger input the probe tried (a model that accepts one input size): the field is then
+      read at the largest input it accepted (``input_shape``), and along each axis where it is
+      cut by the border ``j``, ``r``, ``start`` are NaN with a note (``'cut by the border along
+      h: ...'``), while ``bounds``, ``support`` and ``measured`` hold exactly what the units see
+      of that input. The text says why (the model's own error).
     - ``mode`` ('local' or 'full', the mode the answer was measured in) and ``weights``.
     """
 
@@ -89,6 +103,7 @@ class ProbeResult:
     weights: str
     measured: Mapping[tuple[int, ...], tuple[tuple[int, int], ...]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    growth_refused: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "measured", MappingProxyType(dict(self.measured)))

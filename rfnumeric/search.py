@@ -34,11 +34,12 @@ from .fitting import (
     AxisFit,
     Span,
     contradiction,
+    cut_axis,
     fit_axis,
     global_axis,
     unfitted,
 )
-from .measure import Element, Measurement, Request, Session, Target, UnitSpec
+from .measure import Element, Measurement, Request, Session, Target, UnitSpec, root_cause
 
 MEMORY_BUDGET = 2**30  # bytes one measurement may use for the probe's tensors
 BYTES_PER_ELEMENT = 64  # per float64 element a forward produces: value, saved copies, gradient
@@ -59,6 +60,7 @@ class Outcome:
     local: bool
     reached: tuple[str, ...]
     fallback: bool
+    growth_refused: str = ""  # see Search.growth_refused
 
     @property
     def size_dependent(self) -> tuple[str, ...]:
@@ -121,6 +123,10 @@ class Search:
     # axes, and the input sizes they are measured at (see _phase_grid)
     phases: tuple[tuple[int, ...], ...] = ()
     phase_sizes: tuple[int, ...] = ()
+    accepted: tuple[int, ...] | None = None  # the last input sizes the model ran at
+    # why the input may not grow past ``accepted`` (the model rejected every larger input it
+    # was given): the field is then read there, cut at the border (see ``box_in``)
+    growth_refused: str = ""
 
     @property
     def settled(self) -> bool:
@@ -178,6 +184,7 @@ class Search:
         elements = [e for e in measurement.elements if e.request.target == self.target]
         centre = next(e for e in elements if e.request.spec.kind == "centre")
         self._check_map(centre)
+        self.accepted = measurement.sizes
         self.known_n[measurement.sizes] = centre.n
         if centre.empty:
             self._visible(elements, centre)  # records whether any unit of the map sees a pixel
@@ -194,6 +201,9 @@ class Search:
         }
         covers = tuple(own[a].covers(*visible[a]) for a in range(self.n_axes))
         self.covered_always = tuple(c and b for c, b in zip(covers, self.covered_always or covers))
+        cut = set(touching) if self.growth_refused else set()  # the input may not grow: read it cut
+        touching -= cut
+        free = [a for a in free if a not in cut]
         if touching:
             self._refuse_to_chase(centre)
             self._grow(touching)
@@ -208,6 +218,8 @@ class Search:
         fits = [
             global_axis(*self._user_visible(a))
             if a in self.global_axes
+            else cut_axis(self.growth_refused)
+            if a in cut
             else fit_axis(
                 by_axis[a], centre.unit[a], centre.n[a], a in self.window or a in self.periodic, a in self.periodic
             )
@@ -240,7 +252,8 @@ class Search:
                 return
         reached = self.reached or centre.reached
         self.outcome = Outcome(
-            tuple(fits), self.global_axes, elements, measurement, self.local, reached, self.fallback
+            tuple(fits), self.global_axes, elements, measurement, self.local, reached, self.fallback,
+            self.growth_refused,
         )
 
     def _phase_grid(self, fits: list[AxisFit], free: list[int]) -> tuple[tuple[int, ...], ...]:
@@ -270,7 +283,7 @@ class Search:
         which makes a uniform field look irregular; on a larger input the units around the
         centre lie clear of it. Up to
         ``CONFIRMATIONS`` times per search; a field still irregular then is reported as such."""
-        if self.confirmations >= CONFIRMATIONS:
+        if self.confirmations >= CONFIRMATIONS or self.growth_refused:
             return set()
         axes = {
             a
@@ -325,7 +338,7 @@ class Search:
             # a unit of a phase that sees nothing (a transposed conv with kernel < stride): move on
             self.centre_shift += 1
             return
-        if not centre.reached and self.confirmations < CONFIRMATIONS:
+        if not centre.reached and self.confirmations < CONFIRMATIONS and not self.growth_refused:
             # no global reduction was cut: the centre unit may see only zero padding inside
             # the model, which a larger input moves away from it
             growable = {
@@ -423,6 +436,23 @@ class Search:
                 self.window = frozenset()
                 return True
         return False
+
+    def box_in(self, refusal: RFError) -> bool:
+        """After the model rejected every larger input tried (``realign`` found none left):
+        measure again at the last size it accepted and read the field there, cut at the border
+        where it does not fit (the axes' j, r, start NaN, flag ``clipped``, see ``cut_axis``).
+        False if the model accepted no size (its error stands)."""
+        if self.accepted is None or self.growth_refused:
+            return False
+        own = root_cause(refusal)  # the model's own error, not the probe's account of it
+        reason = str(own).strip().splitlines()[0] if str(own).strip() else type(own).__name__
+        self.growth_refused = (
+            f"the model rejected every input larger than {self.accepted} that the probe tried "
+            f"({reason}); j, r, start unknown"
+        )
+        self.sizes = self.accepted
+        self.window = frozenset()
+        return True
 
     def _grow(self, axes: set[int]) -> None:
         """Grow the touching axes; at max_size an axis seen whole at every size is global."""
@@ -549,7 +579,7 @@ def _advance(
         )
     except RFError as e:
         if getattr(e, "kind", None) == "forward":  # the model may only accept certain sizes
-            realigned = [s.realign() for s in chunk]
+            realigned = [s.realign() or s.box_in(e) for s in chunk]
             if any(realigned):
                 rest = [s for s, moved in zip(chunk, realigned) if not moved]
                 if rest:

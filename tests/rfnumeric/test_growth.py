@@ -3,7 +3,10 @@ phase grids of periodic fields."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -55,6 +58,67 @@ def test_a_model_that_rejects_a_grown_size_is_measured_at_a_stricter_one():
     p = rfnumeric.probe(FixedCrop(), (1, 1, 13))
     assert p.r == (27,) and p.j == (3,) and p.start == (1.5,)
     assert (p.input_shape[2] - 13) % 3 == 0
+
+
+class OneSize(nn.Module):
+    """Accepts 16x16 only (as timm's PatchEmbed checks its image size): three convs of 5,
+    padding 2, then one of 7 with stride 2: r 19, j 2, wider than the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*[nn.Conv2d(3 if i == 0 else 4, 4, 5, padding=2) for i in range(3)])
+        self.head = nn.Conv2d(4, 4, 7, stride=2, padding=3)
+
+    def forward(self, x):
+        if tuple(x.shape[-2:]) != (16, 16):
+            raise ValueError(f"Input size {tuple(x.shape[-2:])} doesn't match model (16, 16)")
+        return self.head(self.body(x))
+
+
+def _support_by_autograd(model: nn.Module, shape, unit) -> tuple[tuple[int, ...], ...]:
+    """Per axis, the pixels one output unit's gradient reaches (plain autograd, positive
+    weights and input: nothing cancels)."""
+    net = OneSize().double().eval()
+    net.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(0.1)
+    x = torch.ones(shape, dtype=torch.float64, requires_grad=True)
+    net(x)[(0, slice(None), *unit)].sum().backward()
+    seen = x.grad.abs().sum(1)[0] != 0
+    return tuple(tuple(int(i) for i in torch.nonzero(seen.any(dim=1 - a)).flatten()) for a in range(2))
+
+
+@pytest.mark.parametrize("size_hint", [None, 40])
+def test_a_model_that_accepts_one_size_is_read_there_cut_by_the_border(size_hint):
+    """The field (r 19) does not fit 16x16 and the model rejects every larger input: the probe
+    reads what the units see of 16x16 (exactly, against plain autograd), flags the field
+    ``clipped``, and gives j, r, start as NaN with the model's own error, not a cut size."""
+    model = OneSize()
+    p = rfnumeric.probe(model, (1, 3, 16, 16), size_hint=size_hint)
+    assert p.input_shape == (1, 3, 16, 16) and p.n == (8, 8)
+    assert all(math.isnan(v) for v in (*p.r, *p.start)) and all(math.isnan(float(j)) for j in p.j)
+    assert "clipped" in p.flags and "doesn't match model (16, 16)" in p.growth_refused
+    assert "cut by the border along h, w" in p.describe_flags()
+    for unit, bounds in p.measured.items():
+        pixels = _support_by_autograd(model, (1, 3, 16, 16), unit)
+        assert bounds == tuple((axis[0], axis[-1]) for axis in pixels), unit
+    assert p.support == _support_by_autograd(model, (1, 3, 16, 16), p.unit)
+
+
+def test_a_sweep_reads_the_cut_field_too():
+    """Through the graph (traced with the sizes of 16x16): a larger input fails already in the
+    trace, which is the model rejecting it, not an untraceable model."""
+    table = rfnumeric.sweep(OneSize(), (1, 3, 16, 16))
+    assert table.loc["body.2", "r_h"] == 13 and math.isnan(table.loc["head", "r_h"])
+    assert table.loc["head", "flags"].startswith("clipped (cut by the border along h, w: the model rejected")
+    assert "doesn't match model (16, 16)" in table.loc["head", "flags"]
+
+
+def test_a_field_that_fits_the_one_size_a_model_accepts_is_whole():
+    """Where the field fits, nothing is cut: the map before the head (r 13) at 16x16."""
+    p = rfnumeric.probe(OneSize(), (1, 3, 16, 16), node="body.2")
+    assert p.r == (13, 13) and p.j == (1, 1) and not p.growth_refused and "clipped" not in p.flags
 
 
 # ---- windows along periodic axes: a band across the other axes' phases ------------------------
