@@ -364,8 +364,10 @@ def worker(entry: dict, steps_file: str, threads: int) -> None:
                 "j": _fmt(tuple(str(j) for j in p.j)),
                 "flags": p.describe_flags(),
                 "input": _fmt(tuple(p.input_shape[2:])),
+                "cut": bool(p.growth_refused),
             }
-        emit("probe", {"ok": True, "outputs": results, "time": time.perf_counter() - t})
+        cut = any(o["cut"] for o in results.values())
+        emit("probe", {"ok": True, "outputs": results, "cut": cut, "time": time.perf_counter() - t})
         probe_ok = True
     except Exception as e:
         emit("probe", {**_error(e), "time": time.perf_counter() - t})
@@ -664,6 +666,7 @@ def outcome(rec: dict) -> dict:
         "hybrid_untraced": ok("hybrid") and not s["hybrid"].get("traced", True),
         "shape_traced": any(ok(n) and s[n].get("front_end") == "shapes" for n in ("analyze", "hybrid")),
         "probe": ok("probe"),
+        "probe_cut": ok("probe") and bool(s["probe"].get("cut")),
         "both": (ok("analyze") or ok("hybrid")) and ok("probe"),
         "verdict": verdict.get("status") if verdict.get("ok") else ("error" if verdict else None),
     }
@@ -706,7 +709,8 @@ def _cell(step: dict | None, what: str = "") -> str:
         return "–"
     if step.get("ok"):
         shapes = " (shapes)" if step.get("front_end") == "shapes" else ""  # traced with concrete sizes
-        return "ok" + shapes + (f" {what}" if what else "")
+        cut = " (cut)" if step.get("cut") else ""  # the probe's field cut by the border
+        return "ok" + shapes + cut + (f" {what}" if what else "")
     return step.get("error", "?")
 
 
@@ -824,6 +828,11 @@ def write_report(path: Path, header: dict, results: dict[str, dict], args) -> No
         lines.append(
             f"| {label} | " + " | ".join(pct(count(c, key), len(ran[c])) for c in cols) + " |"
         )
+    lines.append(
+        "| ... of which read cut by the border (the model accepts no larger input: j, r, start NaN) | "
+        + " | ".join(str(count(c, "probe_cut")) for c in cols)
+        + " |"
+    )
     lines.append(
         "| hybrid only by measuring everything (fx cannot trace the forward) | "
         + " | ".join(str(count(c, "hybrid_untraced")) for c in cols)
