@@ -238,6 +238,47 @@ def window_mixing(mixed: list, kept: list, n: int, extent: int):
     return "window", w
 
 
+def reduced_inside_windows(x: Value, reduced: tuple[int, ...], keepdim: bool) -> Value | None:
+    """A reduction over the positions inside the windows of split axes, the windows kept apart
+    (Swin's patch merging: ``reshape(B, H/2, 2, W/2, 2, C)``, the two 2s moved last, flattened
+    and a linear layer): each window becomes one unit that sees what the window's units saw,
+    as a convolution with kernel and stride the window (exact per term, so exact). None for
+    anything else (a reduction over a whole axis or over outer parts)."""
+    maps, widths, left = {}, {}, {}
+    for a in {int(a) for d in reduced for a in x.axes_of(d)}:
+        mixed = [f for d in reduced for f in x.dims[d] if f[0] is not None and int(f[0]) == a]
+        kept = [f for d in range(x.rank) if d not in reduced for f in x.dims[d] if f[0] is not None and int(f[0]) == a]
+        if not all(is_part(f[0]) for f in mixed) or not kept:
+            return None
+        try:
+            kind, w = window_mixing(mixed, kept, x.fields[a].n, x.extent[a])
+        except ValueError:
+            return None
+        if kind != "window":
+            return None
+        widths[a], left[a] = w, len(kept)
+        maps[a] = lambda f, w=w: af.resample(f, 1, w, [tuple(range(w))], f.n // w)
+    dims: list[Dim] = []
+    for d, dim in enumerate(x.dims):
+        if d in reduced:
+            if keepdim:
+                dims.append(tuple(f for f in dim if f[0] is None or int(f[0]) not in widths))
+            continue
+        dims.append(tuple(_coarser(f, widths, left) for f in dim))
+    return replace(x.map_fields(maps), dims=tuple(dims))
+
+
+def _coarser(factor, widths: dict[int, int], left: dict[int, int]) -> tuple:
+    """A factor of an axis whose windows of ``widths[axis]`` units became one unit each: its
+    stride in the new units (the whole axis again where it is the axis' only factor left)."""
+    a, size = factor
+    if a is None or int(a) not in widths:
+        return factor
+    if left[int(a)] == 1:
+        return (int(a), size)
+    return (Part(int(a), stride_of(a) // widths[int(a)]), size)
+
+
 def window_field(field: AxisField, w: int) -> AxisField:
     """Every unit sees what all units of its window of ``w`` units see (units ``q*w .. q*w+w-1``)."""
     return af.resample(field, w, w, [tuple(range(w))] * w, field.n)

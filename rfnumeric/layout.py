@@ -311,20 +311,24 @@ def elementwise_layout(inputs: Sequence[torch.Tensor], shape: Sequence[int]) -> 
     """Per output dim: the dim of an input that lines up with it (broadcasting from the right)
     and has the same size; else, for an input of the same rank whose dim holds one factor, that
     factor resized (convolution, pooling, padding, interpolation change sizes, not meaning)."""
+    known = [(tuple(t.shape), lay) for t in inputs if (lay := get(t)) is not None]
+    return _lined_up(known, shape)
+
+
+def _lined_up(known: Sequence[tuple[tuple[int, ...], Layout]], shape: Sequence[int]) -> Layout:
+    """:func:`elementwise_layout` from the inputs' shapes and layouts."""
     rank = len(shape)
-    known = [(t, get(t)) for t in inputs]
-    known = [(t, lay) for t, lay in known if lay is not None]
     out: list[Dim] = []
     for d, size in enumerate(shape):
         chosen: Dim | None = None
-        for t, lay in known:
-            k = d - (rank - t.dim())
-            if k >= 0 and t.shape[k] == size and lay[k]:
+        for in_shape, lay in known:
+            k = d - (rank - len(in_shape))
+            if k >= 0 and in_shape[k] == size and lay[k]:
                 chosen = lay[k]
                 break
         if chosen is None:
-            for t, lay in known:
-                if t.dim() == rank and len(lay[d]) == 1:  # a map cut to 1 unit keeps its axis
+            for in_shape, lay in known:
+                if len(in_shape) == rank and len(lay[d]) == 1:  # a map cut to 1 unit keeps its axis
                     label, _, stride = lay[d][0]
                     chosen = ((label, int(size), stride),)
                     break
@@ -332,8 +336,8 @@ def elementwise_layout(inputs: Sequence[torch.Tensor], shape: Sequence[int]) -> 
             chosen is None
             and size != 1
             and any(
-                t.dim() == rank and any(is_spatial(label) for label, _, _ in lay[d])
-                for t, lay in known
+                len(in_shape) == rank and any(is_spatial(label) for label, _, _ in lay[d])
+                for in_shape, lay in known
             )
         ):
             chosen = ((MIXED, int(size), 1),)  # resized, and it held several axes
@@ -782,6 +786,25 @@ def _cat(func, args, kwargs, out):
         if matches(result, out.shape):
             return result
     return _default(func, args, kwargs, out)
+
+
+@_rule(*_names("conv1d", "conv2d", "conv3d"))
+def _conv(func, args, kwargs, out):
+    """A convolution mixes its input's channels: where they hold the positions inside windows (a
+    space-to-depth: every 4x4 block of pixels moved into the channels) each window becomes one
+    unit (:func:`coarsened`), then the layer slides over the windows. Anything else as before
+    (:func:`elementwise_layout`)."""
+    first = _first_layout(args[:1])
+    if first is None or not isinstance(out, torch.Tensor) or first[0].dim() != out.dim():
+        return _default(func, args, kwargs, out)
+    x, layout = first
+    channel = 1 if x.dim() >= 3 else 0
+    others = tuple(dim for d, dim in enumerate(layout) if d != channel)
+    kept = coarsened(others, layout[channel])
+    if kept == others:
+        return _default(func, args, kwargs, out)
+    coarse = kept[:channel] + (_plain(x.shape[channel]),) + kept[channel:]
+    return _lined_up([(tuple(x.shape), coarse)], out.shape)
 
 
 @_rule(*_names("linear"))

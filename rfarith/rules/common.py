@@ -9,7 +9,7 @@ from .. import axisfield as af
 from ..axisfield import AxisField
 from ..errors import ShapeError, UnsupportedOp
 from ..field import axis_names
-from ..value import Dim, FieldMap, Value, _dim_size
+from ..value import Dim, FieldMap, Value, _dim_size, is_part, reduced_inside_windows
 from .registry import Call
 
 AxisMap = Callable[[AxisField, int, int, int], AxisField]
@@ -45,6 +45,11 @@ def map_trailing_axes(
     out_shape = call.out_shape
     if len(out_shape) != x.rank:
         raise UnsupportedOp(call.node, call.op, f"output rank {len(out_shape)} differs from input rank {x.rank}")
+    channel_dim = x.rank - nd - 1
+    if mixes_front and channel_dim >= 0 and any(is_part(a) for a in x.axes_of(channel_dim)):
+        # the channels hold the positions inside windows (a space-to-depth): mixing them makes
+        # each window one unit first (exact), then the layer slides over the windows
+        x = reduced_inside_windows(x, (channel_dim,), keepdim=True) or x
     maps: dict[int, FieldMap] = {}
     flattened: dict[int, Dim] = {}  # new layout of dims that hold several factors
     reduced: tuple[int, ...] = ()  # axes a window over a flattened dim takes whole
@@ -69,7 +74,6 @@ def map_trailing_axes(
     if flattened:
         result = replace(result, dims=tuple(flattened.get(d, dim) for d, dim in enumerate(result.dims)))
     result = result.relaid(out_shape)
-    channel_dim = x.rank - nd - 1
     if mixes_front and channel_dim >= 0 and x.axes_of(channel_dim):
         result = result.globalised(x.axes_of(channel_dim), call.node)
     return result

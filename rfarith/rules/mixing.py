@@ -15,9 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import axisfield as af
 from ..errors import UnsupportedOp
-from ..value import Dim, Part, Value, axis_units, is_part, stride_of, window_field, window_mixing
+from ..value import (
+    Dim,
+    Value,
+    axis_units,
+    is_part,
+    reduced_inside_windows,
+    window_field,
+    window_mixing,
+)
 from .common import require_value
 from .pointwise import elementwise, merged
 from .registry import Call, rule
@@ -38,7 +45,7 @@ def reduce_over(call: Call, x: Value, reduced: tuple[int, ...], keepdim: bool) -
     if any(is_part(a) for d in range(x.rank) for a, _ in x.dims[d] if a is not None) and any(
         x.axes_of(d) for d in reduced
     ):
-        merged = _reduce_inside_windows(x, reduced, keepdim)
+        merged = reduced_inside_windows(x, reduced, keepdim)
         if merged is not None:
             return merged
         raise UnsupportedOp(
@@ -55,47 +62,6 @@ def reduce_over(call: Call, x: Value, reduced: tuple[int, ...], keepdim: bool) -
         elif keepdim:
             dims.append(tuple((a, 1) for a, _ in dim if a is not None))
     return replace(y, dims=tuple(dims))
-
-
-def _reduce_inside_windows(x: Value, reduced: tuple[int, ...], keepdim: bool) -> Value | None:
-    """A reduction over the positions inside the windows of split axes, the windows kept apart
-    (Swin's patch merging: ``reshape(B, H/2, 2, W/2, 2, C)``, the two 2s moved last, flattened
-    and a linear layer): each window becomes one unit that sees what the window's units saw,
-    as a convolution with kernel and stride the window (exact per term, so exact). None for
-    anything else (a reduction over a whole axis or over outer parts)."""
-    maps, widths, left = {}, {}, {}
-    for a in {int(a) for d in reduced for a in x.axes_of(d)}:
-        mixed = [f for d in reduced for f in x.dims[d] if f[0] is not None and int(f[0]) == a]
-        kept = [f for d in range(x.rank) if d not in reduced for f in x.dims[d] if f[0] is not None and int(f[0]) == a]
-        if not all(is_part(f[0]) for f in mixed) or not kept:
-            return None
-        try:
-            kind, w = window_mixing(mixed, kept, x.fields[a].n, x.extent[a])
-        except ValueError:
-            return None
-        if kind != "window":
-            return None
-        widths[a], left[a] = w, len(kept)
-        maps[a] = lambda f, w=w: af.resample(f, 1, w, [tuple(range(w))], f.n // w)
-    dims: list[Dim] = []
-    for d, dim in enumerate(x.dims):
-        if d in reduced:
-            if keepdim:
-                dims.append(tuple(f for f in dim if f[0] is None or int(f[0]) not in widths))
-            continue
-        dims.append(tuple(_coarser(f, widths, left) for f in dim))
-    return replace(x.map_fields(maps), dims=tuple(dims))
-
-
-def _coarser(factor, widths: dict[int, int], left: dict[int, int]) -> tuple:
-    """A factor of an axis whose windows of ``widths[axis]`` units became one unit each: its
-    stride in the new units (the whole axis again where it is the axis' only factor left)."""
-    a, size = factor
-    if a is None or int(a) not in widths:
-        return factor
-    if left[int(a)] == 1:
-        return (int(a), size)
-    return (Part(int(a), stride_of(a) // widths[int(a)]), size)
 
 
 _REDUCTIONS = (

@@ -160,3 +160,30 @@ def test_a_reduction_over_the_positions_inside_the_windows_is_a_window():
     assert (out.n, out.r, out.j, out.start) == ((2, 2), (7, 7), (7, 7), (3.5, 3.5))
     frame = crosscheck.compare(Refused("reduce"), SHAPE)
     assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
+
+
+class SpaceToDepth(nn.Module):
+    """TResNet's stem as timm writes it: every 4x4 block of pixels moved into the channels
+    (view, permute, view), then a 3x3 conv (padding 1) over the 4x-coarser grid, which mixes
+    the channels and so the positions inside each block: unit m sees blocks m-1 .. m+1, pixels
+    4m-4 .. 4m+7 (r 12, j 4, start 2). ``groups``: a depthwise conv keeps the blocks' positions
+    apart, which the arithmetic does not follow (refused, not guessed)."""
+
+    def __init__(self, block: int = 4) -> None:
+        super().__init__()
+        self.block = block
+        self.conv = nn.Conv2d(3 * block * block, 8, 3, padding=1)
+
+    def forward(self, x):
+        n, c, h, w = x.size()
+        bs = self.block
+        x = x.view(n, c, h // bs, bs, w // bs, bs).permute(0, 3, 5, 1, 2, 4).contiguous()
+        return self.conv(x.view(n, c * bs * bs, h // bs, w // bs))
+
+
+def test_a_space_to_depth_then_a_conv_is_a_window_then_the_conv():
+    out = rfarith.analyze(SpaceToDepth(), (1, 3, 32, 32)).output
+    assert (out.n, out.r, out.j, out.start) == ((8, 8), (12, 12), (4, 4), (2.0, 2.0))
+    assert out.bounds((0, 3)) == ((-4, 7), (8, 19))
+    frame = crosscheck.compare(SpaceToDepth(), (1, 3, 32, 32))
+    assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
