@@ -319,6 +319,7 @@ def _lined_up(known: Sequence[tuple[tuple[int, ...], Layout]], shape: Sequence[i
     """:func:`elementwise_layout` from the inputs' shapes and layouts."""
     rank = len(shape)
     out: list[Dim] = []
+    regrid: dict[Label, tuple[int, int]] = {}  # label: window width before and after
     for d, size in enumerate(shape):
         chosen: Dim | None = None
         for in_shape, lay in known:
@@ -329,8 +330,10 @@ def _lined_up(known: Sequence[tuple[tuple[int, ...], Layout]], shape: Sequence[i
         if chosen is None:
             for in_shape, lay in known:
                 if len(in_shape) == rank and len(lay[d]) == 1:  # a map cut to 1 unit keeps its axis
-                    label, _, stride = lay[d][0]
+                    label, before, stride = lay[d][0]
                     chosen = ((label, int(size), stride),)
+                    if stride == 1 and _split(lay, label):  # resized inside the windows of a split axis
+                        regrid[label] = (before, int(size))
                     break
         if (
             chosen is None
@@ -342,7 +345,17 @@ def _lined_up(known: Sequence[tuple[tuple[int, ...], Layout]], shape: Sequence[i
         ):
             chosen = ((MIXED, int(size), 1),)  # resized, and it held several axes
         out.append(chosen if chosen is not None else _plain(size))
+    if regrid:  # the windows' own factors step by the new width
+        out = [
+            tuple((lb, n, st // regrid[lb][0] * regrid[lb][1]) if lb in regrid and st > 1 else (lb, n, st) for lb, n, st in dim)
+            for dim in out
+        ]
     return tuple(out)
+
+
+def _split(layout: Layout, label: Label) -> bool:
+    """Whether ``label`` is a spatial axis split into several factors (a window partition)."""
+    return is_spatial(label) and sum(lb == label for dim in layout for lb, _, _ in dim) > 1
 
 
 def normalise_dims(dims: Any, rank: int) -> tuple[int, ...]:

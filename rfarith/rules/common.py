@@ -9,7 +9,16 @@ from .. import axisfield as af
 from ..axisfield import AxisField
 from ..errors import ShapeError, UnsupportedOp
 from ..field import axis_names
-from ..value import Dim, FieldMap, Value, _dim_size, is_part, reduced_inside_windows
+from ..value import (
+    Dim,
+    FieldMap,
+    Part,
+    Value,
+    _dim_size,
+    is_part,
+    reduced_inside_windows,
+    stride_of,
+)
 from .registry import Call
 
 AxisMap = Callable[[AxisField, int, int, int], AxisField]
@@ -51,6 +60,7 @@ def map_trailing_axes(
         # each window one unit first (exact), then the layer slides over the windows
         x = reduced_inside_windows(x, (channel_dim,), keepdim=True) or x
     maps: dict[int, FieldMap] = {}
+    regrid: dict[int, tuple[int, int]] = {}  # axis: window width before and after, for a layer inside windows
     flattened: dict[int, Dim] = {}  # new layout of dims that hold several factors
     reduced: tuple[int, ...] = ()  # axes a window over a flattened dim takes whole
     for i, axis_map in enumerate(axis_maps):
@@ -64,6 +74,9 @@ def map_trailing_axes(
             reduced += whole
             continue
         axis = axes[0]
+        if is_part(x.dims[dim][0][0]):
+            maps[axis], regrid[axis] = _inside_windows(call, x, dim, axis_map, out_shape[dim])
+            continue
         n_in, n_out, extent = x.n[axis], out_shape[dim], x.extent[axis]
         maps[axis] = lambda f, m=axis_map, n_in=n_in, n_out=n_out, e=extent: m(f, n_in, n_out, e)
     result = x.map_fields(maps)
@@ -73,6 +86,8 @@ def map_trailing_axes(
         result = result.globalised(reduced, call.node, units=1)
     if flattened:
         result = replace(result, dims=tuple(flattened.get(d, dim) for d, dim in enumerate(result.dims)))
+    if regrid:
+        result = replace(result, dims=tuple(tuple(_regridded(f, regrid) for f in dim) for dim in result.dims))
     result = result.relaid(out_shape)
     if mixes_front and channel_dim >= 0 and x.axes_of(channel_dim):
         result = result.globalised(x.axes_of(channel_dim), call.node)
@@ -119,6 +134,39 @@ class WindowMap:
 def windowed(kernel, stride, dilation, pad_left, border: str = "zeros") -> list[AxisMap]:
     """One sliding-window map per axis; ``border`` is what padding units copy."""
     return [WindowMap(k, s, d, p, border) for k, s, d, p in zip(kernel, stride, dilation, pad_left)]
+
+
+def _inside_windows(call: Call, x: Value, dim: int, axis_map: AxisMap, n_out: int) -> tuple[FieldMap, tuple[int, int]]:
+    """A sliding window along a dim that holds the positions inside the windows of a split
+    axis, the windows kept apart by other dims (SAM2-Hiera pools each 8x8 window to 4x4): the
+    layer runs inside every window on its own, its padding at the window's edges. Exact, as a
+    periodic field: unit ``q*w_out + p`` of the axis reads the units ``q*w_in + o`` of the
+    window's positions ``o`` that position ``p`` of the layer reads (``border`` for those
+    outside the window). Returns the field map and ``(w_in, w_out)``; refuses a layer along
+    the windows' own index or one whose windows are not kept apart."""
+    (part, w_in), = x.dims[dim]
+    axis = int(part)
+    others = [f for d in range(x.rank) if d != dim for f in x.dims[d] if f[0] is not None and int(f[0]) == axis]
+    if not isinstance(axis_map, WindowMap) or stride_of(part) != 1 or not others or any(stride_of(a) % w_in for a, _ in others):
+        raise UnsupportedOp(
+            call.node, call.op,
+            f"it slides along tensor dim {dim}, which holds one part {x.dims[dim]} of a spatial axis split into "
+            "windows, and only a sliding window over the positions inside windows kept apart has a rule",
+        )
+    sources = []
+    for p in range(n_out):
+        taps = (af.border_source(u, w_in, axis_map.border) for u in axis_map.taps(p))
+        sources.append(tuple(u for u in taps if u is not None))
+    return (lambda f: af.resample(f, n_out, w_in, sources, f.n // w_in * n_out)), (w_in, n_out)
+
+
+def _regridded(factor, regrid: dict[int, tuple[int, int]]):
+    """A factor of an axis whose windows of ``w_in`` units now hold ``w_out`` units each."""
+    a, size = factor
+    if a is None or int(a) not in regrid:
+        return factor
+    w_in, w_out = regrid[int(a)]
+    return (Part(int(a), 1), w_out) if stride_of(a) == 1 else (Part(int(a), stride_of(a) // w_in * w_out), size)
 
 
 def _flattened(call: Call, x: Value, dim: int, axis_map: AxisMap, n_out: int) -> tuple[Dim, dict[int, FieldMap], tuple[int, ...]]:

@@ -187,3 +187,38 @@ def test_a_space_to_depth_then_a_conv_is_a_window_then_the_conv():
     assert out.bounds((0, 3)) == ((-4, 7), (8, 19))
     frame = crosscheck.compare(SpaceToDepth(), (1, 3, 32, 32))
     assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
+
+
+class PoolInsideWindows(nn.Module):
+    """SAM2-Hiera's pooling as timm writes it: tokens partitioned into 8x8 windows, each window
+    max-pooled to 4x4 on its own (kernel 2 stride 2, or kernel 3 stride 2 padding 1, whose
+    padding sits at every window's edge), the windows put back, then a 3x3 conv."""
+
+    def __init__(self, kernel: int = 2, padding: int = 0) -> None:
+        super().__init__()
+        self.pool = nn.MaxPool2d(kernel, 2, padding)
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        win = x.view(b, c, h // 8, 8, w // 8, 8).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, 8, 8)
+        win = self.pool(win)
+        back = win.view(b, h // 8, w // 8, c, 4, 4).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h // 2, w // 2)
+        return self.conv(back)
+
+
+@pytest.mark.parametrize("kernel, padding", [(2, 0), (3, 1)])
+def test_a_pooling_inside_windows_is_periodic_and_agrees(kernel, padding):
+    """Kernel 2: the same as pooling the whole map (r 2, j 2). Kernel 3 padding 1: row 4 (the
+    first of the second window) reads pixels 8..9 only (position -1 is the window's padding,
+    not pixel 7 as a pooling of the whole map would read); column 3 reads 5..7."""
+    model = PoolInsideWindows(kernel, padding)
+    report = rfarith.analyze(model, (1, 4, 16, 16))
+    pool = report["pool"]
+    assert pool.n == (8, 8)
+    if kernel == 2:
+        assert (pool.r, pool.j) == ((2, 2), (2, 2))
+    else:
+        assert pool.bounds((4, 3)) == ((8, 9), (5, 7))
+    frame = crosscheck.compare(model, (1, 4, 16, 16))
+    assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
