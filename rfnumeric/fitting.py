@@ -9,7 +9,7 @@ upsampling the pattern repeats only every ``P`` units (shifted by ``J``): then `
 >>> spans = {m: Span.of(np.isin(np.arange(20), range(2 * m - 1, 2 * m + 2))) for m in (5, 6, 7)}
 >>> fit_axis(spans, centre=5, n=10, window_measured=False)
 AxisFit(j=2, r=3, start=0.5, holes=False, nonuniform=False, needs_window=False, unresolved=False,
-        aperiodic=False, period=1)
+        aperiodic=False, period=1, cut=False)
 """
 
 from __future__ import annotations

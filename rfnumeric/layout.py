@@ -820,6 +820,33 @@ def _conv(func, args, kwargs, out):
     return _lined_up([(tuple(x.shape), coarse)], out.shape)
 
 
+@_rule(F.unfold)
+def _unfold(func, args, kwargs, out):
+    """``F.unfold`` (im2col) whose blocks tile the map (kernel = stride, no padding, dilation 1):
+    a window partition, ``(N, C, Lh*kh, Lw*kw)`` viewed as ``(N, C, Lh, kh, Lw, kw)``, the
+    positions inside the blocks moved behind the channels, both groups flattened. Other
+    blocks copy a pixel into several: the result's dims are mixed (units not located)."""
+    first = _first_layout(args[:1])
+    if first is None or not isinstance(out, torch.Tensor):
+        return None
+    x, layout = first
+
+    def pair(index: int, name: str, default: int) -> tuple[int, ...]:
+        value = _arg(args, kwargs, index, name, default)
+        return (value, value) if isinstance(value, int) else tuple(value)
+
+    kernel, dilation, padding, stride = pair(1, "kernel_size", 1), pair(2, "dilation", 1), pair(3, "padding", 0), pair(4, "stride", 1)
+    tiles = x.dim() == 4 and kernel == stride and padding == (0, 0) and dilation == (1, 1)
+    if tiles and all(s % k == 0 for s, k in zip(x.shape[2:], kernel)):
+        n, c, h, w = x.shape
+        blocks = reshape_layout(layout, (n, c, h // kernel[0], kernel[0], w // kernel[1], kernel[1]))
+        if blocks is not None:
+            moved = reshape_layout(permuted_layout(blocks, (0, 1, 3, 5, 2, 4)), tuple(out.shape))
+            if moved is not None and matches(moved, out.shape):
+                return moved
+    return tuple(((MIXED, int(size), 1),) if d else layout[0] for d, size in enumerate(out.shape))
+
+
 @_rule(*_names("linear"))
 def _linear(func, args, kwargs, out):
     first = _first_layout(args[:1])

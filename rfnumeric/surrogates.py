@@ -1154,8 +1154,8 @@ def layer_norm(mode: ProbeMode, func, args, kwargs):
     count = 1 if isinstance(shape, int) else len(shape)
     dims = tuple(range(x.dim() - count, x.dim()))
     axes = mode.axes_of(x, dims)
-    if mode.structural:
-        return _norm_surrogate(mode, x, dims, axes) if axes else x
+    if mode.structural:  # statistics over positions (inside windows too) reach every one of them
+        return _norm_surrogate(mode, x, dims, axes) if axes or mode.mixes(x, dims, "spatial") else x
     if not (mode.local and axes):
         return real(mode, func, args, kwargs)
     rms = getattr(func, "__name__", "") == "rms_norm"
@@ -1175,7 +1175,7 @@ def normalize(mode: ProbeMode, func, args, kwargs):
     mode.check_batch(x, (dim,))
     axes = mode.axes_of(x, (dim,))
     if mode.structural:
-        return _norm_surrogate(mode, x, (dim,), axes) if axes else x
+        return _norm_surrogate(mode, x, (dim,), axes) if axes or mode.mixes(x, (dim,), "spatial") else x
     if not (mode.local and axes):
         return real(mode, func, args, kwargs)
     p = float(arg(args, kwargs, 1, "p", 2.0))

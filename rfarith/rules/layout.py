@@ -497,3 +497,43 @@ def roll(call: Call):
         n = x.n[axis]
         maps[axis] = lambda f, shift=shift, n=n: af.resample(f, 1, 1, [(-shift,)], n, border="circular")
     return x.map_fields(maps)
+
+
+# ---- unfold: blocks of pixels moved into the channels ---------------------------------------------
+def _pair(value, name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(int(v) for v in value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} {value!r} needs one or two values")
+    return pair  # type: ignore[return-value]
+
+
+@rule(nn.Unfold, torch.nn.functional.unfold)
+def unfold(call: Call):
+    """``Unfold`` (im2col) with blocks that tile the map (kernel = stride, no padding, dilation
+    1, the sizes divisible: TNT's pixel patches) is a window partition: ``(N, C, Lh*kh, Lw*kw)``
+    viewed as ``(N, C, Lh, kh, Lw, kw)``, the positions inside the blocks moved behind the
+    channels and both groups flattened: ``(N, C*kh*kw, Lh*Lw)``, exactly. Overlapping or padded
+    blocks copy a pixel into several blocks, which no split of the axes describes: refused."""
+    x = require_value(call)
+    if call.module is not None:
+        m = call.module
+        kernel, dilation, padding, stride = m.kernel_size, m.dilation, m.padding, m.stride
+    else:
+        kernel = call.arg(1, "kernel_size")
+        dilation, padding, stride = call.arg(2, "dilation", 1), call.arg(3, "padding", 0), call.arg(4, "stride", 1)
+    kernel, dilation, padding, stride = (_pair(v, n) for v, n in ((kernel, "kernel_size"), (dilation, "dilation"), (padding, "padding"), (stride, "stride")))
+    shape = tuple(call.input.shape)
+    if len(shape) != 4 or x.rank != 4 or not all(x.axes_of(d) for d in (2, 3)):
+        raise UnsupportedOp(call.node, call.op, "an unfold of a tensor that is not (batch, channels, h, w) with the spatial axes last")
+    tiles = kernel == stride and padding == (0, 0) and dilation == (1, 1) and all(s % k == 0 for s, k in zip(shape[2:], kernel))
+    if not tiles:
+        raise UnsupportedOp(
+            call.node, call.op,
+            f"its blocks (kernel {kernel}, stride {stride}, padding {padding}, dilation {dilation}) overlap, leave gaps "
+            f"or do not tile the {shape[2]}x{shape[3]} map; only blocks that tile it (kernel = stride, no padding) have a rule",
+        )
+    (kh, kw), (h, w) = kernel, shape[2:]
+    n, c = shape[:2]
+    blocks = regroup(call, x, (n, c, h // kh, kh, w // kw, kw))
+    moved = _permuted(blocks, [0, 1, 3, 5, 2, 4])
+    return regroup(call, moved, tuple(call.out_shape))

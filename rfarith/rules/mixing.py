@@ -125,10 +125,24 @@ def cumulative(call: Call):
 
 # ---- normalisation --------------------------------------------------------------------------
 def _side_path_if(call: Call, x: Value, stat_dims: tuple[int, ...]) -> Value:
-    """Statistics over ``stat_dims``: a global side path if they include a spatial axis."""
-    if any(x.axes_of(d) for d in stat_dims):
-        return x.with_global((call.node,))
-    return x
+    """Statistics over ``stat_dims``: a global side path if they include a spatial axis; over
+    the positions inside windows that another dim keeps apart (a LayerNorm over a TNT patch's
+    pixels), every unit sees its window through them, exactly (local, as window attention)."""
+    windows: dict[int, int] = {}
+    whole = False
+    for a in {int(a) for d in stat_dims for a in x.axes_of(d)}:
+        mixed = [f for d in stat_dims for f in x.dims[d] if f[0] is not None and int(f[0]) == a]
+        kept = [f for d in range(x.rank) if d not in stat_dims for f in x.dims[d] if f[0] is not None and int(f[0]) == a]
+        try:
+            how, w = window_mixing(mixed, kept, x.n[a], x.extent[a])
+        except ValueError:
+            how, w = "global", None
+        if how == "window":
+            windows[a] = w
+        else:
+            whole = True
+    y = x.map_fields({a: (lambda f, w=w: window_field(f, w)) for a, w in windows.items()})
+    return y.with_global((call.node,)) if whole else y
 
 
 @rule(

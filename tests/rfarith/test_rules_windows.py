@@ -222,3 +222,46 @@ def test_a_pooling_inside_windows_is_periodic_and_agrees(kernel, padding):
         assert pool.bounds((4, 3)) == ((8, 9), (5, 7))
     frame = crosscheck.compare(model, (1, 4, 16, 16))
     assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
+
+
+class PatchPixels(nn.Module):
+    """TNT's inner stream as timm writes it: an Unfold into 4x4 blocks, the pixels of each
+    block as 16 tokens, a LayerNorm over a block's pixels and features together (its
+    statistics read the whole block: each pixel token sees its block, not the whole input),
+    then the blocks' pixels folded into one feature vector per block by a Linear."""
+
+    def __init__(self, stats_over_block: bool = True) -> None:
+        super().__init__()
+        self.unfold = nn.Unfold(4, stride=4)
+        self.norm = nn.LayerNorm((16, 3) if stats_over_block else 3)
+        self.proj = nn.Linear(48, 8)
+
+    def forward(self, x):
+        b, c = x.shape[:2]
+        pixels = self.unfold(x).transpose(1, 2).reshape(-1, c, 16).transpose(1, 2)  # (B*N, 16, C)
+        pixels = self.norm(pixels)
+        return self.proj(pixels.reshape(b, -1, 16 * c))  # (B, N, 8): one token per block
+
+
+@pytest.mark.parametrize("stats_over_block", [True, False])
+def test_an_unfold_into_blocks_and_statistics_inside_them_are_local(stats_over_block):
+    """The norm's pixel tokens: r 4 (their block) with statistics over the block, r 1 without;
+    never global. The tokens after the Linear: r 4, j 4. Both sides agree on every unit."""
+    model = PatchPixels(stats_over_block)
+    report = rfarith.analyze(model, (1, 3, 16, 16))
+    norm = report["norm"]
+    assert norm.r == ((4, 4) if stats_over_block else (1, 1)) and not norm.global_via
+    assert (report.output.r, report.output.j, report.output.start) == ((4, 4), (4, 4), (2.0, 2.0))
+    frame = crosscheck.compare(model, (1, 3, 16, 16))
+    assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
+    frame = crosscheck.compare(model, (1, 3, 16, 16), mode="full")
+    assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
+
+
+def test_an_unfold_with_overlapping_blocks_is_refused():
+    class Overlapping(nn.Module):
+        def forward(self, x):
+            return F.unfold(x, 3, padding=1)
+
+    with pytest.raises(UnsupportedOp, match="overlap"):
+        rfarith.analyze(Overlapping(), (1, 3, 16, 16))
