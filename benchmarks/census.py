@@ -1042,11 +1042,13 @@ def main(argv=None) -> int:
     ap.add_argument("--steps-file", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
+    # this checkout's packages, not an installed copy (an editable install of another checkout
+    # would otherwise be imported by the workers too)
+    sys.path.insert(0, str(ROOT))
     if args.worker:
         worker(json.loads(args.worker), args.steps_file, args.threads)
         return 0
 
-    sys.path.insert(0, str(ROOT))
     args.commit = _commit()
     header, results = get_catalogue(args.cache, int(args.max_params))
     if args.fresh and not args.report_only:
