@@ -76,7 +76,7 @@ def probe(
     requested = _check_unit(unit, len(user))
     given = start_sizes(user, size_hint, max_size)
     start = (analytic_start(model, session.shape, target, max_size) if size_hint is None else None) or given
-    search = Search(target, user, start, max_size, want_full=not local, unit=requested)
+    search = Search(target, user, start, max_size, want_full=not local, unit=requested, may_realign=start == tuple(user))
     try:
         run_searches(session, [search])
     except RFError as e:

@@ -113,6 +113,10 @@ class Search:
     )
     visible_ends: list[dict[int, int]] = field(default_factory=list)  # axis: size -> last seen
     strictness: int = 0  # grow keeping more residues of the user's size (see keeping_residues)
+    # the sizes the last growth aimed at: a model that rejects them is tried at stricter sizes
+    # near them, not ever further from them (each rejected forward may cost much memory)
+    aimed_at: tuple[int, ...] | None = None
+    may_realign: bool = True  # False for a head start, which the caller drops if it is rejected
     confirmations: int = 0  # growths to tell a truly irregular field from one cut inside the model
     centre_shift: int = 0  # units the probed centre moved because the centre unit saw nothing
     periodic: frozenset[int] = frozenset()  # axes known to be periodic: always measure a window
@@ -421,16 +425,20 @@ class Search:
 
     def realign(self) -> bool:
         """After the model rejected a grown input: move to the nearest size at least as large
-        that keeps more residues of the user's size (up to ``STRICTNESS`` times). False if
-        there is none left to try."""
-        if self.sizes == self.user_sizes:
+        as the growth aimed at that keeps more residues of the user's size (up to
+        ``STRICTNESS`` times, and up to ``REALIGN_REACH`` times that size). False if there is
+        none left to try, or for a head start (``may_realign``)."""
+        if self.sizes == self.user_sizes or not self.may_realign:
             return False
+        aimed_at = self.aimed_at or self.sizes
         while self.strictness < STRICTNESS:
             self.strictness += 1
             sizes = tuple(
                 min(keeping_residues(s, u, self.strictness), max(self.max_size, u))
-                for s, u in zip(self.sizes, self.user_sizes)
+                for s, u in zip(aimed_at, self.user_sizes)
             )
+            if any(s > REALIGN_REACH * a for s, a in zip(sizes, aimed_at)):
+                return False  # much larger than the growth aimed at: a rejected forward costs memory
             if sizes != self.sizes:
                 self.sizes = sizes
                 self.window = frozenset()
@@ -476,7 +484,7 @@ class Search:
                 kind="too_wide",
             )
         if tuple(sizes) != self.sizes:
-            self.sizes = tuple(sizes)
+            self.sizes = self.aimed_at = tuple(sizes)
             self.window = frozenset()
 
 
@@ -484,6 +492,7 @@ class Search:
 # larger step keeps what a smaller one kept), dividing by the small strides 2, 3, 4, 5, 6, 8, 9...
 DIVISIBLE_STEPS = (1, 2, 6, 12, 60, 120, 360, 720, 2520, 5040)
 STRICTNESS = 3  # how many ever stricter growth steps to try after the model rejects an input
+REALIGN_REACH = 2  # a stricter size is tried only up to this many times the size the growth aimed at
 
 
 def keeping_residues(target: int, user: int, strictness: int = 0) -> int:
