@@ -224,7 +224,9 @@ class _Walk:
                 self.values[node] = picked
                 return
         values = self._input_values(node)
-        if not values:
+        if not values or isinstance(out, torch.Tensor) and out.numel() == 0:
+            # nothing depends on the input, or an empty tensor (x[:, :0], a slice of no prefix
+            # tokens): it holds no element that could see a pixel
             self.values[node] = None
             return
         rule = find_rule(node.op, node.target, module)

@@ -372,6 +372,10 @@ def concatenate(call: Call):
     tensors = list(call.arg(0, "tensors"))
     dim = call.kwargs["axis"] if "axis" in call.kwargs else call.arg(1, "dim", 0)  # concatenate's is axis
     stacking = call.target is torch.stack
+    if not stacking:  # empty pieces add nothing (rotary embedding of no prefix tokens: x[:, :, :0])
+        tensors = [t for t in tensors if not (isinstance(t, torch.Tensor) and t.numel() == 0)]
+        if len(tensors) == 1 and call.value(tensors[0]) is not None:
+            return call.value(tensors[0])
     inputs = []
     lost: set[int] = set()
     for t in tensors:

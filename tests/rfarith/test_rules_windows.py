@@ -265,3 +265,25 @@ def test_an_unfold_with_overlapping_blocks_is_refused():
 
     with pytest.raises(UnsupportedOp, match="overlap"):
         rfarith.analyze(Overlapping(), (1, 3, 16, 16))
+
+
+class EmptyPrefix(nn.Module):
+    """Rotary embedding as timm applies it with no prefix tokens: the tokens split into the
+    first 0 (an empty slice) and the rest, the rest rotated (here scaled), put back together."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 4, stride=4)
+
+    def forward(self, x):
+        tokens = self.conv(x).flatten(2).transpose(1, 2)  # (B, 16, 8)
+        prefix, rest = tokens[:, :0], tokens[:, 0:]
+        return torch.cat([prefix, rest * 2.0], dim=1)
+
+
+def test_an_empty_slice_and_its_concatenation_are_nothing():
+    """Neither global nor refused: the tokens keep their grid (r 4, j 4)."""
+    out = rfarith.analyze(EmptyPrefix(), (1, 3, 16, 16)).output
+    assert (out.r, out.j, out.global_via) == ((4, 4), (4, 4), ())
+    frame = crosscheck.compare(EmptyPrefix(), (1, 3, 16, 16))
+    assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
