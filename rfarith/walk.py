@@ -224,9 +224,7 @@ class _Walk:
                 self.values[node] = picked
                 return
         values = self._input_values(node)
-        if not values or isinstance(out, torch.Tensor) and out.numel() == 0:
-            # nothing depends on the input, or an empty tensor (x[:, :0], a slice of no prefix
-            # tokens): it holds no element that could see a pixel
+        if not values or _empty_piece(node, out):
             self.values[node] = None
             return
         rule = find_rule(node.op, node.target, module)
@@ -450,6 +448,18 @@ DATA_DEPENDENT_WAY_OUT = (
     "analyse the model with sizes that do not come from tensor values (pass them in, or compute "
     "them from shapes), or probe it with rfnumeric.probe, which runs it for real"
 )
+
+
+_CONCATENATIONS = (torch.cat, torch.concat, torch.concatenate)
+
+
+def _empty_piece(node: fx.Node, out: Any) -> bool:
+    """An empty tensor that is only concatenated with others (``x[:, :0]``, the rotary embedding
+    of no prefix tokens): it holds no element that could see a pixel. An empty map used
+    otherwise (a slice that leaves no rows) is an input too small, which the rule reports."""
+    if not isinstance(out, torch.Tensor) or out.numel() != 0 or not node.users:
+        return False
+    return all(user.op == "call_function" and user.target in _CONCATENATIONS for user in node.users)
 
 
 def _data_dependent(error: BaseException | None) -> bool:
