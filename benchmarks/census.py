@@ -1014,7 +1014,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", choices=("torchvision", "timm"))
     ap.add_argument("--limit", type=int, help="at most N models per source")
-    ap.add_argument("--filter", help="only models whose id contains SUBSTR")
+    ap.add_argument("--filter", help="only models whose id contains SUBSTR (several: comma-separated)")
+    ap.add_argument("--again", action="store_true", help="rerun the models --filter picks, cached or not")
     ap.add_argument("--timeout", type=float, default=180.0, help="seconds per model (default 180)")
     ap.add_argument("--jobs", type=int, default=1, help="models run at a time (default 1)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per model (default 1)")
@@ -1060,7 +1061,7 @@ def main(argv=None) -> int:
         if (
             e["skip"]
             or (args.only and e["source"] != args.only)
-            or (args.filter and args.filter not in e["id"])
+            or (args.filter and not any(part in e["id"] for part in args.filter.split(",")))
         ):
             continue
         per_source[e["source"]] += 1
@@ -1072,7 +1073,7 @@ def main(argv=None) -> int:
         )
         if rec is not None and not (args.retry and interrupted) and not (
             args.failing and not fully_covered(rec)
-        ):
+        ) and not (args.again and args.filter):
             continue
         todo.append(e)
 
