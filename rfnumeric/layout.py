@@ -430,9 +430,22 @@ def reshape_layout(layout: Layout, shape: Sequence[int]) -> Layout | None:
                 dim.append((label, need, stride * (fsize // need)))
                 pending = (label, fsize // need, stride)
                 need = 1
-        out.append(tuple(dim))
+        out.append(_fused(tuple(dim)))
     if pending is not None or i < len(factors):
         return None
+    return tuple(out)
+
+
+def _fused(dim: Dim) -> Dim:
+    """Adjacent factors of one axis that follow each other (the window, then the position in
+    it: NesT's blocks put back) become one factor again, so ops that resize the dim (a pooling
+    after the window reverse) can follow it."""
+    out: list[Factor] = []
+    for label, size, stride in dim:
+        if out and is_spatial(label) and out[-1][0] == label and out[-1][2] == stride * size:
+            out[-1] = (label, out[-1][1] * size, stride)
+            continue
+        out.append((label, size, stride))
     return tuple(out)
 
 

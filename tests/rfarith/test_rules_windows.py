@@ -287,3 +287,27 @@ def test_an_empty_slice_and_its_concatenation_are_nothing():
     assert (out.r, out.j, out.global_via) == ((4, 4), (4, 4), ())
     frame = crosscheck.compare(EmptyPrefix(), (1, 3, 16, 16))
     assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
+
+
+class Blocks(nn.Module):
+    """NesT's blockify / deblockify as timm writes them (channels last), then a pooling of the
+    map put back: the window and the position in it must be one axis again for the pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(4, 1, batch_first=True)
+        self.pool = nn.MaxPool2d(3, 2, padding=1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        t = x.permute(0, 2, 3, 1).reshape(b, h // 4, 4, w // 4, 4, c).transpose(2, 3).reshape(b * (h // 4) * (w // 4), 16, c)
+        t = self.attn(t, t, t, need_weights=False)[0]  # attention inside each 4x4 block: local
+        back = t.reshape(b, h // 4, w // 4, 4, 4, c).transpose(2, 3).reshape(b, h, w, c).permute(0, 3, 1, 2)
+        return self.pool(back)
+
+
+def test_blocks_put_back_are_one_axis_again():
+    out = rfarith.analyze(Blocks(), (1, 4, 16, 16)).output
+    assert out.n == (8, 8) and out.global_via == ()
+    frame = crosscheck.compare(Blocks(), (1, 4, 16, 16))
+    assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
