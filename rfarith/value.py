@@ -221,7 +221,8 @@ def window_mixing(mixed: list, kept: list, n: int, extent: int):
     partition: every unit sees its whole window, exactly), and raises ValueError otherwise."""
     if not any(is_part(a) for a, _ in mixed):
         return "global", None
-    inner = sorted(mixed, key=lambda f: stride_of(f[0]))
+    # the same positions may be summed in two operands (attn @ v over a window's keys)
+    inner = sorted(dict.fromkeys(mixed), key=lambda f: stride_of(f[0]))
     step = 1
     for a, s in inner:
         if stride_of(a) != step:
@@ -264,11 +265,11 @@ def reduced_inside_windows(x: Value, reduced: tuple[int, ...], keepdim: bool) ->
             if keepdim:
                 dims.append(tuple(f for f in dim if f[0] is None or int(f[0]) not in widths))
             continue
-        dims.append(tuple(_coarser(f, widths, left) for f in dim))
+        dims.append(tuple(coarser(f, widths, left) for f in dim))
     return replace(x.map_fields(maps), dims=tuple(dims))
 
 
-def _coarser(factor, widths: dict[int, int], left: dict[int, int]) -> tuple:
+def coarser(factor, widths: dict[int, int], left: dict[int, int]) -> tuple:
     """A factor of an axis whose windows of ``widths[axis]`` units became one unit each: its
     stride in the new units (the whole axis again where it is the axis' only factor left)."""
     a, size = factor

@@ -860,6 +860,24 @@ def _unfold(func, args, kwargs, out):
     return tuple(((MIXED, int(size), 1),) if d else layout[0] for d, size in enumerate(out.shape))
 
 
+@_rule(*_names("repeat_interleave"))
+def _repeat_interleave(func, args, kwargs, out):
+    """Each element repeated ``repeats`` times in a row along ``dim``: a dim without positions
+    (the batch, GCViT's global query repeated for every window) gets an innermost factor of the
+    repeats, so each repeat stays with its batch element; anything else as before."""
+    first = _first_layout(args[:1])
+    repeats, dim = _arg(args, kwargs, 1, "repeats"), _arg(args, kwargs, 2, "dim")
+    if first is None or not isinstance(out, torch.Tensor) or not isinstance(repeats, int) or dim is None:
+        return _default(func, args, kwargs, out)
+    x, layout = first
+    d = int(dim) % x.dim()
+    if spatial_labels(layout[d]) or out.dim() != x.dim():
+        return _default(func, args, kwargs, out)
+    repeated = layout[d] + (((None, repeats, 1),) if repeats > 1 else ())
+    result = layout[:d] + (repeated,) + layout[d + 1 :]
+    return result if matches(result, out.shape) else _default(func, args, kwargs, out)
+
+
 @_rule(*_names("linear"))
 def _linear(func, args, kwargs, out):
     first = _first_layout(args[:1])
@@ -909,12 +927,22 @@ def _matmul(func, args, kwargs, out):
         dims[rank - 1] = lb[-1]
     batch_rank = rank - (a.dim() >= 2) - (b.dim() >= 2)
     for d in range(batch_rank):
+        lined_up = []
         for t, lay in ((a, la), (b, lb)):
             k = d - (batch_rank - (t.dim() - 2))
             if lay is not None and t.dim() > 2 and k >= 0 and t.shape[k] == out.shape[d] and lay[k]:
-                dims[d] = lay[k]
-                break
-    result = _keys_plain(dims)
+                lined_up.append(lay[k])
+        # the operand whose batch dim carries positions (a window's index) over one that
+        # repeats a value along it (GCViT's global query, repeated for every window)
+        carrying = [dim for dim in lined_up if spatial_labels(dim)]
+        if carrying or lined_up:
+            dims[d] = (carrying or lined_up)[0]
+    summed = tuple(dict.fromkeys(
+        [*(la[-1] if la is not None else ()), *(lb[-2 if b.dim() >= 2 else 0] if lb is not None else ())]
+    ))
+    # a sum over the positions inside windows that the result keeps apart, the positions not
+    # kept (one query over a window's keys): each window is one unit (as reduced_layout)
+    result = coarsened(_keys_plain(dims), summed)
     return result if matches(result, out.shape) else None
 
 

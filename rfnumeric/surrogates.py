@@ -1030,7 +1030,8 @@ def _softmax_dim(func, args, kwargs, x: torch.Tensor) -> int:
 @handles(*_SOFTMAX, symmetric=True)
 def softmax(mode: ProbeMode, func, args, kwargs):
     """Softmax's gradient sums to zero: over channels it becomes identity; over a spatial axis
-    it is a global mixing, made positive as ``(x + mean) / 2``."""
+    it is a global mixing, over the positions inside windows a mixing of each window, made
+    positive as ``(x + mean) / 2``."""
     x = args[0]
     if not depends(x):
         return real(mode, func, args, kwargs)
@@ -1038,9 +1039,9 @@ def softmax(mode: ProbeMode, func, args, kwargs):
     mode.check_batch(x, (dim,))
     axes = mode.axes_of(x, (dim,))
     if mode.structural:
-        if not axes:
+        if not axes and not mode.mixes(x, (dim,), "spatial"):  # over channels: identity
             return x
-        base = value_of(x)
+        base = value_of(x)  # over positions (inside windows too): every one of them is read
         value = broadcast(mode, (base + base.mean(dim, keepdim=True)) / 2, x.shape)
     else:
         value = real(mode, func, args, kwargs)

@@ -223,6 +223,32 @@ def repeat(call: Call):
     return replace(x.map_fields(maps), dims=tuple(dims))
 
 
+@rule("repeat_interleave", torch.repeat_interleave)
+def repeat_interleave(call: Call):
+    """Each element repeated ``repeats`` times in a row along ``dim``: along a dim without a
+    spatial axis (GCViT's global query repeated for every window in the batch) nothing any unit
+    sees changes; along a dim holding one whole axis it is a nearest upsampling by ``repeats``
+    (unit m is unit m // repeats). Per-element repeat counts, no ``dim`` (the tensor flattened),
+    or a dim of flattened or split axes are refused."""
+    x = require_value(call)
+    repeats, dim = call.arg(1, "repeats"), call.arg(2, "dim", None)
+    if isinstance(repeats, torch.Tensor):
+        counts = repeats.flatten().tolist() if not repeats.is_meta and repeats.numel() > 0 else None
+        repeats = counts[0] if counts is not None and len(set(counts)) == 1 else None
+    if not isinstance(repeats, int) or dim is None:
+        raise UnsupportedOp(call.node, call.op, "a repeat_interleave without dim or with per-element repeat counts")
+    d = dim % x.rank
+    size = call.out_shape[d]
+    axes = x.axes_of(d)
+    if not axes:
+        return replace(x, dims=x.dims[:d] + (_opaque(size),) + x.dims[d + 1 :])
+    if len(x.dims[d]) != 1 or is_part(axes[0]):
+        raise UnsupportedOp(call.node, call.op, f"a repeat_interleave along tensor dim {d}, which holds flattened or split axes")
+    axis = axes[0]
+    upsampled = x.map_fields({axis: lambda f: af.resample(f, repeats, 1, [(0,)] * repeats, size)})
+    return replace(upsampled, dims=x.dims[:d] + (((axis, size),),) + x.dims[d + 1 :])
+
+
 # ---- selecting units ------------------------------------------------------------------------
 def _pick_unit(x: Value, dim: int, index: int, maps: dict) -> None:
     """Select flat index ``index`` of dim ``dim``: each carried axis keeps one unit."""

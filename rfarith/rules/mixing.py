@@ -15,11 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import axisfield as af
 from ..errors import UnsupportedOp
 from ..value import (
     Dim,
     Value,
     axis_units,
+    coarser,
     is_part,
     reduced_inside_windows,
     window_field,
@@ -104,8 +106,9 @@ def softmax(call: Call):
     dim = call.module.dim if call.module is not None else call.arg(1, "dim", None)
     if dim is None:
         dim = 0 if x.rank in (0, 1, 3) else 1  # PyTorch's legacy implicit choice
-    axes = x.axes_of(dim % x.rank)
-    return x.globalised(axes, call.node) if axes else x
+    windows, whole = _windows_and_whole(x, (dim % x.rank,))
+    y = _inside_windows(x, windows)
+    return y.globalised(whole, call.node) if whole else y
 
 
 @rule(
@@ -124,15 +127,15 @@ def cumulative(call: Call):
 
 
 # ---- normalisation --------------------------------------------------------------------------
-def _side_path_if(call: Call, x: Value, stat_dims: tuple[int, ...]) -> Value:
-    """Statistics over ``stat_dims``: a global side path if they include a spatial axis; over
-    the positions inside windows that another dim keeps apart (a LayerNorm over a TNT patch's
-    pixels), every unit sees its window through them, exactly (local, as window attention)."""
+def _windows_and_whole(x: Value, dims: tuple[int, ...]) -> tuple[dict[int, int], tuple[int, ...]]:
+    """How an op mixing over ``dims`` acts per axis they carry: ``(windows, whole)``, the axes
+    whose positions inside windows it mixes (the windows kept apart by other dims: each unit
+    sees its window of ``windows[axis]`` units, exactly) and the axes it mixes whole."""
     windows: dict[int, int] = {}
-    whole = False
-    for a in {int(a) for d in stat_dims for a in x.axes_of(d)}:
-        mixed = [f for d in stat_dims for f in x.dims[d] if f[0] is not None and int(f[0]) == a]
-        kept = [f for d in range(x.rank) if d not in stat_dims for f in x.dims[d] if f[0] is not None and int(f[0]) == a]
+    whole: list[int] = []
+    for a in sorted({int(a) for d in dims for a in x.axes_of(d)}):
+        mixed = [f for d in dims for f in x.dims[d] if f[0] is not None and int(f[0]) == a]
+        kept = [f for d in range(x.rank) if d not in dims for f in x.dims[d] if f[0] is not None and int(f[0]) == a]
         try:
             how, w = window_mixing(mixed, kept, x.n[a], x.extent[a])
         except ValueError:
@@ -140,8 +143,20 @@ def _side_path_if(call: Call, x: Value, stat_dims: tuple[int, ...]) -> Value:
         if how == "window":
             windows[a] = w
         else:
-            whole = True
-    y = x.map_fields({a: (lambda f, w=w: window_field(f, w)) for a, w in windows.items()})
+            whole.append(a)
+    return windows, tuple(whole)
+
+
+def _inside_windows(x: Value, windows: dict[int, int]) -> Value:
+    return x.map_fields({a: (lambda f, w=w: window_field(f, w)) for a, w in windows.items()})
+
+
+def _side_path_if(call: Call, x: Value, stat_dims: tuple[int, ...]) -> Value:
+    """Statistics over ``stat_dims``: a global side path if they include a spatial axis; over
+    the positions inside windows that another dim keeps apart (a LayerNorm over a TNT patch's
+    pixels), every unit sees its window through them, exactly (local, as window attention)."""
+    windows, whole = _windows_and_whole(x, stat_dims)
+    y = _inside_windows(x, windows)
     return y.with_global((call.node,)) if whole else y
 
 
@@ -247,27 +262,47 @@ def contract(call: Call, operands: list[tuple[torch.Tensor, str]], out_letters: 
         carried[a] if carried[a] is not None else (1 if a in mixed else max(v.n[a] for _, v, _ in present))
         for a in range(n_axes)
     ]
-    values = [_mixed(call, v, mixed, dims, n) for _, v, _ in present]
+    windows = _windows_mixed(call, present[0][1], mixed, dims)
+    # a window whose positions the result no longer carries (a single query attending over a
+    # window's keys) is one unit now: the other parts of its axis step in windows
+    reduced = {a: w for a, w in windows.items() if n[a] * w == present[0][1].n[a]}
+    if reduced:
+        left = {a: sum(1 for dim in dims for f in dim if f[0] is not None and int(f[0]) == a) for a in reduced}
+        dims = [tuple(coarser(f, reduced, left) for f in dim) for dim in dims]
+    values = [_mixed(call, v, mixed, windows, reduced, n) for _, v, _ in present]
     return merged(call, dims, values, tuple(n))
 
 
-def _mixed(call: Call, v: Value, mixed: dict[int, list], dims, n: list[int]) -> Value:
-    """``v`` after a mixing op over the factors ``mixed`` (per axis): global along an axis the op
-    mixes whole, every unit its window along an axis split into windows whose position inside
-    the window it mixes (Swin's window attention: local and exact)."""
+def _windows_mixed(call: Call, v: Value, mixed: dict[int, list], dims) -> dict[int, int]:
+    """The axes whose positions inside windows (kept apart by ``dims``) the op mixes, with the
+    windows' widths; the other mixed axes are mixed whole. Refuses anything else."""
     kept_by_axis: dict[int, list] = {}
     for dim in dims:
         for a, size in dim:
             if a is not None:
                 kept_by_axis.setdefault(int(a), []).append((a, size))
-    maps = {}
+    windows = {}
     for a in sorted(mixed):
         try:
             how, w = window_mixing(mixed[a], kept_by_axis.get(a, []), v.n[a], v.extent[a])
         except ValueError as exc:
             raise UnsupportedOp(call.node, call.op, str(exc)) from None
         if how == "window":
-            maps[a] = lambda f, w=w: window_field(f, w)
+            windows[a] = w
+    return windows
+
+
+def _mixed(call: Call, v: Value, mixed: dict[int, list], windows: dict[int, int], reduced: dict[int, int], n: list[int]) -> Value:
+    """``v`` after a mixing op over the factors ``mixed`` (per axis): global along an axis the op
+    mixes whole, every unit its window along an axis split into windows whose position inside
+    the window it mixes (Swin's window attention: local and exact), one unit per window where
+    the result keeps no position inside them (``reduced``)."""
+    maps = {}
+    for a in sorted(mixed):
+        if a in reduced:
+            maps[a] = lambda f, w=reduced[a]: af.resample(f, 1, w, [tuple(range(w))], f.n // w)
+        elif a in windows:
+            maps[a] = lambda f, w=windows[a]: window_field(f, w)
         else:
             v = v.globalised((a,), call.node, units=n[a])
     return v.map_fields(maps) if maps else v
@@ -348,7 +383,8 @@ def attend(call: Call, query: torch.Tensor, others: list[torch.Tensor], out: tor
         dims = tuple(((None, s),) if s != 1 else () for s in out.shape)
     windowed = _window_tokens(call, [query, *others], dims)
     if windowed is not None:  # attention inside windows: every query sees its window
-        return merged(call, dims, [_mixed(call, v, windowed, dims, list(base.n)) for v in values], base.n)
+        windows = _windows_mixed(call, base, windowed, dims)
+        return merged(call, dims, [_mixed(call, v, windowed, windows, {}, list(base.n)) for v in values], base.n)
     axes = tuple(range(len(base.n)))
     values = [v.globalised(axes, call.node) for v in values]
     return merged(call, dims, values, base.n)

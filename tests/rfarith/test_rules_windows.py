@@ -311,3 +311,37 @@ def test_blocks_put_back_are_one_axis_again():
     assert out.n == (8, 8) and out.global_via == ()
     frame = crosscheck.compare(Blocks(), (1, 4, 16, 16))
     assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
+
+
+class RepeatInterleave(nn.Module):
+    """GCViT's global query: pooled to one token per image, repeated for each of the image's
+    windows along the batch dim, then attending over each window's tokens. ``along_w``: a
+    nearest upsampling written as repeat_interleave along the width instead."""
+
+    def __init__(self, along_w: bool = False) -> None:
+        super().__init__()
+        self.along_w = along_w
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.along_w:
+            return y.repeat_interleave(2, dim=3)
+        b, c, h, w = y.shape
+        windows = y.view(b, c, h // 4, 4, w // 4, 4).permute(0, 2, 4, 3, 5, 1).reshape(-1, 16, c)
+        query = y.mean((2, 3)).unsqueeze(1).repeat_interleave(windows.shape[0] // b, dim=0)
+        attn = (query @ windows.transpose(1, 2)).softmax(-1)  # (B*nW, 1, 16)
+        return (attn @ windows).view(b, h // 4, w // 4, c).permute(0, 3, 1, 2)
+
+
+def test_repeat_interleave_over_windows_and_along_an_axis():
+    """Over the windows: each window's output sees its 4x4 window of the conv (r 6, j 4) and,
+    through the pooled query, the whole input (global). Along w: a nearest upsampling by 2
+    (period 2, j 1/2)."""
+    out = rfarith.analyze(RepeatInterleave(), (1, 3, 16, 16)).output
+    assert (out.r, out.j, out.start) == ((6, 6), (4, 4), (2.0, 2.0)) and out.global_via
+    up = rfarith.analyze(RepeatInterleave(along_w=True), (1, 3, 16, 16)).output
+    assert up.n == (16, 32) and up.r == (3, 3) and str(up.j[1]) == "1/2"
+    for model in (RepeatInterleave(), RepeatInterleave(along_w=True)):
+        frame = crosscheck.compare(model, (1, 3, 16, 16))
+        assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
