@@ -878,6 +878,28 @@ def _repeat_interleave(func, args, kwargs, out):
     return result if matches(result, out.shape) else _default(func, args, kwargs, out)
 
 
+@_rule(F.pad)
+def _pad(func, args, kwargs, out):
+    """A constant pad of k positions in front of a token dim (CoaT making room for its class
+    token): k extra tokens in front of the grid (:data:`PREFIX`); anything else as before."""
+    first = _first_layout(args[:1])
+    amounts = _arg(args, kwargs, 1, "pad")
+    mode = _arg(args, kwargs, 2, "mode", "constant")
+    if first is None or not isinstance(out, torch.Tensor) or mode != "constant" or amounts is None:
+        return _default(func, args, kwargs, out)
+    x, layout = first
+    pairs = {x.dim() - 1 - i: (int(amounts[2 * i]), int(amounts[2 * i + 1])) for i in range(len(amounts) // 2)}
+    padded = {d: p for d, p in pairs.items() if p != (0, 0)}
+    if len(padded) == 1:
+        (d, (front, back)), = padded.items()
+        grid = grid_of(layout[d])
+        if back == 0 and front > 0 and (prefix_of(layout[d]) or len(spatial_labels(grid)) > 1):
+            result = layout[:d] + (((PREFIX, prefix_of(layout[d]) + front, 0),) + tuple(grid),) + layout[d + 1 :]
+            if matches(result, out.shape):
+                return result
+    return _default(func, args, kwargs, out)
+
+
 @_rule(*_names("linear"))
 def _linear(func, args, kwargs, out):
     first = _first_layout(args[:1])

@@ -30,6 +30,7 @@ from torch import nn
 
 from .. import axisfield as af
 from ..errors import UnsupportedOp
+from ..value import TokenDim, prefix_of
 from . import resize
 from .common import AxisMap, WindowMap, map_trailing_axes, require_value, windowed
 from .params import conv_pad_left, pad_pairs, per_axis
@@ -231,10 +232,29 @@ def _pad(call: Call, x, pad, mode: str) -> object:
         raise UnsupportedOp(call.node, call.op, f"padding mode {mode!r}")
     border = _PAD_BORDERS[mode]
     pairs = pad_pairs(pad, x.rank)
+    tokens = _tokens_in_front(x, pairs) if mode == "constant" else None
+    if tokens is not None:
+        return tokens
     first = min(pairs)
     nd = x.rank - first
     maps = [_shift_map(pairs[d][0] if d in pairs else 0, border) for d in range(first, x.rank)]
     return _without_channel_mixing(call, x, nd, maps)
+
+
+def _tokens_in_front(x, pairs: dict[int, tuple[int, int]]):
+    """A constant pad of k positions in front of a token dim (flattened h·w, CoaT's conv
+    position encoding making room for its class token): k extra tokens that are no unit of
+    the grid, as a class token is (:class:`~rfarith.value.TokenDim`). None for any other pad."""
+    padded = {d: p for d, p in pairs.items() if p != (0, 0)}
+    if len(padded) != 1:
+        return None
+    (d, (front, back)), = padded.items()
+    dim = x.dims[d]
+    axes = {int(a) for a, _ in dim if a is not None}
+    if back != 0 or front <= 0 or not (prefix_of(dim) or len(axes) > 1):
+        return None
+    tokens = TokenDim(tuple(dim), prefix_of(dim) + front)
+    return replace(x, dims=x.dims[:d] + (tokens,) + x.dims[d + 1 :])
 
 
 def _without_channel_mixing(call, x, nd, maps, marks_global: bool = True):

@@ -345,3 +345,27 @@ def test_repeat_interleave_over_windows_and_along_an_axis():
     for model in (RepeatInterleave(), RepeatInterleave(along_w=True)):
         frame = crosscheck.compare(model, (1, 3, 16, 16))
         assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
+
+
+class RoomForClassToken(nn.Module):
+    """CoaT's convolutional position encoding as timm writes it: the patch tokens' values
+    padded with one zero token in front (room for the class token), added to attention
+    output that has the class token in front."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, 4, stride=4)
+        self.cls = nn.Parameter(torch.zeros(1, 1, 8))
+
+    def forward(self, x):
+        tokens = self.patch(x).flatten(2).transpose(1, 2)  # (B, 16, 8)
+        with_cls = torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], dim=1)
+        encoding = F.pad(tokens * 2.0, (0, 0, 1, 0, 0, 0))  # (B, 17, 8), a zero token in front
+        return (with_cls + encoding)[:, 1:]
+
+
+def test_a_pad_in_front_of_tokens_makes_room_for_a_class_token():
+    out = rfarith.analyze(RoomForClassToken(), (1, 3, 16, 16)).output
+    assert (out.r, out.j, out.global_via) == ((4, 4), (4, 4), ())
+    frame = crosscheck.compare(RoomForClassToken(), (1, 3, 16, 16))
+    assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
