@@ -835,10 +835,9 @@ def _conv(func, args, kwargs, out):
 
 @_rule(F.unfold)
 def _unfold(func, args, kwargs, out):
-    """``F.unfold`` (im2col) whose blocks tile the map (kernel = stride, no padding, dilation 1):
-    a window partition, ``(N, C, Lh*kh, Lw*kw)`` viewed as ``(N, C, Lh, kh, Lw, kw)``, the
-    positions inside the blocks moved behind the channels, both groups flattened. Other
-    blocks copy a pixel into several: the result's dims are mixed (units not located)."""
+    """``F.unfold`` (im2col) as rfarith lays it out: along each axis the units are the pairs
+    (block q, tap t), ``q*k + t``: the taps behind the channels (step 1), the blocks in the last
+    dim (step k). Where the input's last two dims are not one whole axis each: mixed."""
     first = _first_layout(args[:1])
     if first is None or not isinstance(out, torch.Tensor):
         return None
@@ -849,15 +848,50 @@ def _unfold(func, args, kwargs, out):
         return (value, value) if isinstance(value, int) else tuple(value)
 
     kernel, dilation, padding, stride = pair(1, "kernel_size", 1), pair(2, "dilation", 1), pair(3, "padding", 0), pair(4, "stride", 1)
-    tiles = x.dim() == 4 and kernel == stride and padding == (0, 0) and dilation == (1, 1)
-    if tiles and all(s % k == 0 for s, k in zip(x.shape[2:], kernel)):
-        n, c, h, w = x.shape
-        blocks = reshape_layout(layout, (n, c, h // kernel[0], kernel[0], w // kernel[1], kernel[1]))
-        if blocks is not None:
-            moved = reshape_layout(permuted_layout(blocks, (0, 1, 3, 5, 2, 4)), tuple(out.shape))
-            if moved is not None and matches(moved, out.shape):
-                return moved
+    whole = x.dim() == 4 and all(len(layout[d]) == 1 and is_spatial(layout[d][0][0]) and layout[d][0][2] == 1 for d in (2, 3))
+    if whole:
+        labels = (layout[2][0][0], layout[3][0][0])
+        blocks = [(size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, d, p, s in zip(x.shape[2:], kernel, dilation, padding, stride)]
+        taps = tuple((label, k, 1) for label, k in zip(labels, kernel) if k > 1)
+        grid = tuple((label, n, k) for label, n, k in zip(labels, blocks, kernel) if n > 1)
+        result = (layout[0], _fused(tuple(layout[1]) + taps), _fused(grid))
+        if matches(result, out.shape):
+            return result
     return tuple(((MIXED, int(size), 1),) if d else layout[0] for d, size in enumerate(out.shape))
+
+
+@_rule(torch.Tensor.unfold)
+def _unfold_dim(func, args, kwargs, out):
+    """``x.unfold(dim, size, step)`` as rfarith lays it out: along the axis the units are the
+    pairs (window q, position t), ``q*size + t``: the windows stay in ``dim`` (step ``size``),
+    the positions go last (step 1). Anything but one whole axis in ``dim``: as before."""
+    first = _first_layout(args[:1])
+    if first is None or not isinstance(out, torch.Tensor):
+        return None
+    x, layout = first
+    d = int(_arg(args, kwargs, 1, "dimension")) % x.dim()
+    size = int(_arg(args, kwargs, 2, "size"))
+    dim = layout[d]
+    if not (len(dim) == 1 and is_spatial(dim[0][0]) and dim[0][2] == 1):
+        return _default(func, args, kwargs, out)
+    label = dim[0][0]
+    windows = int(out.shape[d])
+    result = layout[:d] + (_fused(((label, windows, size),) if windows > 1 else ()),) + layout[d + 1 :] + (((label, size, 1),) if size > 1 else (),)
+    return result if matches(result, out.shape) else _default(func, args, kwargs, out)
+
+
+@_rule(F.fold)
+def _fold(func, args, kwargs, out):
+    """``F.fold`` (col2im): a ``(batch, channels, h, w)`` map again, its axes the two the blocks
+    carried, in their order."""
+    first = _first_layout(args[:1])
+    if first is None or not isinstance(out, torch.Tensor) or out.dim() != 4:
+        return _default(func, args, kwargs, out)
+    _, layout = first
+    labels = list(dict.fromkeys(label for label, _, _ in layout[-1] if is_spatial(label)))
+    if len(labels) != 2:
+        return _default(func, args, kwargs, out)
+    return (layout[0], _plain(out.shape[1]), _single(labels[0], out.shape[2]), _single(labels[1], out.shape[3]))
 
 
 @_rule(*_names("repeat_interleave"))

@@ -242,7 +242,7 @@ PROBE_RUNS_AS_IS: dict[str, tuple[str, ...]] = {
         "Tensor.unsqueeze_", "torch.unsqueeze", "Tensor.unflatten", "torch.unflatten",
         "Tensor.view_as", "Tensor.reshape_as", "Tensor.transpose_", "torch.stack",
         "operator.getitem", "Tensor.roll", "torch.roll", "F.unfold", "Tensor.repeat_interleave",
-        "torch.repeat_interleave",
+        "torch.repeat_interleave", "F.fold", "Tensor.unfold",
         # x.T / x.mT reach the probe as Tensor.T.__get__ / Tensor.mT.__get__ (surrogates);
         # other attributes (x.data) run as they are
         "builtins.getattr",

@@ -529,7 +529,7 @@ def roll(call: Call):
     return x.map_fields(maps)
 
 
-# ---- unfold: blocks of pixels moved into the channels ---------------------------------------------
+# ---- unfold and fold: blocks of pixels moved into the channels and back -------------------------
 def _pair(value, name: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(int(v) for v in value)
     if len(pair) != 2:
@@ -537,33 +537,106 @@ def _pair(value, name: str) -> tuple[int, int]:
     return pair  # type: ignore[return-value]
 
 
-@rule(nn.Unfold, torch.nn.functional.unfold)
-def unfold(call: Call):
-    """``Unfold`` (im2col) with blocks that tile the map (kernel = stride, no padding, dilation
-    1, the sizes divisible: TNT's pixel patches) is a window partition: ``(N, C, Lh*kh, Lw*kw)``
-    viewed as ``(N, C, Lh, kh, Lw, kw)``, the positions inside the blocks moved behind the
-    channels and both groups flattened: ``(N, C*kh*kw, Lh*Lw)``, exactly. Overlapping or padded
-    blocks copy a pixel into several blocks, which no split of the axes describes: refused."""
-    x = require_value(call)
+def _block_params(call: Call, first: int) -> tuple[tuple[int, int], ...]:
+    """(kernel, dilation, padding, stride) of an Unfold / Fold, per axis pair; ``first`` is the
+    position of ``kernel_size`` among the functional arguments."""
     if call.module is not None:
         m = call.module
-        kernel, dilation, padding, stride = m.kernel_size, m.dilation, m.padding, m.stride
+        values = (m.kernel_size, m.dilation, m.padding, m.stride)
     else:
-        kernel = call.arg(1, "kernel_size")
-        dilation, padding, stride = call.arg(2, "dilation", 1), call.arg(3, "padding", 0), call.arg(4, "stride", 1)
-    kernel, dilation, padding, stride = (_pair(v, n) for v, n in ((kernel, "kernel_size"), (dilation, "dilation"), (padding, "padding"), (stride, "stride")))
-    shape = tuple(call.input.shape)
-    if len(shape) != 4 or x.rank != 4 or not all(x.axes_of(d) for d in (2, 3)):
-        raise UnsupportedOp(call.node, call.op, "an unfold of a tensor that is not (batch, channels, h, w) with the spatial axes last")
-    tiles = kernel == stride and padding == (0, 0) and dilation == (1, 1) and all(s % k == 0 for s, k in zip(shape[2:], kernel))
-    if not tiles:
-        raise UnsupportedOp(
-            call.node, call.op,
-            f"its blocks (kernel {kernel}, stride {stride}, padding {padding}, dilation {dilation}) overlap, leave gaps "
-            f"or do not tile the {shape[2]}x{shape[3]} map; only blocks that tile it (kernel = stride, no padding) have a rule",
+        values = (
+            call.arg(first, "kernel_size"), call.arg(first + 1, "dilation", 1),
+            call.arg(first + 2, "padding", 0), call.arg(first + 3, "stride", 1),
         )
-    (kh, kw), (h, w) = kernel, shape[2:]
-    n, c = shape[:2]
-    blocks = regroup(call, x, (n, c, h // kh, kh, w // kw, kw))
-    moved = _permuted(blocks, [0, 1, 3, 5, 2, 4])
-    return regroup(call, moved, tuple(call.out_shape))
+    names = ("kernel_size", "dilation", "padding", "stride")
+    return tuple(_pair(v, n) for v, n in zip(values, names))
+
+
+@rule(nn.Unfold, torch.nn.functional.unfold)
+def unfold(call: Call):
+    """``Unfold`` (im2col): ``(N, C, H, W)`` to ``(N, C*kh*kw, Lh*Lw)``, element ``(c, i, j, l)``
+    the pixel ``lh*s - pad + i*d`` (and along w alike) of block ``l``. Along each axis the units
+    are the pairs (block q, tap t), ``q*k + t``, split as a window partition is: the blocks in
+    the last dim (``Part(h, k)``), the taps behind the channels (``Part(h, 1)``). Unit ``q*k + t``
+    sees what input unit ``q*s - pad + t*d`` saw (nothing in the padding): exact, overlapping
+    blocks included. An op that sums over the taps then sees each block's window; ``F.fold``
+    puts taps back where they came from."""
+    x = require_value(call)
+    kernel, dilation, padding, stride = _block_params(call, 1)
+    shape = tuple(call.input.shape)
+    if len(shape) != 4 or x.rank != 4 or not all(len(x.dims[d]) == 1 and x.axes_of(d) and not is_part(x.dims[d][0][0]) for d in (2, 3)):
+        raise UnsupportedOp(call.node, call.op, "an unfold of a tensor that is not (batch, channels, h, w) with one whole spatial axis in each of the last two dims")
+    blocks = tuple((size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, d, p, s in zip(shape[2:], kernel, dilation, padding, stride))
+    axes = (x.axes_of(2)[0], x.axes_of(3)[0])
+    maps = {
+        a: (lambda f, k=k, d=d, p=p, s=s, n=n: af.resample(f, k, s, [(t * d - p,) for t in range(k)], n * k))
+        for a, k, d, p, s, n in zip(axes, kernel, dilation, padding, stride, blocks)
+    }
+    taps = tuple((Part(a, 1), k) for a, k in zip(axes, kernel) if k > 1)
+    grid = tuple((Part(a, k), n) for a, k, n in zip(axes, kernel, blocks) if n > 1)
+    value = x.map_fields(maps)
+    n_units = value.n
+    dims = (x.dims[0], _fused(tuple(x.dims[1]) + taps, n_units), _fused(grid, n_units))
+    return replace(value, dims=dims)
+
+
+@rule(nn.Fold, torch.nn.functional.fold)
+def fold(call: Call):
+    """``Fold`` (col2im), the inverse placement of :func:`unfold`: output pixel ``y`` sums the
+    entries ``(tap t, block q)`` with ``q*s - pad + t*d = y``. Exact in two layouts: the taps
+    as ``Unfold`` left them (each entry sees what its tap saw), or blocks whose taps all see
+    alike (the taps plain channels, as after VOLO's outlook attention summed over them): a
+    transposed convolution over the blocks."""
+    x = require_value(call)
+    kernel, dilation, padding, stride = _block_params(call, 2)
+    size = _pair(call.module.output_size if call.module is not None else call.arg(1, "output_size"), "output_size")
+    if x.rank != 3 or len(call.out_shape) != 4:
+        raise UnsupportedOp(call.node, call.op, "a fold of a tensor that is not (batch, channels*taps, blocks)")
+    grid = [f for f in x.dims[2] if f[0] is not None]
+    axes = tuple(dict.fromkeys(int(a) for a, _ in grid))
+    taps = [f for f in x.dims[1] if f[0] is not None]
+    if len(axes) != 2 or any(int(a) not in axes for a, _ in taps):
+        raise UnsupportedOp(call.node, call.op, "a fold whose blocks do not carry the two spatial axes in its last dim")
+    maps = {}
+    for a, k, d, p, s, n_out in zip(axes, kernel, dilation, padding, stride, size):
+        own_taps = [f for f in taps if int(f[0]) == a]
+        blocks = [f for f in grid if int(f[0]) == a]
+        if not own_taps and len(blocks) == 1 and not is_part(blocks[0][0]):  # blocks alike across taps
+            width = 1
+        elif own_taps == [(Part(a, 1), k)] and blocks == [(Part(a, k), blocks[0][1])]:  # taps as unfold left them
+            width = k
+        else:
+            raise UnsupportedOp(call.node, call.op, f"a fold whose taps or blocks along axis {a} are laid out as {own_taps} and {blocks}")
+        sources = [
+            tuple(((r + p - t * d) // s) * width + (t if width > 1 else 0) for t in range(k) if (r + p - t * d) % s == 0)
+            for r in range(s)
+        ]
+        maps[a] = lambda f, s=s, width=width, sources=sources, n_out=n_out: af.resample(f, s, width, sources, n_out)
+    value = x.map_fields(maps)
+    channels = tuple(f for f in x.dims[1] if f[0] is None)
+    out_c = call.out_shape[1]
+    dims = (x.dims[0], _opaque(out_c) if channels or out_c != 1 else (), ((axes[0], size[0]),), ((axes[1], size[1]),))
+    return replace(value, dims=dims)
+
+
+@rule("unfold")
+def unfold_dim(call: Call):
+    """``x.unfold(dim, size, step)``: the windows of ``size`` units every ``step`` along ``dim``,
+    the position in the window as a new last dim (HaloNet's blocks with their halo). As
+    :func:`unfold` along one axis: unit ``q*size + t`` (window q, position t) sees what input
+    unit ``q*step + t`` saw; the windows stay in ``dim`` (``Part(a, size)``), the positions go
+    last (``Part(a, 1)``). A dim that is not one whole axis is refused."""
+    x = require_value(call)
+    d = call.arg(1, "dimension") % x.rank
+    size, step = int(call.arg(2, "size")), int(call.arg(3, "step"))
+    axes = x.axes_of(d)
+    if not axes:
+        return replace(x, dims=x.dims[:d] + (_opaque(call.out_shape[d]),) + x.dims[d + 1 :] + (_opaque(size),))
+    if len(x.dims[d]) != 1 or is_part(axes[0]):
+        raise UnsupportedOp(call.node, call.op, f"an unfold along tensor dim {d}, which holds flattened or split axes")
+    a = axes[0]
+    windows = call.out_shape[d]
+    value = x.map_fields({a: lambda f: af.resample(f, size, step, [(t,) for t in range(size)], windows * size)})
+    outer = _fused(((Part(a, size), windows),), value.n) if windows > 1 else ()
+    inner = _fused(((Part(a, 1), size),), value.n) if size > 1 else ()
+    return replace(value, dims=x.dims[:d] + (outer,) + x.dims[d + 1 :] + (inner,))

@@ -262,10 +262,14 @@ def contract(call: Call, operands: list[tuple[torch.Tensor, str]], out_letters: 
         carried[a] if carried[a] is not None else (1 if a in mixed else max(v.n[a] for _, v, _ in present))
         for a in range(n_axes)
     ]
-    windows = _windows_mixed(call, present[0][1], mixed, dims)
+    carrying = {a: max((v for _, v, _ in present if _carries_any(v, mixed[a])), key=lambda v: v.n[a]) for a in mixed}
+    units = {a: v.n[a] for a, v in carrying.items()}
+    # the windows must stay apart in the operand whose positions inside them are summed
+    kept = {a: [f for dim in v.dims for f in dim if f[0] is not None and int(f[0]) == a and f not in mixed[a]] for a, v in carrying.items()}
+    windows = _windows_mixed(call, units, mixed, kept)
     # a window whose positions the result no longer carries (a single query attending over a
     # window's keys) is one unit now: the other parts of its axis step in windows
-    reduced = {a: w for a, w in windows.items() if n[a] * w == present[0][1].n[a]}
+    reduced = {a: w for a, w in windows.items() if n[a] * w == units[a]}
     if reduced:
         left = {a: sum(1 for dim in dims for f in dim if f[0] is not None and int(f[0]) == a) for a in reduced}
         dims = [tuple(coarser(f, reduced, left) for f in dim) for dim in dims]
@@ -273,18 +277,18 @@ def contract(call: Call, operands: list[tuple[torch.Tensor, str]], out_letters: 
     return merged(call, dims, values, tuple(n))
 
 
-def _windows_mixed(call: Call, v: Value, mixed: dict[int, list], dims) -> dict[int, int]:
-    """The axes whose positions inside windows (kept apart by ``dims``) the op mixes, with the
-    windows' widths; the other mixed axes are mixed whole. Refuses anything else."""
-    kept_by_axis: dict[int, list] = {}
-    for dim in dims:
-        for a, size in dim:
-            if a is not None:
-                kept_by_axis.setdefault(int(a), []).append((a, size))
+def _carries_any(v: Value, factors: list) -> bool:
+    return any(f in dim for dim in v.dims for f in factors)
+
+
+def _windows_mixed(call: Call, units: dict[int, int], mixed: dict[int, list], kept_by_axis: dict[int, list]) -> dict[int, int]:
+    """The axes whose positions inside windows (kept apart by the factors ``kept_by_axis``) the
+    op mixes, with the windows' widths; the other mixed axes are mixed whole. ``units``: per
+    mixed axis, the units of the operand that carries the mixed factors. Refuses anything else."""
     windows = {}
     for a in sorted(mixed):
         try:
-            how, w = window_mixing(mixed[a], kept_by_axis.get(a, []), v.n[a], v.extent[a])
+            how, w = window_mixing(mixed[a], kept_by_axis.get(a, []), units[a], 0)
         except ValueError as exc:
             raise UnsupportedOp(call.node, call.op, str(exc)) from None
         if how == "window":
@@ -300,7 +304,8 @@ def _mixed(call: Call, v: Value, mixed: dict[int, list], windows: dict[int, int]
     maps = {}
     for a in sorted(mixed):
         if a in reduced:
-            maps[a] = lambda f, w=reduced[a]: af.resample(f, 1, w, [tuple(range(w))], f.n // w)
+            if v.n[a] == n[a] * reduced[a]:  # this operand carries the windows' positions
+                maps[a] = lambda f, w=reduced[a]: af.resample(f, 1, w, [tuple(range(w))], f.n // w)
         elif a in windows:
             maps[a] = lambda f, w=windows[a]: window_field(f, w)
         else:
@@ -383,7 +388,8 @@ def attend(call: Call, query: torch.Tensor, others: list[torch.Tensor], out: tor
         dims = tuple(((None, s),) if s != 1 else () for s in out.shape)
     windowed = _window_tokens(call, [query, *others], dims)
     if windowed is not None:  # attention inside windows: every query sees its window
-        windows = _windows_mixed(call, base, windowed, dims)
+        kept = {a: [f for dim in dims for f in dim if f[0] is not None and int(f[0]) == a] for a in windowed}
+        windows = _windows_mixed(call, {a: base.n[a] for a in windowed}, windowed, kept)
         return merged(call, dims, [_mixed(call, v, windowed, windows, {}, list(base.n)) for v in values], base.n)
     axes = tuple(range(len(base.n)))
     values = [v.globalised(axes, call.node) for v in values]

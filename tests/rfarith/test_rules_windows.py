@@ -258,13 +258,41 @@ def test_an_unfold_into_blocks_and_statistics_inside_them_are_local(stats_over_b
     assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
 
 
-def test_an_unfold_with_overlapping_blocks_is_refused():
-    class Overlapping(nn.Module):
-        def forward(self, x):
-            return F.unfold(x, 3, padding=1)
+class Outlook(nn.Module):
+    """VOLO's outlook attention as timm writes it (one head): values unfolded into overlapping
+    3x3 blocks (padding 1), weights from a Linear at each position, a sum over each block's
+    taps, the taps folded back. ``roundtrip``: ``fold(unfold(x))`` alone, which puts every
+    tap back on the pixel it came from (each output pixel sees itself only)."""
 
-    with pytest.raises(UnsupportedOp, match="overlap"):
-        rfarith.analyze(Overlapping(), (1, 3, 16, 16))
+    def __init__(self, roundtrip: bool = False, stride: int = 1) -> None:
+        super().__init__()
+        self.roundtrip, self.stride = roundtrip, stride
+        self.v = nn.Conv2d(3, 4, 1)
+        self.attn = nn.Linear(3, 81)
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        v = F.unfold(self.v(x), 3, padding=1, stride=self.stride)  # (B, 4*9, L)
+        if self.roundtrip:
+            return F.fold(v, (h, w), 3, padding=1, stride=self.stride)
+        n = v.shape[-1]
+        v = v.reshape(b, 4, 9, n).permute(0, 3, 2, 1)  # (B, L, 9 taps, 4)
+        pooled = F.avg_pool2d(x, self.stride, self.stride) if self.stride > 1 else x
+        attn = self.attn(pooled.flatten(2).transpose(1, 2)).reshape(b, n, 9, 9).softmax(-1)
+        out = (attn @ v).permute(0, 3, 2, 1).reshape(b, 4 * 9, n)
+        return F.fold(out, (h, w), 3, padding=1, stride=self.stride)
+
+
+@pytest.mark.parametrize("roundtrip, stride, r", [(True, 1, 1), (False, 1, 5), (False, 2, 5)])
+def test_overlapping_unfold_and_fold_are_exact(roundtrip, stride, r):
+    """fold(unfold(x)) puts each tap back on its own pixel: r 1. With the taps summed in between
+    (outlook attention), each block sees its 3x3 window and each output pixel the blocks that
+    cover it: r 5 (stride 1; with stride 2 the pooled weights see 2x2 blocks, the values r 5)."""
+    model = Outlook(roundtrip, stride)
+    report = rfarith.analyze(model, (1, 3, 16, 16))
+    assert report.output.n == (16, 16) and report.output.r == (r, r)
+    frame = crosscheck.compare(model, (1, 3, 16, 16))
+    assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
 
 
 class EmptyPrefix(nn.Module):
@@ -368,4 +396,32 @@ def test_a_pad_in_front_of_tokens_makes_room_for_a_class_token():
     out = rfarith.analyze(RoomForClassToken(), (1, 3, 16, 16)).output
     assert (out.r, out.j, out.global_via) == ((4, 4), (4, 4), ())
     frame = crosscheck.compare(RoomForClassToken(), (1, 3, 16, 16))
+    assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
+
+
+class SlidingSum(nn.Module):
+    """Windows cut with x.unfold (as HaloNet cuts its blocks with their halo): windows of 5
+    every 2 along h, of 3 every 3 along w, each window's positions then summed (a box filter
+    with those steps), or kept (``keep``: each unit one pixel of one window)."""
+
+    def __init__(self, keep: bool = False) -> None:
+        super().__init__()
+        self.keep = keep
+
+    def forward(self, x):
+        windows = x.unfold(2, 5, 2).unfold(3, 3, 3)  # (B, C, 6, 5, 5, 3)
+        return windows if self.keep else windows.sum((-2, -1))
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_windows_cut_by_tensor_unfold(keep):
+    """Summed: unit (m, k) sees rows 2m .. 2m+4, columns 3k .. 3k+2 (r 5 x 3, j 2 x 3). Kept: the
+    units are (window, position) pairs, unit 5q+t seeing row 2q+t: one pixel each."""
+    report = rfarith.analyze(SlidingSum(keep), (1, 2, 16, 15))
+    out = report.output
+    if keep:
+        assert out.n == (30, 15) and out.r == (1, 1) and out.bounds((7, 4)) == ((4, 4), (4, 4))
+    else:
+        assert (out.n, out.r, out.j) == ((6, 5), (5, 3), (2, 3)) and out.bounds((1, 2)) == ((2, 6), (6, 8))
+    frame = crosscheck.compare(SlidingSum(keep), (1, 2, 16, 15))
     assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
