@@ -37,6 +37,7 @@ WAY_OUT = (
     "whole model numerically with rfnumeric.probe / rfnumeric.sweep"
 )
 MAX_LEAVES = 64
+MAX_CLIMBS = 32  # times hybrid measures a larger module around an op it could not measure
 Progress = Callable[[int, int, str], None]  # progress(done, total, what): total 0 when unknown
 
 
@@ -67,8 +68,39 @@ def hybrid(model: nn.Module, input_shape: Sequence[int], mode: str = "local", pr
             if e.module_path in leaves or len(leaves) >= MAX_LEAVES:
                 raise
             leaves.append(e.module_path)
-    fallback = BlackBox(mode, progress)
-    return rfarith.analyze(model, input_shape, leaf_modules=leaves, fallback=fallback, title=type(model).__name__)
+    unmeasurable: set[type] = set()  # module classes whose calls the probe could not measure
+    for _ in range(MAX_CLIMBS):
+        try:
+            fallback = BlackBox(mode, progress)
+            return rfarith.analyze(model, input_shape, leaf_modules=leaves, fallback=fallback, title=type(model).__name__)
+        except UnsupportedOp as e:
+            if e.node in leaves:
+                unmeasurable.add(type(model.get_submodule(e.node)))
+            enclosing = enclosing_module(model, e.node, leaves, tuple(unmeasurable))
+            if enclosing is None or len(leaves) >= MAX_LEAVES:
+                raise
+            leaves.append(enclosing)  # measure the module around the op the probe could not measure
+    return rfarith.analyze(model, input_shape, leaf_modules=leaves, fallback=BlackBox(mode, progress), title=type(model).__name__)
+
+
+def enclosing_module(model: nn.Module, node: str, leaves: Sequence[str], skip: tuple[type, ...] = ()) -> str | None:
+    """The innermost module (not the model itself, not already a leaf, not of a class in
+    ``skip``) around ``node``: its qualified name with components stripped from the right until
+    it names a submodule. A black box the probe cannot measure alone (attention of several
+    inputs, a reshape) is measured within it: one tensor in, one out (MobileViT's transformer
+    layer around its attention over patches)."""
+    parts = node.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        path = ".".join(parts[:i])
+        if path in leaves:
+            continue
+        try:
+            module = model.get_submodule(path)
+        except AttributeError:
+            continue
+        if not isinstance(module, skip):
+            return path
+    return None
 
 
 def measured_report(

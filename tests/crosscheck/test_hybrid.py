@@ -271,6 +271,40 @@ def test_a_black_box_of_two_inputs_raises_unsupported_op():
     assert "'mix'" in str(info.value) and "one input-dependent tensor" in str(info.value)
 
 
+class MixingBlock(nn.Module):
+    """A block whose inside the probe cannot measure op by op: ``mix`` takes two tensors (as an
+    attention over patches does, MobileViT's), but the block takes one: 3x3 conv, then mix."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return mix(y, y * 2)
+
+
+class WithMixingBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 2, 3)
+        self.block = MixingBlock()
+        self.head = nn.Conv2d(2, 2, 3, stride=2)
+
+    def forward(self, x):
+        return self.head(self.block(self.stem(x)))
+
+
+def test_an_op_the_probe_cannot_measure_is_measured_with_its_block():
+    """`mix` alone has two inputs; hybrid measures the block around it instead (one tensor in,
+    one out: a 3x3 window), the stem and head analytically: r 3, 5, then 5 + 2 = 7, j 2."""
+    report = crosscheck.hybrid(WithMixingBlock(), SHAPE)
+    assert report.table.loc["block", "source"] == "probe"
+    assert report["block"].r == (5, 5) and (report.output.r, report.output.j) == ((7, 7), (2, 2))
+    frame = crosscheck.compare(WithMixingBlock(), SHAPE)
+    assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
+
+
 # ---- compare on models hybrid had to measure ---------------------------------------------------
 class StemMoody(nn.Module):
     """stem conv 3x3 s2 then moody: on 24x24 stem n 11, j 2, r 3, start 1.5; moody (3x3 p1)
