@@ -794,6 +794,7 @@ def write_report(path: Path, header: dict, results: dict[str, dict], args) -> No
         'make census CENSUS_ARGS="--fresh"     # runs every model again (keeps the listed models)',
         'make census CENSUS_ARGS="--retry"     # reruns the cached timeouts and crashes',
         'make census CENSUS_ARGS="--failing"   # reruns every model not fully covered',
+        'make census CENSUS_ARGS="--filter swin,coat --again"   # reruns the models whose id contains one of these',
         ".venv-zoo/bin/python benchmarks/census.py --only timm --filter vit --cache out/vit.jsonl --out out/vit.md",
         "```",
         "",
