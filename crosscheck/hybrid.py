@@ -27,6 +27,7 @@ from rfarith.errors import TraceError, UnsupportedOp
 from rfarith.rules.common import map_trailing_axes
 from rfarith.rules.registry import Call
 from rfarith.tracing import trace
+from rfarith.value import is_part
 from rfarith.walk import Row
 
 from . import numeric
@@ -265,9 +266,15 @@ class BlackBox:
         out = call.out
         if not isinstance(out, torch.Tensor) or out.dim() != tensor.dim():
             raise UnsupportedOp(call.node, call.op, "a black box whose output is not a tensor of its input's rank", WAY_OUT)
-        box = _Applied(call, position)
         shape = tuple(tensor.shape)
         nd = len(shape) - 2
+        if not _standard(x, nd):
+            raise UnsupportedOp(
+                call.node, call.op,
+                "a black box whose input is not a (batch, channels, *spatial) map (tokens, windows): the probe "
+                "measures it along the last dims as spatial axes", WAY_OUT,
+            )
+        box = _Applied(call, position)
         maps = []
         for axis in range(nd):
             try:
@@ -278,6 +285,16 @@ class BlackBox:
         value = map_trailing_axes(call, x, nd, maps)
         reached = numeric.global_reach(box, shape, self.mode)
         return value.with_global((call.node,)) if reached else value
+
+
+def _standard(x, nd: int) -> bool:
+    """Whether ``x`` is laid out as (batch, channels, *spatial): each of the last ``nd`` dims one
+    whole spatial axis, the dims in front none."""
+    if nd < 1:
+        return False
+    last = x.dims[x.rank - nd :]
+    whole = all(len(dim) == 1 and dim[0][0] is not None and not is_part(dim[0][0]) for dim in last)
+    return whole and not any(x.axes_of(d) for d in range(x.rank - nd))
 
 
 def _axis_map(fitted: FittedAxis):

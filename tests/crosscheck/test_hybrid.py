@@ -366,3 +366,34 @@ def test_a_black_box_with_a_weight_argument_is_measured_in_the_probes_dtype():
     report = crosscheck.hybrid(Weighted(), SHAPE)
     assert report.row("weighted").source == "probe"
     assert report.output.r == (5, 5) and report.output.start == (1.5, 1.5)
+
+
+class TokenBlock(nn.Module):
+    """Tokens (B, N, C) into a block the probe cannot measure op by op (``mix`` of two
+    tensors) inside a module taking tokens; the module around it takes the map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = TokenMix()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        tokens = self.inner(self.conv(x).flatten(2).transpose(1, 2))
+        return tokens.transpose(1, 2).reshape(b, c, h, w)
+
+
+class TokenMix(nn.Module):
+    def forward(self, t):
+        return mix(t, t * 2)
+
+
+def test_a_black_box_of_tokens_is_measured_by_the_map_module_around_it():
+    """The probe measures a black box along its last dims as spatial axes: a module taking
+    (B, N, C) tokens is not measured (its 'axis' would be the channels); the module around it,
+    taking the (B, C, H, W) map, is: r 3 there, 3 + 2 = 5 after the stem."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), TokenBlock())
+    report = crosscheck.hybrid(model, SHAPE)
+    assert report.table.loc["1", "source"] == "probe" and report.output.r == (5, 5)
+    frame = crosscheck.compare(model, SHAPE)
+    assert frame["status"].eq("agree").all(), frame[["status", "reason_text"]]
