@@ -70,7 +70,7 @@ def hybrid(model: nn.Module, input_shape: Sequence[int], mode: str = "local", pr
                 raise
             leaves.append(e.module_path)
     unmeasurable: set[type] = set()  # module classes whose calls the probe could not measure
-    for _ in range(MAX_CLIMBS):
+    for climb in range(MAX_CLIMBS + 1):
         try:
             fallback = BlackBox(mode, progress)
             return rfarith.analyze(model, input_shape, leaf_modules=leaves, fallback=fallback, title=type(model).__name__)
@@ -78,10 +78,10 @@ def hybrid(model: nn.Module, input_shape: Sequence[int], mode: str = "local", pr
             if e.node in leaves:
                 unmeasurable.add(type(model.get_submodule(e.node)))
             enclosing = enclosing_module(model, e.node, leaves, tuple(unmeasurable))
-            if enclosing is None or len(leaves) >= MAX_LEAVES:
+            if enclosing is None or len(leaves) >= MAX_LEAVES or climb == MAX_CLIMBS:
                 raise
             leaves.append(enclosing)  # measure the module around the op the probe could not measure
-    return rfarith.analyze(model, input_shape, leaf_modules=leaves, fallback=BlackBox(mode, progress), title=type(model).__name__)
+    raise AssertionError("unreachable: the last climb returns or raises")
 
 
 def enclosing_module(model: nn.Module, node: str, leaves: Sequence[str], skip: tuple[type, ...] = ()) -> str | None:

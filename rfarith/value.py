@@ -212,7 +212,7 @@ def axis_units(dims, n_axes: int) -> list[int | None]:
     return n
 
 
-def window_mixing(mixed: list, kept: list, n: int, extent: int):
+def window_mixing(mixed: list, kept: list, n: int):
     """How a mixing op acts along one axis: ``mixed`` are the factors of that axis the op mixes
     over, ``kept`` the factors of that axis the result still carries (by their position).
 
@@ -252,13 +252,13 @@ def reduced_inside_windows(x: Value, reduced: tuple[int, ...], keepdim: bool) ->
         if not all(is_part(f[0]) for f in mixed) or not kept:
             return None
         try:
-            kind, w = window_mixing(mixed, kept, x.fields[a].n, x.extent[a])
+            kind, w = window_mixing(mixed, kept, x.fields[a].n)
         except ValueError:
             return None
         if kind != "window":
             return None
         widths[a], left[a] = w, len(kept)
-        maps[a] = lambda f, w=w: af.resample(f, 1, w, [tuple(range(w))], f.n // w)
+        maps[a] = lambda f, w=w: window_unit(f, w)
     dims: list[Dim] = []
     for d, dim in enumerate(x.dims):
         if d in reduced:
@@ -278,6 +278,12 @@ def coarser(factor, widths: dict[int, int], left: dict[int, int]) -> tuple:
     if left[int(a)] == 1:
         return (int(a), size)
     return (Part(int(a), stride_of(a) // widths[int(a)]), size)
+
+
+def window_unit(field: AxisField, w: int) -> AxisField:
+    """Each window of ``w`` units is one unit now, seeing what the window's units saw (a window
+    reduced away: kernel and stride ``w``)."""
+    return af.resample(field, 1, w, [tuple(range(w))], field.n // w)
 
 
 def window_field(field: AxisField, w: int) -> AxisField:

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import axisfield as af
 from ..errors import UnsupportedOp
 from ..value import (
     Dim,
@@ -26,6 +25,7 @@ from ..value import (
     reduced_inside_windows,
     window_field,
     window_mixing,
+    window_unit,
 )
 from .common import require_value
 from .pointwise import elementwise, merged
@@ -137,7 +137,7 @@ def _windows_and_whole(x: Value, dims: tuple[int, ...]) -> tuple[dict[int, int],
         mixed = [f for d in dims for f in x.dims[d] if f[0] is not None and int(f[0]) == a]
         kept = [f for d in range(x.rank) if d not in dims for f in x.dims[d] if f[0] is not None and int(f[0]) == a]
         try:
-            how, w = window_mixing(mixed, kept, x.n[a], x.extent[a])
+            how, w = window_mixing(mixed, kept, x.n[a])
         except ValueError:
             how, w = "global", None
         if how == "window":
@@ -288,7 +288,7 @@ def _windows_mixed(call: Call, units: dict[int, int], mixed: dict[int, list], ke
     windows = {}
     for a in sorted(mixed):
         try:
-            how, w = window_mixing(mixed[a], kept_by_axis.get(a, []), units[a], 0)
+            how, w = window_mixing(mixed[a], kept_by_axis.get(a, []), units[a])
         except ValueError as exc:
             raise UnsupportedOp(call.node, call.op, str(exc)) from None
         if how == "window":
@@ -305,7 +305,7 @@ def _mixed(call: Call, v: Value, mixed: dict[int, list], windows: dict[int, int]
     for a in sorted(mixed):
         if a in reduced:
             if v.n[a] == n[a] * reduced[a]:  # this operand carries the windows' positions
-                maps[a] = lambda f, w=reduced[a]: af.resample(f, 1, w, [tuple(range(w))], f.n // w)
+                maps[a] = lambda f, w=reduced[a]: window_unit(f, w)
         elif a in windows:
             maps[a] = lambda f, w=windows[a]: window_field(f, w)
         else:
