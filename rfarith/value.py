@@ -212,6 +212,16 @@ def axis_units(dims, n_axes: int) -> list[int | None]:
     return n
 
 
+def factors_of(dims, axis: int) -> list:
+    """The factors of input axis ``axis`` (its parts included) in ``dims``, in order."""
+    return [f for dim in dims for f in dim if f[0] is not None and int(f[0]) == axis]
+
+
+def inside_and_outside(x: Value, dims, axis: int) -> tuple[list, list]:
+    """The factors of ``axis`` in the tensor dims ``dims`` of ``x``, and those in its other dims."""
+    return factors_of([x.dims[d] for d in dims], axis), factors_of([dim for d, dim in enumerate(x.dims) if d not in dims], axis)
+
+
 def window_mixing(mixed: list, kept: list, n: int):
     """How a mixing op acts along one axis: ``mixed`` are the factors of that axis the op mixes
     over, ``kept`` the factors of that axis the result still carries (by their position).
@@ -247,8 +257,7 @@ def reduced_inside_windows(x: Value, reduced: tuple[int, ...], keepdim: bool) ->
     anything else (a reduction over a whole axis or over outer parts)."""
     maps, widths, left = {}, {}, {}
     for a in {int(a) for d in reduced for a in x.axes_of(d)}:
-        mixed = [f for d in reduced for f in x.dims[d] if f[0] is not None and int(f[0]) == a]
-        kept = [f for d in range(x.rank) if d not in reduced for f in x.dims[d] if f[0] is not None and int(f[0]) == a]
+        mixed, kept = inside_and_outside(x, reduced, a)
         if not all(is_part(f[0]) for f in mixed) or not kept:
             return None
         try:

@@ -15,6 +15,7 @@ from ..value import (
     Part,
     Value,
     _dim_size,
+    inside_and_outside,
     is_part,
     reduced_inside_windows,
     stride_of,
@@ -146,7 +147,7 @@ def _inside_windows(call: Call, x: Value, dim: int, axis_map: AxisMap, n_out: in
     the windows' own index or one whose windows are not kept apart."""
     (part, w_in), = x.dims[dim]
     axis = int(part)
-    others = [f for d in range(x.rank) if d != dim for f in x.dims[d] if f[0] is not None and int(f[0]) == axis]
+    others = inside_and_outside(x, (dim,), axis)[1]
     if not isinstance(axis_map, WindowMap) or stride_of(part) != 1 or not others or any(stride_of(a) % w_in for a, _ in others):
         raise UnsupportedOp(
             call.node, call.op,

@@ -21,6 +21,8 @@ from ..value import (
     Value,
     axis_units,
     coarser,
+    factors_of,
+    inside_and_outside,
     is_part,
     reduced_inside_windows,
     window_field,
@@ -134,8 +136,7 @@ def _windows_and_whole(x: Value, dims: tuple[int, ...]) -> tuple[dict[int, int],
     windows: dict[int, int] = {}
     whole: list[int] = []
     for a in sorted({int(a) for d in dims for a in x.axes_of(d)}):
-        mixed = [f for d in dims for f in x.dims[d] if f[0] is not None and int(f[0]) == a]
-        kept = [f for d in range(x.rank) if d not in dims for f in x.dims[d] if f[0] is not None and int(f[0]) == a]
+        mixed, kept = inside_and_outside(x, dims, a)
         try:
             how, w = window_mixing(mixed, kept, x.n[a])
         except ValueError:
@@ -265,13 +266,13 @@ def contract(call: Call, operands: list[tuple[torch.Tensor, str]], out_letters: 
     carrying = {a: max((v for _, v, _ in present if _carries_any(v, mixed[a])), key=lambda v: v.n[a]) for a in mixed}
     units = {a: v.n[a] for a, v in carrying.items()}
     # the windows must stay apart in the operand whose positions inside them are summed
-    kept = {a: [f for dim in v.dims for f in dim if f[0] is not None and int(f[0]) == a and f not in mixed[a]] for a, v in carrying.items()}
+    kept = {a: [f for f in factors_of(v.dims, a) if f not in mixed[a]] for a, v in carrying.items()}
     windows = _windows_mixed(call, units, mixed, kept)
     # a window whose positions the result no longer carries (a single query attending over a
     # window's keys) is one unit now: the other parts of its axis step in windows
     reduced = {a: w for a, w in windows.items() if n[a] * w == units[a]}
     if reduced:
-        left = {a: sum(1 for dim in dims for f in dim if f[0] is not None and int(f[0]) == a) for a in reduced}
+        left = {a: len(factors_of(dims, a)) for a in reduced}
         dims = [tuple(coarser(f, reduced, left) for f in dim) for dim in dims]
     values = [_mixed(call, v, mixed, windows, reduced, n) for _, v, _ in present]
     return merged(call, dims, values, tuple(n))
@@ -388,7 +389,7 @@ def attend(call: Call, query: torch.Tensor, others: list[torch.Tensor], out: tor
         dims = tuple(((None, s),) if s != 1 else () for s in out.shape)
     windowed = _window_tokens(call, [query, *others], dims)
     if windowed is not None:  # attention inside windows: every query sees its window
-        kept = {a: [f for dim in dims for f in dim if f[0] is not None and int(f[0]) == a] for a in windowed}
+        kept = {a: factors_of(dims, a) for a in windowed}
         windows = _windows_mixed(call, {a: base.n[a] for a in windowed}, windowed, kept)
         return merged(call, dims, [_mixed(call, v, windowed, windows, {}, list(base.n)) for v in values], base.n)
     axes = tuple(range(len(base.n)))
