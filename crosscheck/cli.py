@@ -77,6 +77,24 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_gb(text: str) -> int:
+    """An argparse type: a number of gigabytes above 0, as bytes."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive number of gigabytes")
+    return int(value * 2**30)
+
+
+def _memory_argument(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--max-memory-gb", type=positive_gb, default=None, metavar="GB", dest="memory_budget",
+        help="memory one real-weights pass of the effective field may take (default 1.5); a pass estimated above it is refused",
+    )
+
+
 def _model_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
     sub.add_argument("model", help=MODEL_HELP)
@@ -160,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="--kind grid: draw on this picture (PNG; JPEG and others need Pillow), resized (nearest) to the input's height x width",
     )
     plot.add_argument("--corners", action="store_true", help="--kind support: also draw the first and last units' supports")
+    _memory_argument(plot)
 
     bounds = _query(sub, "bounds", "the input pixels one unit of a feature map sees: its field, unclipped, and what it sees of the input")
     bounds.add_argument("--unit", metavar="I,J", help="the unit, one index per axis, e.g. 3,5 (default: the centre unit)")
@@ -178,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     erf.add_argument("--seed", type=int, default=0, help="seeds the random inputs and the zoo model's random weights (default 0)")
     _mode_argument(erf)
     erf.add_argument("--max-size", type=positive_int, default=4096, metavar="PIXELS", help="largest input side the probe may grow to (default 4096)")
+    _memory_argument(erf)
     return parser
 
 

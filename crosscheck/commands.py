@@ -155,6 +155,8 @@ def _plot(model, shape, title, args) -> int:
         raise ValueError(f"--image draws under --kind grid only, not --kind {args.kind}")
     if args.corners and args.kind != "support":
         raise ValueError(f"--corners is for --kind support only, not --kind {args.kind}")
+    if args.memory_budget is not None and args.kind not in ("heatmap", "erf"):
+        raise ValueError(f"--max-memory-gb bounds the effective field, drawn by --kind heatmap and erf only, not --kind {args.kind}")
     image = None if args.image is None else plot.read_image(args.image, shape)
     numeric = not args.no_numeric
     bar = progress_bar(args)
@@ -164,13 +166,13 @@ def _plot(model, shape, title, args) -> int:
         if args.kind == "grid":
             figure = plot.rf_grid(model, shape, node=node, numeric=numeric, image=image, progress=progress)
         elif args.kind == "heatmap":
-            figure = plot.probe_heatmap(model, shape, node=node, progress=progress)
+            figure = plot.probe_heatmap(model, shape, node=node, progress=progress, memory_budget=_memory_budget(args))
         elif args.kind == "growth":
             figure = plot.growth(model, shape, numeric=numeric, progress=progress)
         elif args.kind == "support":
             figure = plot.support(model, shape, node=node, corners=args.corners, progress=progress)
         else:
-            figure = plot.erf_profile(model, shape, node=node, progress=progress)
+            figure = plot.erf_profile(model, shape, node=node, progress=progress, memory_budget=_memory_budget(args))
         bar(0, 0, f"writing {out.name}")
         figure.savefig(out, dpi=120)
     print(f"wrote {out}")
@@ -304,8 +306,17 @@ def _erf(model, shape, title, args) -> int:
     with bar.working("measuring"):
         node = None if args.node is None else resolved(model, shape, [args.node], progress=bar.callback)[0]
         bar(0, 0, f"effective field, {args.samples} inputs")
-        erf = rfnumeric.effective(model, shape, node=node, n_inputs=args.samples, seed=args.seed, mode=args.mode, max_size=args.max_size)
+        erf = rfnumeric.effective(
+            model, shape, node=node, n_inputs=args.samples, seed=args.seed, mode=args.mode, max_size=args.max_size,
+            memory_budget=_memory_budget(args),
+        )
     return _answer(queries.EffectiveRadii(erf), title, shape, args)
+
+
+def _memory_budget(args) -> int:
+    import rfnumeric
+
+    return rfnumeric.EFFECTIVE_BUDGET if args.memory_budget is None else args.memory_budget
 
 
 def _answer(answer, title: str, shape, args) -> int:

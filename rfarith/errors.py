@@ -81,7 +81,7 @@ class ProbeError(RFError):
     ``kind`` says why, for callers that explain it: ``"too_wide"`` (the field does not fit
     ``max_size``), ``"size_dependent"`` (the field grows with the input), ``"layout"`` (the
     probe cannot locate the map's units), ``"forward"`` (the model rejected the probe's input),
-    ``"other"``.
+    ``"memory"`` (a pass would exceed its memory budget), ``"other"``.
     """
 
     def __init__(self, message: str, kind: str = "other") -> None:

@@ -25,9 +25,9 @@ How it works, module by module: ``copying`` (the private float64 copy), ``mode``
 
 from __future__ import annotations
 
-from .effective import effective
+from .effective import EFFECTIVE_BUDGET, effective
 from .probe import GrownInputWarning, probe
 from .result import EffectiveField, ProbeResult
 from .sweep import sweep
 
-__all__ = ["EffectiveField", "GrownInputWarning", "ProbeResult", "effective", "probe", "sweep"]
+__all__ = ["EFFECTIVE_BUDGET", "EffectiveField", "GrownInputWarning", "ProbeResult", "effective", "probe", "sweep"]

@@ -137,7 +137,9 @@ class EffectiveField:
     """The effective receptive field (Luo et al., 2016) of one unit, with the model's real weights.
 
     - ``heatmap``: mean ``|input gradient|`` (summed over channels) over ``n_inputs`` random
-      inputs; ``unit``: the unit (the centre unit of the structural probe's map).
+      inputs; ``unit``: the structural probe's centre unit, indexed on the
+      input the real-weights passes ran on (``input_shape``: it may be smaller than the
+      probe's, never smaller than the user's; see :func:`rfnumeric.effective`).
     - ``centre``: per axis, the gradient-mass centroid in input coordinates (pixel ``i`` has its
       centre at ``i + 0.5``).
     - ``radii``: ``{0.5: (...), 0.9: (...), 0.99: (...)}``: per axis, the smallest distance ``ρ``

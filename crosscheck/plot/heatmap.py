@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -146,6 +147,13 @@ def heat_panel(ax: Axes, heat: np.ndarray, spans: tuple | None, depth_at: float,
     return note
 
 
+def not_measured(ax: Axes, title: str, reason: str) -> None:
+    """A panel that says why it holds no measurement."""
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+    ax.text(0.5, 0.5, textwrap.fill(reason, 60), ha="center", va="center", fontsize=8, wrap=True, transform=ax.transAxes)
+
+
 def panel_title(
     kind: str, node: str, unit: Sequence[int], shape: Sequence[int], spans: tuple | None, axes: Sequence[str], extra: str,
     bounds_from: str = "analytic",
@@ -166,6 +174,7 @@ def probe_heatmap(
     unit: Sequence[int] | None = None,
     effective: bool = True,
     progress: Progress | None = None,
+    memory_budget: int = rfnumeric.EFFECTIVE_BUDGET,
 ) -> Figure:
     """The probe's structural heat map of one unit, and beside it the effective one (real
     weights, mean over random inputs), each with the analytic bounds of the same unit drawn in
@@ -178,7 +187,9 @@ def probe_heatmap(
     own centre unit, which its panel names. ``node`` defaults as in :func:`rf_grid`.
     ``effective=False`` draws the structural panel only. A 3-D input shows the depth slice
     through the unit's field; a 1-D input shows curves. ``progress(done, total, what)``
-    follows the analysis and the two probes.
+    follows the analysis and the two probes. Where the effective field's real-weights passes
+    would pass ``memory_budget`` bytes (see :func:`rfnumeric.effective`), its panel says so
+    instead, and the figure's ``rfcheck_incomplete`` list carries the reason.
 
     >>> import torch.nn as nn
     >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2))
@@ -192,26 +203,35 @@ def probe_heatmap(
     steps = 2 if effective else 1
     tell(progress, 0, steps, "structural heat map")
     result = rfnumeric.probe(model, target.shape, node=target.probe_node, unit=unit)
+    field, refused = None, None
+    if effective:
+        tell(progress, 1, steps, "effective heat map")
+        try:
+            field = rfnumeric.effective(model, input_shape, node=target.probe_node, memory_budget=memory_budget)
+        except rfarith.ProbeError as e:
+            if e.kind != "memory":
+                raise
+            refused = e
+    shared = field is not None and field.heatmap.shape == result.heatmap.shape  # both ran on one input
     cache = {} if target.rep is None else {tuple(target.rep.input_shape): target.rep}
     panels = 2 if effective else 1
     fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 5.6), layout="constrained", squeeze=False)
     spans = analytic_spans(model, target, result.input_shape[2:], result.unit, cache)
-    # 3-D: one depth slice for every panel, through the probed unit's field
+    # 3-D: one depth slice for every panel on one input, through the probed unit's field
     depth = (result.bounds[0][0] + result.bounds[0][1]) / 2 if len(result.axes) == 3 else 0.0
     note = heat_panel(axes[0, 0], result.heatmap, spans, depth, result.axes)
-    if note and effective:
+    if note and shared:
         note += " (the same in both panels)"
     flags = result.describe_flags()
     extra = ", ".join(x for x in (f"probe: {span_text(result.axes, result.bounds)}", flags, note, target.why_not) if x)
     axes[0, 0].set_title(panel_title("structural", target.node or result.node, result.unit, result.input_shape, spans, result.axes, extra, target.bounds_from), fontsize=9)
-    if effective:
-        tell(progress, 1, steps, "effective heat map")
-        field = rfnumeric.effective(model, target.shape, node=target.probe_node)
+    if refused is not None:
+        not_measured(axes[0, 1], "effective: not measured", str(refused))
+        fig.rfcheck_incomplete = [f"the effective heat map: {refused}"]
+    elif field is not None:
         spans = analytic_spans(model, target, field.input_shape[2:], field.unit, cache)
-        if field.heatmap.shape != result.heatmap.shape:  # the two probes ran at different sizes
-            depth = field.centre[0]
-        note = heat_panel(axes[0, 1], field.heatmap, spans, depth, field.axes)
-        if note and field.heatmap.shape == result.heatmap.shape:
+        note = heat_panel(axes[0, 1], field.heatmap, spans, depth if shared else field.centre[0], field.axes)
+        if note and shared:
             note += " (the same in both panels)"
         extra = ", ".join(x for x in (f"mean of {field.n_inputs} random inputs", note) if x)
         axes[0, 1].set_title(panel_title("effective", target.node or field.node, field.unit, field.input_shape, spans, field.axes, extra, target.bounds_from), fontsize=9)
@@ -258,7 +278,11 @@ def mass_radius(mass: np.ndarray, centre: float, fraction: float) -> float:
 
 
 def erf_profile(
-    model: nn.Module, input_shape: Sequence[int], node: str | None = None, progress: Progress | None = None
+    model: nn.Module,
+    input_shape: Sequence[int],
+    node: str | None = None,
+    progress: Progress | None = None,
+    memory_budget: int = rfnumeric.EFFECTIVE_BUDGET,
 ) -> Figure:
     """The effective receptive field against the structural one, per axis.
 
@@ -267,7 +291,8 @@ def erf_profile(
     mark the radii holding 50 / 90 / 99 % of the mass (dotted, dashed, dash-dotted, from
     ``rfnumeric.effective``) and the structural half-size ``r / 2`` (solid grey): a trained or
     random deep network's effective field is usually much narrower than its structural one.
-    ``progress(done, total, what)`` follows the analysis and the probe.
+    ``progress(done, total, what)`` follows the analysis and the probe; ``memory_budget`` is
+    :func:`rfnumeric.effective`'s.
 
     >>> import torch.nn as nn
     >>> net = nn.Sequential(*[nn.Conv2d(2, 2, 3, padding=1) for _ in range(4)])
@@ -275,7 +300,7 @@ def erf_profile(
     """
     target = numeric_target(model, input_shape, node, progress)
     tell(progress, 0, 1, "effective field")
-    field = rfnumeric.effective(model, target.shape, node=target.probe_node)
+    field = rfnumeric.effective(model, input_shape, node=target.probe_node, memory_budget=memory_budget)
     tell(progress, 1, 1, "")
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]

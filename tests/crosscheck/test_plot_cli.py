@@ -274,13 +274,28 @@ def test_heatmap_axes_are_labelled():
     assert fig.axes[0].get_xlabel() == "l (pixel index)"
 
 
-def test_3d_heatmap_panels_share_their_depth_slice():
-    net = nn.Sequential(nn.Conv3d(1, 2, 3, padding=1), nn.ReLU(), nn.Conv3d(2, 2, 3, padding=1))
-    fig = plot.probe_heatmap(net, (1, 1, 9, 10, 10))
+def _depth_slices(fig) -> list[str]:
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert len(titles) == 2
-    slices = {line for t in titles for line in t.replace(", ", "\n").splitlines() if line.startswith("depth slice")}
-    assert len(slices) == 1 and next(iter(slices)).endswith("(the same in both panels)")
+    return [line for t in titles for line in t.replace(", ", "\n").splitlines() if line.startswith("depth slice")]
+
+
+def test_3d_heatmap_panels_share_their_depth_slice():
+    """At 11x12x12 the field (r 5) fits with room: both panels run on that input."""
+    net = nn.Sequential(nn.Conv3d(1, 2, 3, padding=1), nn.ReLU(), nn.Conv3d(2, 2, 3, padding=1))
+    slices = _depth_slices(plot.probe_heatmap(net, (1, 1, 11, 12, 12)))
+    assert len(set(slices)) == 1 and slices[0].endswith("(the same in both panels)")
+
+
+def test_3d_heatmap_panels_on_different_inputs_each_name_their_slice():
+    """At 9x10x10 the structural panel runs on a doubled input (room for the unit's
+    neighbours), the effective one on the user's, which holds the centre unit's field."""
+    net = nn.Sequential(nn.Conv3d(1, 2, 3, padding=1), nn.ReLU(), nn.Conv3d(2, 2, 3, padding=1))
+    fig = plot.probe_heatmap(net, (1, 1, 9, 10, 10))
+    slices = _depth_slices(fig)
+    assert slices == ["depth slice d = 9", "depth slice d = 4"]
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert "input 18×20×20" in titles[0] and "input 9×10×10" in titles[1]
 
 
 # ---- 7. the growth plot ----------------------------------------------------------------------
@@ -370,3 +385,37 @@ def test_growth_of_an_agreeing_model_has_no_problems():
     fig = plot.growth(nn.Sequential(nn.Conv2d(1, 1, 3, stride=2), nn.Conv2d(1, 1, 3)), (1, 1, 16, 16))
     assert fig.rfcheck_problems == [] and fig.rfcheck_incomplete == []
 
+
+
+# ---- 8. the effective field's memory budget --------------------------------------------------
+def test_heatmap_past_the_memory_budget_draws_the_structural_panel_and_says_why(models, tmp_path, capsys):
+    """``wide`` (r 25) at 16x16: the probe grows the input, and a real-weights pass there is
+    estimated above a 1 kB budget: the structural panel is drawn, the effective one says why
+    not, and the command exits 1 naming the option that raises the budget."""
+    out = tmp_path / "heat.png"
+    argv = ("plot", f"{models}:wide", "--input", "1x16x16", "--kind", "heatmap", "--out", str(out))
+    code, printed, err = rfcheck(capsys, *argv, "--max-memory-gb", "0.000001")
+    assert code == 1, err
+    assert out.read_bytes()[:8] == PNG_MAGIC
+    incomplete = [line for line in printed.splitlines() if line.startswith("INCOMPLETE: the effective heat map")]
+    assert len(incomplete) == 1 and "--max-memory-gb" in incomplete[0] and "memory budget" in incomplete[0]
+    fig = plot.probe_heatmap(_load(models, "wide"), (1, 1, 16, 16), memory_budget=1000)
+    assert fig.axes[1].get_title() == "effective: not measured" and "memory budget" in fig.axes[1].texts[0].get_text()
+    assert rfcheck(capsys, *argv)[0] == 0  # within the default budget: both panels
+
+
+def test_erf_past_the_memory_budget_is_refused_with_the_cli_way_out(models, capsys):
+    code, printed, err = rfcheck(capsys, "erf", f"{models}:wide", "--input", "1x16x16", "--samples", "2", "--max-memory-gb", "1e-6")
+    assert code != 0 and not printed
+    assert "memory budget" in err and "--max-memory-gb" in err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "lots", "inf"])
+def test_max_memory_gb_must_be_a_positive_number(tmp_path, capsys, value):
+    err = usage_error(capsys, "erf", "keras_minimal", "--max-memory-gb", value)
+    assert f"'{value}' is not a positive number of gigabytes" in err
+
+
+def test_max_memory_gb_is_refused_where_no_effective_field_is_drawn(tmp_path, capsys):
+    code, _, err = rfcheck(capsys, "plot", "keras_minimal", "--kind", "grid", "--out", str(tmp_path / "g.png"), "--max-memory-gb", "2")
+    assert code == 2 and "--max-memory-gb" in err and "--kind heatmap and erf" in err

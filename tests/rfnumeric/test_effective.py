@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import rfarith
 import rfnumeric
 from rfnumeric.effective import centroid, mass_radii
 
@@ -88,3 +89,80 @@ def test_mass_radius_definition():
     assert centroid(heat) == (4.5,)
     assert mass_radii(heat, (4.5,), 0.5) == (0.0,)
     assert mass_radii(heat, (4.5,), 0.9) == (1.0,)
+
+
+# ---- the input the real-weights passes run on, and their memory ------------------------------
+def strided_stack() -> nn.Sequential:
+    """Eight padded 3x3 convolutions, every second with stride 2: r 61, j 16. From a 32x32
+    input the structural probe grows far past the field (to 160x160)."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for i in range(8):
+        layers += [nn.Conv2d(3 if i == 0 else 8, 8, 3, stride=2 if i % 2 else 1, padding=1), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def plain_heat(model: nn.Module, shape: tuple[int, ...], unit: tuple[int, ...], n_inputs: int, seed: int) -> np.ndarray:
+    """The effective map by plain autograd on a float64 copy: the mean of |d unit / d input|."""
+    copy = nn.Sequential(*[m for m in model]).double().eval()
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.randn((n_inputs, *shape[1:]), generator=generator, dtype=torch.float64)
+    heat = np.zeros(shape[2:])
+    for x in inputs:
+        x = x[None].clone().requires_grad_(True)
+        out = copy(x)
+        (gradient,) = torch.autograd.grad(out[(0, slice(None), *unit)].sum(), [x])
+        heat += gradient.abs().sum(1)[0].numpy()
+    return heat / n_inputs
+
+
+def test_real_passes_run_on_the_smallest_input_that_holds_the_field():
+    model = strided_stack()
+    structural = rfnumeric.probe(model, (1, 3, 32, 32))
+    erf = rfnumeric.effective(model, (1, 3, 32, 32), n_inputs=3)
+    sizes = erf.input_shape[2:]
+    assert structural.input_shape[2:] == (160, 160) and structural.r == (61, 61)
+    assert sizes == (64, 64) and erf.unit == (2, 2)  # 3 jumps of 16 off each side
+    # the unit sees its whole structural field there: support moved by 3 jumps, off the border
+    moved = tuple((lo - 48, hi - 48) for lo, hi in structural.bounds)
+    assert all(0 < lo and hi < size - 1 for (lo, hi), size in zip(moved, sizes))
+    # and the map is what plain autograd gives for that unit on the same random inputs
+    expected = plain_heat(model, (1, 3, *sizes), erf.unit, 3, 0)
+    np.testing.assert_allclose(erf.heatmap, expected, rtol=1e-12, atol=0)
+    box = tuple(slice(lo, hi + 1) for lo, hi in moved)
+    outside = erf.heatmap.copy()
+    outside[box] = 0
+    assert not outside.any() and erf.heatmap[box].any()
+
+
+def test_a_field_that_follows_the_input_size_keeps_the_probe_input():
+    """Adaptive pooling to 8x8 after the stack: its windows follow the input size, so a smaller
+    input changes the unit's field, and the structural check keeps the probe's input."""
+    model = nn.Sequential(*strided_stack(), nn.AdaptiveAvgPool2d(8))
+    with pytest.warns(rfnumeric.GrownInputWarning):
+        structural = rfnumeric.probe(model, (1, 3, 32, 32))
+        erf = rfnumeric.effective(model, (1, 3, 32, 32), n_inputs=2)
+    assert structural.input_shape[2:] != (32, 32)
+    assert erf.input_shape[2:] == structural.input_shape[2:] and erf.unit == structural.unit
+
+
+def test_a_pass_over_the_memory_budget_is_refused_with_the_estimate():
+    model = strided_stack()
+    with pytest.raises(rfarith.ProbeError) as refused:
+        rfnumeric.effective(model, (1, 3, 32, 32), n_inputs=2, memory_budget=2**20)
+    message = str(refused.value)
+    assert refused.value.kind == "memory"
+    assert "64×64" in message and "1.0 MB" in message and "measured at 32×32" in message
+    assert "memory_budget=" in message and "--max-memory-gb" in message
+    # at the user's own input there is nothing to estimate: its pass is what the user's costs
+    small = rfnumeric.effective(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1)), (1, 3, 16, 16), n_inputs=2, memory_budget=1)
+    assert small.input_shape[2:] == (16, 16)
+
+
+def test_a_map_every_path_of_which_is_global_follows_the_global_op():
+    """A classifier's logits: the structural probe follows the pooling (no local path); the
+    real-weights passes do too, instead of finding no gradient."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    erf = rfnumeric.effective(model, (1, 3, 16, 16), n_inputs=2)
+    assert erf.heatmap.shape == (16, 16) and (erf.heatmap > 0).all()
