@@ -27,7 +27,7 @@ from .search import probes_per_forward
 
 FRACTIONS = (0.5, 0.9, 0.99)
 EFFECTIVE_BUDGET = 3 * 2**29  # bytes a real-weights pass of one input may take (1.5 GiB)
-REAL_BYTES_PER_ELEMENT = 16  # per float64 element a real-weights forward produces: value, gradient
+REAL_BYTES_PER_ELEMENT = 12  # per float64 element a real-weights forward produces (ResNet-50 at 448x448: 11.9 measured)
 
 
 def effective(
@@ -46,7 +46,7 @@ def effective(
     The structural probe first finds an input large enough for the field and the centre unit;
     the real-weights passes run on the smallest input, from there down in whole jumps of the
     map, whose centre unit still sees its whole structural field (checked by a structural
-    probe there), never smaller than ``input_shape``. The model runs with its real weights and
+    measurement of the unit there), never smaller than ``input_shape``. The model runs with its real weights and
     nonlinearities (a float64 copy, in eval mode) on ``n_inputs`` standard-normal inputs drawn
     with ``seed``, and the map is the mean of ``|input gradient|`` (summed over channels) of
     that unit. ``mode`` is as in :func:`probe`.

@@ -160,18 +160,24 @@ def probe_shape(input_shape: Sequence[int], rf: ReceptiveField) -> tuple[int, ..
 def fitting_probe_shape(model: nn.Module, rep: Report, rf: ReceptiveField) -> tuple[int, ...]:
     """:func:`probe_shape`, checked: where it is larger than the user's input, the field must
     not change with the input size (adaptive pooling makes it grow with the input, and the
-    probe would chase it), else a clear error instead of a long failing search."""
+    probe would chase it), else a clear error instead of a long failing search. A model that
+    rejects the larger input (a fixed token grid, a size check) is probed at the user's input,
+    where the probe reads what fits of the field and flags the rest as cut by the border."""
     shape = probe_shape(rep.input_shape, rf)
     if shape == tuple(rep.input_shape):
         return shape
-    larger = analyse(model, shape)[rf.node]
+    try:
+        larger = analyse(model, shape)[rf.node]
+    except (rfarith.ShapeError, rfarith.TraceError, rfarith.UnknownNode):
+        return tuple(rep.input_shape)
     if (larger.r, larger.j, larger.start) != (rf.r, rf.j, rf.start):
         size, bigger = ("×".join(map(str, s[2:])) for s in (rep.input_shape, shape))
         raise ValueError(
             f"the field of '{rf.node}' does not fit the input ({size}) and changes with the input size "
             f"(r {per_axis_text(rf.r)} at {size}, {per_axis_text(larger.r)} at {bigger}; adaptive pooling?), "
-            "so the probe cannot measure it on a larger input. Use numeric=False, or a node before the "
-            "size-dependent op."
+            "so the probe cannot measure it on a larger input. Way out: a node before the size-dependent op "
+            "(node=NAME; CLI: --node NAME), or the analytic view alone (numeric=False; CLI: --no-numeric, "
+            "for --kind grid and growth)."
         )
     return shape
 

@@ -350,8 +350,9 @@ def test_size_dependent_fields_are_refused_before_probing():
     net = nn.Sequential(nn.Conv2d(1, 1, 9), nn.AdaptiveAvgPool2d(4))
     with pytest.raises(ValueError, match="changes with the input size"):
         plot.rf_grid(net, (1, 1, 16, 16))
-    with pytest.raises(ValueError, match="changes with the input size"):
+    with pytest.raises(ValueError, match="changes with the input size") as refused:
         plot.probe_heatmap(net, (1, 1, 16, 16), effective=False)
+    assert "CLI: --node NAME" in str(refused.value) and "CLI: --no-numeric" in str(refused.value)  # a way out from either side
     png(plot.rf_grid(net, (1, 1, 16, 16), numeric=False))
 
 

@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 from torch import nn  # noqa: E402
 
 import rfarith  # noqa: E402
-from crosscheck import cli, plot  # noqa: E402
+from crosscheck import cli, plot, zoo  # noqa: E402
 from crosscheck.plot import grid, layers  # noqa: E402
 from rfarith.walk import Row  # noqa: E402
 
@@ -419,3 +419,14 @@ def test_max_memory_gb_must_be_a_positive_number(tmp_path, capsys, value):
 def test_max_memory_gb_is_refused_where_no_effective_field_is_drawn(tmp_path, capsys):
     code, _, err = rfcheck(capsys, "plot", "keras_minimal", "--kind", "grid", "--out", str(tmp_path / "g.png"), "--max-memory-gb", "2")
     assert code == 2 and "--max-memory-gb" in err and "--kind heatmap and erf" in err
+
+
+def test_a_model_that_rejects_the_doubled_input_is_probed_at_the_users(tmp_path, capsys):
+    """The zoo's Swin-style net partitions a 28x28 token grid: it accepts 112x112 only, while
+    its deepest map's field (r 168) would want a larger input. The plots probe at 112x112 and
+    draw what fits (they used to stop with a shape error for an input the user never gave)."""
+    for kind in ("grid", "heatmap"):
+        code, printed, err = rfcheck(capsys, "plot", "swin_tiny_style", "--kind", kind, "--out", str(tmp_path / f"{kind}.png"))
+        assert code == 0, (kind, err, printed)
+    fig = plot.probe_heatmap(zoo.build("swin_tiny_style"), (1, 3, 112, 112), effective=False)
+    assert "input 112×112" in fig.axes[0].get_title()
