@@ -320,9 +320,10 @@ def select_output(value: Any, output: int | str | None, where: str) -> torch.Ten
         )
     described = ", ".join(f"{k!r}: {_describe(items[k])}" for k in keys)
     if output is None:
-        raise ValueError(
-            f"{where} returns {len(keys)} outputs ({described}); choose one with output=<key or index>"
-        )
+        way = "choose one with output=<key or index>"
+        if where == "the model":  # the model's outputs are nodes too, as rfarith's report names them
+            way += f", or name it as a node: node='output[{keys[-1]}]' (CLI: --node 'output[{keys[-1]}]')"
+        raise ValueError(f"{where} returns {len(keys)} outputs ({described}); {way}")
     if output not in items:
         raise ValueError(f"output={output!r} is not one of the outputs of {where} ({described})")
     chosen = items[output]

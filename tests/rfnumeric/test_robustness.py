@@ -128,8 +128,13 @@ class TwoHeads(nn.Module):
 
 
 def test_several_outputs_need_a_choice_that_lists_them():
-    with pytest.raises(ValueError, match=r"2 outputs \('low': tensor .*'high': tensor .*output="):
+    with pytest.raises(ValueError, match=r"2 outputs \('low': tensor .*'high': tensor .*output=") as refused:
         rfnumeric.probe(TwoHeads(as_dict=True), (1, 1, 16, 16))
+    # the way out from the CLI too, which has no output= (the erf command used to name only it)
+    assert "node='output[high]' (CLI: --node 'output[high]')" in str(refused.value)
+    with pytest.raises(ValueError, match=r"node='output\[1\]'"):
+        rfnumeric.effective(TwoHeads(as_dict=False), (1, 1, 16, 16), n_inputs=1)
+    assert rfnumeric.effective(TwoHeads(as_dict=False), (1, 1, 16, 16), n_inputs=1, node="output[1]").structural_r == (5, 5)
     with pytest.raises(ValueError, match=r"is not one of the outputs"):
         rfnumeric.probe(TwoHeads(as_dict=True), (1, 1, 16, 16), output="middle")
 
