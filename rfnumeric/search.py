@@ -532,8 +532,11 @@ def field_hint(r: Sequence[int], j: Sequence) -> tuple[int, ...]:
 def start_sizes(
     user: Sequence[int], size_hint: int | Sequence[int] | None, max_size: int
 ) -> tuple[int, ...]:
-    """Where the search starts: the user's input, or enough for a field of ``size_hint`` pixels
-    with room around it (keeping the residues of the user's size: :func:`keeping_residues`)."""
+    """Where the search starts: the user's input, or, along an axis where a field of
+    ``size_hint`` pixels does not fit it, enough for that field with room around it (keeping
+    the residues of the user's size: :func:`keeping_residues`). A field that fits starts at the
+    user's input even without room: the border test grows it if it must (room added to a fit
+    doubled a U-Net's input, 128 to 256, and a global map's, 224 to 288, in every compare)."""
     if size_hint is None:
         return tuple(user)
     hints = (
@@ -542,7 +545,8 @@ def start_sizes(
     if len(hints) != len(user):
         raise ValueError(f"size_hint {size_hint!r} needs one size per spatial axis ({len(user)})")
     return tuple(
-        min(keeping_residues(h + max(8, h // 4), u), max(max_size, u)) for u, h in zip(user, hints)
+        u if h <= u else min(keeping_residues(h + max(8, h // 4), u), max(max_size, u))
+        for u, h in zip(user, hints)
     )
 
 

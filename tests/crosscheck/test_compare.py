@@ -395,6 +395,16 @@ def test_a_field_that_does_not_fit_is_compared_again_where_the_probe_grew():
     assert sizes[0] == (8, 8) and len(sizes) == 2 and min(sizes[1]) > 12
 
 
+def test_fields_that_fit_are_compared_at_the_user_input_alone():
+    """Every field here fits 16x16 (r 3, 5, and the pooling's global 16): no search starts
+    larger. The head start used to add room to each hint (5 + 4 jumps + 8, up to 32) and the
+    global map's (16 + 8), so every row was measured, and compared again, at 32x32."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.AdaptiveAvgPool2d(1))
+    frame = crosscheck.assert_agree(net, (1, 1, 16, 16))
+    assert set(frame["compared_at"]) == {((16, 16),)}
+
+
 # ---- nodes ---------------------------------------------------------------------------------------
 def test_nodes_restricts_the_rows():
     frame = crosscheck.compare(chain(), (1, 1, 8, 8), nodes=["0", "2"])

@@ -38,6 +38,8 @@ def test_strict_growth_keeps_more_residues(user, strictness):
 def test_start_sizes_hold_the_hinted_field_with_room():
     assert start_sizes((24, 24), 41, 4096) == (56, 56)  # 41 + 8 = 49, up to 24 + 4 * 8
     assert start_sizes((13,), 100, 64) == (64,)  # capped at max_size
+    assert start_sizes((128, 128), 112, 4096) == (128, 128)  # a field that fits starts where asked
+    assert start_sizes((128, 32), (112, 41), 4096) == (128, 64)  # per axis
 
 
 class FixedCrop(nn.Module):
