@@ -273,9 +273,10 @@ def user_max(user: tuple[int, ...], max_size: int) -> int:
 
 
 def _measured_apart(session, sizes, requests: list[Request], local: bool, errors: dict):
-    """One measurement of every request (split to fit the memory budget), or, if one map
+    """One measurement of every request (split to fit the memory budget, at the most a probe
+    of this session has cost per input pixel so far: the searches ran first), or, if one map
     cannot be measured, each map's own; a map that fails gets its error in ``errors``."""
-    cost = ELEMENTS_PER_PIXEL * math.prod(sizes)
+    cost = math.ceil(max(ELEMENTS_PER_PIXEL, session.elements_per_pixel) * math.prod(sizes))
     try:
         yield _measure_within(session, sizes, requests, local, cost, MEMORY_BUDGET)
         return

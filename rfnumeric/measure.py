@@ -13,6 +13,7 @@ when the model mixes batch elements or fails on a larger batch.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -293,6 +294,9 @@ class Session:
         self.resolver = Resolver(self.model, self.shape)
         self.collapse = weights == "structural"
         self.batched = True
+        # the most tensor elements per input pixel one probe produced in any measurement so
+        # far (0 before the first): what a measurement of unknown cost is budgeted at
+        self.elements_per_pixel = 0.0
 
     @property
     def channels(self) -> int:
@@ -537,12 +541,10 @@ class Session:
                     periodic_before.get(request.target, ()),
                 )
             )
+        per_probe = mode.records.elements // max(batch, 1)
+        self.elements_per_pixel = max(self.elements_per_pixel, per_probe / math.prod(sizes))
         return Measurement(
-            sizes,
-            (batch, self.channels, *sizes),
-            elements,
-            bool(mode.records.compressed),
-            mode.records.elements // max(batch, 1),
+            sizes, (batch, self.channels, *sizes), elements, bool(mode.records.compressed), per_probe
         )
 
     @staticmethod

@@ -22,8 +22,10 @@ from torch import nn
 
 import crosscheck
 import rfarith
+import rfnumeric
 from crosscheck import numeric
 from crosscheck.reasons import Reason
+from rfnumeric.search import BYTES_PER_ELEMENT
 from tests.snapshot import ModelSnapshot
 
 
@@ -472,6 +474,32 @@ def test_nodes_sharing_one_tensor_are_measured_once_with_the_same_answer(monkeyp
     alone = crosscheck.compare(model, shape, nodes=nodes)
     assert together.astype(str).equals(alone.astype(str))
     assert together["agree"].all()
+
+
+def test_unit_measurements_are_budgeted_at_what_the_searches_measured(monkeypatch):
+    """A 40-conv stack produces about 40 tensor elements per input pixel per probe, five times
+    the default estimate (8) a measurement of units was budgeted at whatever the searches had
+    measured. Now the units are split to fit the budget at the measured cost."""
+    from crosscheck import numeric
+
+    net = nn.Sequential(*[nn.Conv2d(1, 1, 3, padding=1) for _ in range(40)])
+    prober = numeric.Prober(net, (1, 1, 16, 16), "local", 4096)
+    fitted = prober.fields({"39": ((16, 16), frozenset())})
+    assert isinstance(fitted["39"], rfnumeric.ProbeResult) and prober.session.elements_per_pixel >= 40
+    units = [(i, i) for i in range(9)]
+    budget = 9 * numeric.ELEMENTS_PER_PIXEL * 256 * BYTES_PER_ELEMENT  # 9 probes at the default estimate
+    monkeypatch.setattr(numeric, "MEMORY_BUDGET", budget)
+    forwards = []
+    measure = prober.session.measure
+
+    def counted(sizes, requests, local):
+        forwards.append(len(requests))
+        return measure(sizes, requests, local)
+
+    monkeypatch.setattr(prober.session, "measure", counted)
+    ((name, found),) = list(prober.units((16, 16), {"39": units}, {"39": True}))
+    assert name == "39" and set(found.supports) == set(units)
+    assert sum(forwards) == 9 and max(forwards) * prober.session.elements_per_pixel * 256 * BYTES_PER_ELEMENT <= budget
 
 
 def test_one_forward_never_mixes_graph_nodes_with_module_calls(monkeypatch):
