@@ -182,6 +182,30 @@ def fitting_probe_shape(model: nn.Module, rep: Report, rf: ReceptiveField) -> tu
     return shape
 
 
+def measurable_field(model: nn.Module, rep: Report, node: str | None) -> tuple[ReceptiveField, tuple[int, ...]]:
+    """:func:`node_field` for plots that probe, with the input to probe it at
+    (:func:`fitting_probe_shape`). With no node given: the default map, or, where its field
+    does not fit the input and changes with the input size (a torchvision VGG's or AlexNet's
+    adaptive pooling before the classifier), the deepest map before it whose field the probe
+    can measure on a larger input; if none can, the default map's error."""
+    rf = node_field(rep, node)
+    try:
+        return rf, fitting_probe_shape(model, rep, rf)
+    except ValueError:
+        if node is not None:
+            raise
+        names = [row.name for row in rep.rows]
+        earlier = reversed(names[: names.index(rf.node)] if rf.node in names else [])
+        for row in (rep.row(name) for name in earlier):
+            if row.op in ("input", "output") or row.field is None or not is_spatial_map(row.field, row.shape):
+                continue
+            try:
+                return row.field, fitting_probe_shape(model, rep, row.field)
+            except ValueError:
+                continue
+        raise
+
+
 def field_title(rf: ReceptiveField) -> str:
     """``'pool5: r 195, j 32, start 33.5'`` plus the flags, as rfarith writes them."""
     text = f"{rf.node}: r {per_axis_text(rf.r)}, j {per_axis_text(rf.j)}, start {per_axis_text(rf.start)}"

@@ -26,6 +26,7 @@ from .common import (
     check_node_arg,
     field_title,
     fitting_probe_shape,
+    measurable_field,
     new_axes,
     node_field,
     probe_node,
@@ -311,7 +312,7 @@ def rf_grid(
         numeric = model is not None
     if numeric and model is None:
         raise ValueError("numeric=True needs the model (the probe runs it); a Report is analytic only")
-    rf = node_field(rep, node)
+    rf = measurable_field(model, rep, node)[0] if numeric else node_field(rep, node)
     if math.prod(rf.n) == 1:
         raise ValueError(
             f"'{rf.node}' has a single unit ({rf.describe_flags() or 'one field'}): a grid needs a map "

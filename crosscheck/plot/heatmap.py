@@ -26,8 +26,7 @@ from .common import (
     analysis_at,
     check_node_arg,
     colour_norm,
-    fitting_probe_shape,
-    node_field,
+    measurable_field,
     probe_node,
     span_text,
     tell,
@@ -68,10 +67,10 @@ def numeric_target(
         return Target(None, node, node, tuple(input_shape), f"analytic bounds n/a ({type(e).__name__})")
     if node is not None and node in rep.missing:  # the probe can still draw what it measures
         return Target(None, node, probe_node(rep, node), tuple(input_shape), f"analytic bounds n/a ({rep.missing[node]})")
-    rf = node_field(rep, node)
+    rf, shape = measurable_field(model, rep, node)
     measured = not rep.traced or rep.row(rf.node).source == "probe"
     bounds_from = "report, measured by the probe" if measured else "analytic"
-    return Target(rep, rf.node, probe_node(rep, rf.node), fitting_probe_shape(model, rep, rf), bounds_from=bounds_from)
+    return Target(rep, rf.node, probe_node(rep, rf.node), shape, bounds_from=bounds_from)
 
 
 def analytic_spans(

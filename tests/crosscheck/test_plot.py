@@ -349,11 +349,23 @@ def test_size_dependent_fields_are_refused_before_probing():
     the 32x32 input the probe would need, the pooling window and so the field are larger."""
     net = nn.Sequential(nn.Conv2d(1, 1, 9), nn.AdaptiveAvgPool2d(4))
     with pytest.raises(ValueError, match="changes with the input size"):
-        plot.rf_grid(net, (1, 1, 16, 16))
+        plot.rf_grid(net, (1, 1, 16, 16), node="1")
     with pytest.raises(ValueError, match="changes with the input size") as refused:
-        plot.probe_heatmap(net, (1, 1, 16, 16), effective=False)
+        plot.probe_heatmap(net, (1, 1, 16, 16), node="1", effective=False)
     assert "CLI: --node NAME" in str(refused.value) and "CLI: --no-numeric" in str(refused.value)  # a way out from either side
     png(plot.rf_grid(net, (1, 1, 16, 16), numeric=False))
+
+
+def test_the_default_map_of_a_probing_plot_is_one_the_probe_can_measure():
+    """A torchvision VGG or AlexNet ends its features with adaptive pooling, the default map
+    (the deepest with several units): its field does not fit 224x224 and changes with the
+    input size. With no node named, the probing plots draw the deepest map before it that the
+    probe can measure (`rfcheck plot vgg16` used to stop with the error above); the analytic
+    grid still draws the default map."""
+    net = nn.Sequential(nn.Conv2d(1, 1, 9), nn.AdaptiveAvgPool2d(4))
+    assert plot.rf_grid(net, (1, 1, 16, 16)).axes[0].get_title().startswith("0: r 9")
+    assert plot.rf_grid(net, (1, 1, 16, 16), numeric=False).axes[0].get_title().startswith("1: ")
+    assert "'0' unit" in plot.probe_heatmap(net, (1, 1, 16, 16), effective=False).axes[0].get_title()
 
 
 def test_growth_and_heatmap_errors():
