@@ -294,10 +294,6 @@ class Session:
         self.resolver = Resolver(self.model, self.shape)
         self.collapse = weights == "structural"
         self.batched = True
-        # structural measurements check what they read (the input gradient) and run again
-        # checking every op only when that is not finite, to name the op that made NaN or Inf
-        # (a sum per op took a fifth of a probe); real weights check every op as they go
-        self.check_each_op = weights != "structural"
         # the most tensor elements per input pixel one probe produced in any measurement so
         # far (0 before the first): what a measurement of unknown cost is budgeted at
         self.elements_per_pixel = 0.0
@@ -467,7 +463,6 @@ class Session:
             model_dtype=self.model_dtype,
             regroup=regroup,
             regrouping=REGROUPING,
-            check_each_op=self.check_each_op,
         )
 
     def _measure(self, sizes: tuple[int, ...], requests: list[Request], local: bool) -> Measurement:
@@ -503,12 +498,7 @@ class Session:
         scales = [s for _, s in mode.records.cuts]
         grads = self._backward(outputs, [leaf, *scales], seeds)
         gradient = grads[0] if grads[0] is not None else torch.zeros_like(leaf)
-        try:
-            self._check_finite(gradient, mode)
-        except ProbeError:
-            if self.check_each_op:
-                raise
-            return self._measured_checking_each_op(sizes, requests, local)
+        self._check_finite(gradient, mode)
         heat = input_heat(gradient)
         before = {
             t: tuple(dict.fromkeys(_ops_before(mode.records.size_dependent, mode.records.size_dependent_before, t.name)))
@@ -578,17 +568,6 @@ class Session:
         where = "the model" if target.locator.kind == "output" else f"node '{target.name}'"
         tensor = select_output(captured[target.name], target.output, where)
         return tensor
-
-    def _measured_checking_each_op(
-        self, sizes: tuple[int, ...], requests: list[Request], local: bool
-    ) -> Measurement:
-        """The measurement again, every op's output checked as it is made: raises naming the
-        first op whose output is not finite, or, where the forward is finite, the backward's."""
-        self.check_each_op = True
-        try:
-            return self._measure(sizes, requests, local)
-        finally:
-            self.check_each_op = False
 
     def _check_finite(self, gradient: torch.Tensor, mode: ProbeMode) -> None:
         first = mode.records.first_nonfinite

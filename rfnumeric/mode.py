@@ -313,8 +313,7 @@ class ProbeMode(TorchFunctionMode):
     cut global spatial reductions. ``collapse``: keep equal channels as one. ``batch``: the
     number of probes sharing the batch (ops that mix batch elements then signal a retry).
     ``model_dtype``: the floating dtype of the user's model, for surrogates whose non-zero
-    pattern depends on rounding (resampling index maps). ``check_each_op``: check each op's
-    output for NaN and Inf as it is made.
+    pattern depends on rounding (resampling index maps).
     """
 
     def __init__(
@@ -331,13 +330,9 @@ class ProbeMode(TorchFunctionMode):
         model_dtype: torch.dtype = torch.float32,
         regroup: Callable[[Any, tuple, dict], Any] | None = None,
         regrouping: frozenset = frozenset(),
-        check_each_op: bool = True,
     ) -> None:
         super().__init__()
         self.naming = naming
-        # whether every op's output is checked for NaN and Inf as it is made (naming the first
-        # op that makes one); off, the caller checks what it reads and runs again with it on
-        self.check_each_op = check_each_op
         self.model_dtype = model_dtype  # the floating dtype the user's model computes in
         self.structural = structural
         self.local = local
@@ -488,7 +483,7 @@ class ProbeMode(TorchFunctionMode):
         setattr(target, _HOOKED, True)
         setattr(target, _NAME, self.name)
         self.records.elements += target.numel()
-        if self.check_each_op and not all_finite(target.detach()):
+        if not all_finite(target.detach()):
             kind = "NaN" if bool(torch.isnan(target).any()) else "Inf"
             module = self.naming.module()
             raise ProbeError(
