@@ -65,6 +65,8 @@ def effective(
     """
     if n_inputs < 1:
         raise ValueError(f"n_inputs must be at least 1, got {n_inputs}")
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, float)) or not memory_budget > 0:
+        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
     structural = probe(model, input_shape, node=node, mode=mode, output=output, max_size=max_size)
     # where every path passes a global op, the structural probe followed it (its result is in
     # full mode): the real-weights passes follow it too, or no pixel would get gradient

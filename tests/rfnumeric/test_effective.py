@@ -166,3 +166,9 @@ def test_a_map_every_path_of_which_is_global_follows_the_global_op():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
     erf = rfnumeric.effective(model, (1, 3, 16, 16), n_inputs=2)
     assert erf.heatmap.shape == (16, 16) and (erf.heatmap > 0).all()
+
+
+@pytest.mark.parametrize("budget", [0, -1, "2GB", None, True])
+def test_memory_budget_must_be_a_positive_number_of_bytes(budget):
+    with pytest.raises(ValueError, match="memory_budget must be a positive number of bytes"):
+        rfnumeric.effective(nn.Conv2d(1, 1, 3), (1, 1, 8, 8), memory_budget=budget)
