@@ -25,7 +25,6 @@ from .common import (
     as_image,
     check_node_arg,
     field_title,
-    fitting_probe_shape,
     measurable_field,
     new_axes,
     node_field,
@@ -122,16 +121,20 @@ def analytic_boxes(rf: ReceptiveField) -> list[UnitBox]:
 
 
 def with_probe(
-    model: nn.Module, rep: Report, rf: ReceptiveField, boxes: list[UnitBox], progress: Progress | None = None
+    model: nn.Module,
+    rep: Report,
+    rf: ReceptiveField,
+    boxes: list[UnitBox],
+    shape: tuple[int, ...],
+    progress: Progress | None = None,
 ) -> tuple[list[UnitBox], str]:
     """Probe each box's unit and add its measured bounds, clipped to the input.
 
-    The probe runs at :func:`~crosscheck.plot.common.fitting_probe_shape` (the input itself when
-    the field fits in it). A larger input keeps pixel 0 where it was, so a unit index names the same
+    The probe runs at ``shape``, :func:`~crosscheck.plot.common.measurable_field`'s (the input
+    itself when the field fits in it). A larger input keeps pixel 0 where it was, so a unit index names the same
     field there, and its bounds cut to the input compare with the real field. Returns the
     boxes and a note naming the probe's input size when it differs. ``progress(done, total,
     what)`` follows the units probed."""
-    shape = fitting_probe_shape(model, rep, rf)
     name = probe_node(rep, rf.node)
     sizes = tuple(rep.input_shape[2:])
     out, ran = [], set()
@@ -312,7 +315,7 @@ def rf_grid(
         numeric = model is not None
     if numeric and model is None:
         raise ValueError("numeric=True needs the model (the probe runs it); a Report is analytic only")
-    rf = measurable_field(model, rep, node)[0] if numeric else node_field(rep, node)
+    rf, shape = measurable_field(model, rep, node) if numeric else (node_field(rep, node), None)
     if math.prod(rf.n) == 1:
         raise ValueError(
             f"'{rf.node}' has a single unit ({rf.describe_flags() or 'one field'}): a grid needs a map "
@@ -323,7 +326,8 @@ def rf_grid(
     boxes, note = analytic_boxes(rf), ""
     if numeric:
         assert model is not None
-        boxes, note = with_probe(model, rep, rf, boxes, progress)
+        assert shape is not None
+        boxes, note = with_probe(model, rep, rf, boxes, shape, progress)
     fig, ax = new_axes(ax, (8.0, 8.5) if len(sizes) > 1 else (10.0, 4.2))
     title = [field_title(rf)]
     if len(sizes) == 1:
