@@ -160,8 +160,11 @@ class _Row:
             found.append((Reason.MEASURED_OP, f"no analytic rule for {row.op}: measured by the probe as a black box"))
         if rf is not None and (rf.global_via or any(f.is_global for f in rf.fields) and not rf.broadcast_axes):
             via = rf.global_via[0] if rf.global_via else rf.node
-            seen = "the whole input is compared" if mode == "full" and rf.global_via else "every unit sees the whole input"
-            found.append((Reason.GLOBAL, f"global: {seen} (via {via})"))
+            if "causal" in rf.flags:
+                found.append((Reason.GLOBAL, f"global: a unidirectional recurrence (via {via}), each of whose units sees the sequence up to its own step"))
+            else:
+                seen = "the whole input is compared" if mode == "full" and rf.global_via else "every unit sees the whole input"
+                found.append((Reason.GLOBAL, f"global: {seen} (via {via})"))
         if self.grown_note:
             found.append((Reason.USER_INPUT_ONLY, self.grown_note))
         elif isinstance(self.fitted, rfnumeric.ProbeResult) and self.fitted.growth_refused:

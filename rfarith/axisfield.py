@@ -348,13 +348,33 @@ def union(fields: list[AxisField]) -> AxisField:
     return AxisField(period, jump, canonical_phases, n, head, tail)
 
 
-def summary(fields: list[AxisField]) -> AxisField:
+def summary(fields: list[AxisField], causal: bool = False) -> AxisField:
     """The per-axis field a table reports for a union of terms: the union of the terms that
     step with the map, leaving out those that do not (a map of one unit broadcast or resized: a
     constant set added to every unit, or to every unit of a phase; no lattice) unless no other
-    term is left."""
+    term is left. ``causal`` (a unidirectional recurrence on the way, :func:`prefix_of_units`),
+    beside a term that does not step but whose real units differ (over a flattened grid: row
+    i sees rows 0..i-1 whole and itself): no lattice, the per-unit union of all terms."""
     lattice = [f for f in fields if f.steps]
+    if causal and lattice and any(not f.steps and f.head for f in fields):
+        return _units_union(fields)
     return union(lattice or fields)
+
+
+def _units_union(fields: list[AxisField]) -> AxisField:
+    """The global field whose real unit m sees what unit m of every field sees (its periodic
+    part the hull of them all)."""
+    n = fields[0].n
+    seen = []
+    for m in range(n):
+        acc = EMPTY
+        for f in fields:
+            acc = _union(acc, f.real(m))
+        seen.append(acc)
+    hull = EMPTY
+    for phase in seen:
+        hull = _union(hull, phase)
+    return AxisField(1, 0, (hull,), n, tuple(seen), ())
 
 
 def _phase_within(small: Phase, big: Phase) -> bool:
@@ -401,6 +421,21 @@ def hull_of_units(field: AxisField, n_out: int, extent: int) -> AxisField:
         for m in range(field.n):
             acc = _union(acc, field.real(m))
     return constant(_clip(acc, extent), n_out)
+
+
+def prefix_of_units(field: AxisField, extent: int, strict: bool = False) -> AxisField:
+    """Causal field: real unit ``t`` sees what real units ``0 .. t`` saw together (``strict``:
+    ``0 .. t-1``, so unit 0 sees nothing), clipped: a unidirectional recurrence along the axis,
+    whose state after step t is computed from steps 0..t. The periodic part is the hull of
+    every unit (``j = 0``, as a global field's); every real unit's own field is exact in
+    ``head``."""
+    acc = EMPTY
+    seen = []
+    for m in range(field.n):
+        before = acc
+        acc = _union(acc, field.real(m))
+        seen.append(_clip(before if strict else acc, extent))
+    return AxisField(1, 0, (_clip(acc, extent),), field.n, tuple(seen), ())
 
 
 def with_units(field: AxisField, n: int) -> AxisField:

@@ -24,6 +24,8 @@ class UnsupportedOp(RFError):
     def __init__(self, node: str, op: str, detail: str = "", way_out: str | None = None) -> None:
         self.node = node
         self.op = op
+        self.detail = detail
+        self.way_out = way_out
         reason = f": {detail}" if detail else ""
         super().__init__(f"no receptive-field rule for {op} at node '{node}'{reason}. Way out: {way_out or self.WAY_OUT}.")
 

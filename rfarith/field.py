@@ -13,7 +13,7 @@ import numpy as np
 from . import axisfield as af
 from .axisfield import AxisField
 
-FLAG_ORDER = ("global", "holes", "misaligned", "nonuniform", "rounding", "clipped", "approximate")
+FLAG_ORDER = ("global", "causal", "holes", "misaligned", "nonuniform", "rounding", "clipped", "approximate")
 
 
 def _pixels(phase: tuple[int, int]) -> tuple[int, ...]:
@@ -101,7 +101,8 @@ class ReceptiveField:
         every unit sees alike along an axis is left out there when others step: ``af.summary``)."""
         if len(self.terms) == 1:
             return self.terms[0]
-        return tuple(af.summary([t[a] for t in self.terms]) for a in range(len(self.axes)))
+        causal = "causal" in self.extra_flags
+        return tuple(af.summary([t[a] for t in self.terms], causal) for a in range(len(self.axes)))
 
     @property
     def broadcast_axes(self) -> tuple[str, ...]:

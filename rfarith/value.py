@@ -84,7 +84,8 @@ class Value:
         """Per input axis, the union over terms (what the per-axis tables report)."""
         if len(self.terms) == 1:
             return self.terms[0]
-        return tuple(af.summary([t[a] for t in self.terms]) for a in range(len(self.extent)))
+        causal = "causal" in self.flags
+        return tuple(af.summary([t[a] for t in self.terms], causal) for a in range(len(self.extent)))
 
     # ---- layout --------------------------------------------------------------------------
     @property
@@ -131,6 +132,30 @@ class Value:
             for a in axes
         }
         return self.map_fields(maps, via)
+
+    def causal(self, axes: tuple[int, ...], node: str) -> Value:
+        """Step t of a unidirectional recurrence over a sequence that holds ``axes`` (outermost
+        first: raster order) now sees what steps 0..t saw together: a global mixing whose real
+        units stay exact, flagged ``causal``. A step before t equals t along the axes before
+        some level, comes before it along that level's axis and is anything along the axes
+        after it, or is t itself: one term per level (the last level's prefix holds t)."""
+        extent = self.extent
+        terms = []
+        for term in self.terms:
+            for level, a in enumerate(axes):
+                last = level == len(axes) - 1
+                fields = list(term)
+                fields[a] = af.prefix_of_units(term[a], extent[a], strict=not last)
+                for b in axes[level + 1 :]:
+                    fields[b] = af.hull_of_units(term[b], term[b].n, extent[b])
+                terms.append(tuple(fields))
+        kept, approximate = pruned(terms)
+        return replace(
+            self,
+            terms=kept,
+            global_via=_dedupe(self.global_via + (node,)),
+            flags=self.flags | approximate | {"causal"},
+        )
 
     def relaid(self, shape: tuple[int, ...]) -> Value:
         """Same meaning per dimension, sizes from ``shape`` (after a rule has mapped the fields).

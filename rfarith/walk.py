@@ -188,6 +188,18 @@ class _Walk:
             self.fake[node] = torch.empty(self.shape, dtype=dtype, device=device)
         self.values[node] = input_value(self.shape)
 
+    def _measured_after(self, call: Call, refused: UnsupportedOp) -> Value:
+        """The fallback's measurement of an op whose rule refused it; if that fails too, both
+        reasons (the rule's says what the arithmetic cannot express)."""
+        assert self.fallback is not None
+        try:
+            return self.fallback(call)  # the hybrid measures what the arithmetic refuses
+        except UnsupportedOp as failed:
+            if failed.node != refused.node or not refused.detail:
+                raise
+            detail = f"{refused.detail}; measured as a black box: {failed.detail}" if failed.detail else refused.detail
+            raise UnsupportedOp(refused.node, refused.op, detail, refused.way_out or failed.way_out) from failed
+
     def _call(self, node: fx.Node, name: str, module: nn.Module | None, mode: FakeTensorMode) -> None:
         args = fx.node.map_arg(node.args, lambda n: self.fake[n])
         kwargs = fx.node.map_arg(node.kwargs, lambda n: self.fake[n])
@@ -238,10 +250,10 @@ class _Walk:
         if rule is not None:
             try:
                 value = rule(call)
-            except UnsupportedOp:
+            except UnsupportedOp as refused:
                 if self.fallback is None:
                     raise
-                value = self.fallback(call)  # the hybrid measures what the arithmetic refuses
+                value = self._measured_after(call, refused)
                 self.measured.add(node)
         elif self.fallback is not None:
             value = self.fallback(call)

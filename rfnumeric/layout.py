@@ -943,6 +943,21 @@ def _linear(func, args, kwargs, out):
     return reduced_layout(layout, (len(layout) - 1,), keepdim=False) + (_plain(out.shape[-1]),)
 
 
+@_rule(torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu)
+def _recurrent(func, args, kwargs, out):
+    """``(output, *final states)`` of a recurrence over an unpacked batched sequence: the output
+    keeps the input's dims but the features; a final state ``(layers*directions, batch,
+    features)`` keeps the input's batch dim."""
+    x = args[0]
+    layout = get(x) if isinstance(x, torch.Tensor) else None
+    if layout is None or x.dim() != 3 or not isinstance(out, (tuple, list)) or len(out) < 2:
+        return None
+    batch = 0 if _arg(args, kwargs, 8, "batch_first", False) else 1
+    first = layout[:-1] + (_plain(out[0].shape[-1]),)
+    states = [(_plain(h.shape[0]), layout[batch], _plain(h.shape[-1])) for h in out[1:]]
+    return (first, *states)
+
+
 def coarsened(dims: tuple[Dim, ...], reduced: Dim) -> tuple[Dim, ...]:
     """``dims`` after a reduction (or a linear map) over ``reduced`` mixed the positions inside
     windows of split axes whose windows ``dims`` keep apart (Swin's patch merging): each window

@@ -1184,6 +1184,58 @@ def normalize(mode: ProbeMode, func, args, kwargs):
     return x / mode.cut(x.norm(p, dim, keepdim=True).clamp_min(eps), axes)
 
 
+# ---- recurrences ----------------------------------------------------------------------------
+_RECURRENCES = (torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu)  # what nn.LSTM / GRU / RNN call
+
+
+@handles(*_RECURRENCES, symmetric=True)
+def recurrent(mode: ProbeMode, func, args, kwargs):
+    """An RNN / LSTM / GRU over a sequence (``torch.lstm(input, hx, params, has_biases,
+    num_layers, dropout, train, bidirectional, batch_first)``, and the same for the others).
+    Step t's state is computed from steps 0..t (a backward direction's from t..L-1), and the
+    final states from the whole sequence. Structurally, per layer and direction: the cumulative
+    sum along the sequence of the mean over the features (a real recurrence's gradient decays
+    with the distance and underflows; this one does not), the directions side by side in the
+    features, the next layer reading the mean of both. Along a spatial axis a global mixing
+    (cut in local mode). A packed sequence (its lengths are data) runs as it is."""
+    x, hx = args[0], args[1]
+    packed = isinstance(hx, torch.Tensor) and not hx.is_floating_point()  # (data, batch_sizes, ...)
+    if not depends(x) or packed or x.dim() != 3:
+        return real(mode, func, args, kwargs)
+    batch_first = bool(arg(args, kwargs, 8, "batch_first", False))
+    seq, batch = (1, 0) if batch_first else (0, 1)
+    mode.check_batch(x, (seq,))
+    axes = mode.axes_of(x, (seq,))
+    if not mode.structural:
+        return mode.cut(real(mode, func, args, kwargs), axes)
+    states = list(hx) if isinstance(hx, (tuple, list)) else [hx]
+    bidirectional = bool(arg(args, kwargs, 7, "bidirectional", False))
+    step = value_of(x).mean(-1, keepdim=True).expand(*x.shape[:-1], 1)
+    initial = [value_of(h).mean((0, 2)) for h in states if depends(h)]  # every step reads them
+    if initial:
+        shape = [x.shape[batch] if d == batch else 1 for d in range(3)]
+        step = step + (sum(initial) / len(initial)).reshape(shape)
+    whole = step.sum(seq, keepdim=True)  # what every final state reads
+    directions = [step]
+    for _ in range(int(arg(args, kwargs, 4, "num_layers", 1))):
+        directions = [step.cumsum(seq)]
+        if bidirectional:
+            directions.append(step.flip(seq).cumsum(seq).flip(seq))
+        step = sum(directions) / len(directions)
+    width = states[0].shape[-1]  # features per direction (an LSTM's projection size)
+    if len(directions) == 1:
+        out = broadcast(mode, directions[0], (*x.shape[:-1], width))
+    else:
+        out = torch.cat([d.expand(*x.shape[:-1], width) for d in directions], -1)
+    finals = whole.reshape(1, x.shape[batch], 1)
+    results = [out, *(broadcast(mode, finals, h.shape) for h in states)]
+    layouts = lay.propagate(func, args, kwargs, tuple(results))
+    for t, layout in zip(results, layouts or ()):
+        lay.attach(t, layout)
+    mode.exact = True  # computed from the mean over every feature: no blend
+    return mode.cut(tuple(results), axes)
+
+
 # ---- attention ------------------------------------------------------------------------------
 @handles(F.scaled_dot_product_attention)
 def attention(mode: ProbeMode, func, args, kwargs):

@@ -212,6 +212,10 @@ ALIASES = {
     "F.multi_head_attention_forward": ("module", nn.MultiheadAttention),  # nn.MultiheadAttention calls it
     "Tensor.T.__get__": ("function", getattr),  # fx traces x.T as getattr(x, "T")
     "Tensor.mT.__get__": ("function", getattr),
+    "torch.lstm": ("module", nn.LSTM),  # nn.LSTM / GRU / RNN call them (torch._VF)
+    "torch.gru": ("module", nn.GRU),
+    "torch.rnn_tanh": ("module", nn.RNN),
+    "torch.rnn_relu": ("module", nn.RNN),
 }
 
 # Probe surrogates whose op rfarith refuses too, and why.

@@ -442,21 +442,38 @@ def _opaque(size: int) -> Dim:
     return ((None, size),) if size != 1 else ()
 
 
+def _causal(call: Call, x: Value, seq_dim: int) -> Value:
+    """``x`` read by a unidirectional recurrence along ``seq_dim`` (see :func:`recurrent`): its
+    factors, outermost first, must be whole input axes (a window's parts or channels folded
+    into the sequence order the steps otherwise)."""
+    factors = [(a, size) for a, size in x.dims[seq_dim] if size != 1]
+    if any(a is None or is_part(a) or x.n[int(a)] != size for a, size in factors):
+        raise UnsupportedOp(
+            call.node, call.op,
+            "a unidirectional recurrence over a sequence that holds parts of an axis or channels "
+            "(unit t sees the steps before it in an order rfarith does not follow)",
+            way_out=PROBE_WAY_OUT,
+        )
+    return x.causal(tuple(int(a) for a, _ in factors), call.node)
+
+
 @rule(nn.RNN, nn.LSTM, nn.GRU)
 def recurrent(call: Call):
     """An RNN / LSTM / GRU (``out, h_n`` or ``out, (h_n, c_n)``).
 
     Derivation, for a sequence dim that carries spatial axes (rows of a feature map reshaped to
     ``(B*H, W, C)``: the sequence is w): the state after step t is computed from the inputs of
-    steps 0..t (and, in the backward direction of a bidirectional RNN, t..L-1), so unit t of
-    ``out`` depends on the whole sequence, and ``h_n`` / ``c_n`` summarise all of it. A
-    recurrence along a spatial axis is a global mixing op, as attention is (DESIGN.md): along
-    the sequence axes every unit sees the hull of all units, flagged ``global`` via this module;
-    the batch dim (the other rows, h) is untouched, unit by unit; the features are mixed like a
-    linear layer's. Merged with a path around it (a residual), this path is a global side path
-    and the local field is the hull of the others. A unidirectional RNN's step t sees only steps
-    0..t, a field that grows with t; the global hull is what every unit may see (the last step
-    sees exactly that), and which a path around it leaves out of the local field.
+    steps 0..t (and, in the backward direction of a bidirectional RNN, t..L-1), and ``h_n`` /
+    ``c_n`` summarise all of it. A recurrence along a spatial axis is a global mixing op, as
+    attention is (DESIGN.md), flagged ``global`` via this module; the batch dim (the other rows,
+    h) is untouched, unit by unit; the features are mixed like a linear layer's. Bidirectional,
+    unit t of ``out`` sees the hull of all units. Unidirectional, along a sequence that is one
+    whole axis, unit t sees exactly what units 0..t saw (``af.prefix_of_units``; flagged
+    ``causal``: r, j and start describe the hull, the last unit's field, and every real unit's
+    own field is exact). Over a sequence that flattens several axes (raster order), unit (i, t)
+    sees rows 0..i-1 whole and row i up to t: a union of products, one per axis
+    (:meth:`Value.causal`). Merged with a path around it (a residual), this path is a global
+    side path and the local field is the hull of the others.
     """
     m = call.module
     seq = call.input
@@ -469,10 +486,14 @@ def recurrent(call: Call):
     seq_dim = 1 if batched and m.batch_first else 0
     features = contract_last(call, x)  # the input-to-hidden maps mix the features
     along = features.axes_of(seq_dim)
-    mixed = features.globalised(along, call.node) if along else features
+    if along and not m.bidirectional:
+        mixed = _causal(call, features, seq_dim)
+    else:
+        mixed = features.globalised(along, call.node) if along else features
     out, state = call.out
     out_value = replace(mixed, dims=mixed.dims[:-1] + (_opaque(out.shape[-1]),))
-    summary = reduce_over(call, mixed, (seq_dim,), keepdim=False)  # dims: (batch,) features
+    whole = features.globalised(along, call.node) if along else features
+    summary = reduce_over(call, whole, (seq_dim,), keepdim=False)  # dims: (batch,) features
 
     def state_value(t: torch.Tensor) -> Value:
         batch = summary.dims[:-1]  # () unbatched

@@ -394,3 +394,33 @@ def test_hull_of_units_sees_what_all_real_units_see_clipped(layer_list, count, e
     inside = sorted(p for p in seen if 0 <= p < extent)
     assert g.is_global and g.n == count
     assert g.bounds(0) == g.bounds(3) == ((inside[0], inside[-1]) if inside else None)
+
+
+# ---- causal fields (a unidirectional recurrence) ----------------------------------------------
+def test_prefix_of_units_gives_unit_t_what_units_0_to_t_saw():
+    """A 3-tap padded window over 8 pixels: unit m sees m-1 .. m+1 clipped. After a forward
+    recurrence unit t sees 0 .. t+1 (unit 7: 0 .. 7), the strict prefix 0 .. t (unit 0
+    nothing). Periodic part: the hull 0 .. 7 (r 8, j 0, start 4), what the last unit sees."""
+    conv = af.window(af.pixel(8), 3, 1, 1, 1, 8)
+    causal = af.prefix_of_units(conv, 8)
+    assert [causal.real_bounds(t) for t in range(8)] == [(0, min(t + 1, 7)) for t in range(8)]
+    assert (causal.r, causal.j, causal.start) == (8, 0, 4.0)
+    assert causal.is_global
+    strict = af.prefix_of_units(conv, 8, strict=True)
+    assert strict.real_bounds(0) is None
+    assert [strict.real_bounds(t) for t in range(1, 8)] == [(0, t) for t in range(1, 8)]
+
+
+def test_summary_beside_a_causal_term_is_what_each_unit_sees():
+    """Terms (strict prefix, identity) along one axis, as a recurrence over a flattened grid
+    leaves along its outer axis: unit i sees units 0 .. i-1 of the one and unit i of the
+    other, 0 .. i+1 for a 3-tap window; a lattice alone would say r 3, j 1."""
+    conv = af.window(af.pixel(8), 3, 1, 1, 1, 8)
+    terms = [af.prefix_of_units(conv, 8, strict=True), conv]
+    s = af.summary(terms, causal=True)
+    assert [s.real_bounds(i) for i in range(8)] == [(0, min(i + 1, 7)) for i in range(8)]
+    assert (s.r, s.j) == (8, 0)
+    assert af.summary(terms) == conv  # without a recurrence: a term that does not step stays out
+    # a global term whose border units see nothing (a broadcast map, cropped) is no recurrence
+    cropped = af.window(af.hull_of_units(conv, 8, 8), 1, 1, 1, 1, 8)
+    assert af.summary([conv, cropped]) == conv

@@ -1,7 +1,7 @@
 """No silent answers: every op result the walk meets is followed or refused with UnsupportedOp.
 
 Cases (issue 16): an RNN's ``(out, (h, c))`` (followed: a recurrence along a spatial axis is a
-global mixing op, global via the module), an op returning ``(Tensor, int)`` (refused without a
+global mixing op, global via the module; a unidirectional one is causal, each unit exact), an op returning ``(Tensor, int)`` (refused without a
 rule, followed with one), a Python number read from tensor values (refused), a model whose
 output has no field (an error), and models with several or dict outputs (still working).
 
@@ -11,6 +11,7 @@ start 0.5 + (3-1)/2 - 1 = 0.5 per axis.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.fx
@@ -84,13 +85,79 @@ class TokenGRU(nn.Module):
         return {"map": out.transpose(1, 2).reshape(b, c, h, w), "state": state}
 
 
-def test_gru_over_flattened_tokens_is_global_along_both_axes():
-    """The sequence holds both axes: along h and w every unit sees the hull of all units. The
-    final state (1, B, 4) has no spatial dim: one unit that saw the whole sequence."""
-    rep = rfarith.analyze(TokenGRU(), SHAPE)
-    assert_field(rep.outputs["map"], n=square(16), j=square(0), r=square(16), start=square(8.0), flags={"global"})
+def autograd_seen(model: nn.Module, unit: tuple[int, int], key: str | None = None) -> np.ndarray:
+    """The input pixels whose gradient reaches ``unit`` of the output map (summed over its
+    channels): the real model, random float64 weights, as the ground truth."""
+    torch.manual_seed(0)
+    model = model.double()
+    x = torch.randn(SHAPE, dtype=torch.float64, requires_grad=True)
+    out = model(x)
+    out = out[key] if key is not None else out
+    out[0, :, unit[0], unit[1]].sum().backward()
+    return (x.grad[0].abs().sum(0) > 0).numpy()
+
+
+def test_gru_over_flattened_tokens_is_causal_in_raster_order():
+    """The sequence holds both axes, h outer (raster order): token (i, t) sees rows 0 .. i-1
+    whole and row i up to t (a union of two products). Summary: unit i along h sees rows
+    0 .. i+1 (the conv's 3 rows), the hull 0 .. 15 (r 16, j 0, start 8), and so along w.
+    Every unit's exact set agrees with autograd on the real GRU (before: every unit saw the
+    whole input). The final state (1, B, 4): one unit that saw the whole sequence."""
+    model = TokenGRU()
+    rep = rfarith.analyze(model, SHAPE)
+    out = rep.outputs["map"]
+    # not assert_field: its formula check reads units outside the map, where the row term of a
+    # raster recurrence has no periodic meaning (unit -1 of the identity along h sees -2 .. 0)
+    assert (out.n, out.j, out.r, out.start) == ((16, 16), (0, 0), (16, 16), (8.0, 8.0))
+    assert out.flags == {"global", "causal"}
+    assert out.real_bounds((0, 0)) == ((0, 1), (0, 1))  # conv: rows and columns 0 .. 1
+    assert out.real_bounds((1, 0)) == ((0, 2), (0, 15))  # row 0 whole, row 1 up to column 1
+    for unit in [(0, 0), (0, 7), (0, 15), (1, 0), (5, 3), (9, 15), (15, 0), (15, 15)]:
+        assert (out.mask(unit) == autograd_seen(model, unit, "map")).all(), unit
     assert_field(rep.outputs["state"], n=square(1), j=square(0), r=square(16), start=square(8.0), flags={"global"})
-    assert rep.outputs["map"].global_via == ("rnn",) == rep.outputs["state"].global_via
+    assert out.global_via == ("rnn",) == rep.outputs["state"].global_via
+
+
+@pytest.mark.parametrize("rnn", [nn.LSTM, nn.GRU, nn.RNN], ids=lambda c: c.__name__)
+def test_a_forward_rnn_over_rows_is_causal(rnn):
+    """Unidirectional along w: unit (h, w) sees rows h-1 .. h+1 and columns 0 .. w+1 (the
+    conv's columns of steps 0 .. w), exactly, not the whole row. Summary along w: the hull
+    (r 16, j 0, start 8), flagged causal; along h the conv's (r 3, j 1, start 0.5)."""
+    model = RowLSTM(residual=False, rnn=rnn, bidirectional=False)
+    rf = rfarith.analyze(model, SHAPE).output
+    assert (rf.n, rf.j, rf.r, rf.start) == ((16, 16), (1, 0), (3, 16), (0.5, 8.0))
+    assert rf.flags == {"global", "causal"} and rf.global_via == ("rnn",)
+    for unit in [(0, 0), (4, 0), (4, 1), (8, 7), (15, 15)]:
+        h, w = unit
+        assert rf.real_bounds(unit) == ((max(h - 1, 0), min(h + 1, 15)), (0, min(w + 1, 15)))
+        assert (rf.mask(unit) == autograd_seen(model, unit)).all(), unit
+
+
+def test_a_forward_lstm_beside_a_residual_keeps_the_local_field():
+    """x + lstm(x), unidirectional: the recurrence is a side path as the bidirectional one is;
+    the local field is the conv's, flagged global via the LSTM, and causal."""
+    rf = rfarith.analyze(RowLSTM(bidirectional=False), SHAPE).output
+    assert_field(rf, **CONV, flags={"global", "causal"})
+    assert rf.global_via == ("rnn",)
+
+
+def test_a_forward_rnn_over_channels_and_a_spatial_axis_is_refused():
+    """A sequence that folds the channels into the steps (B, C*W, H): its order is not a
+    raster of input axes; refused, naming the recurrence and the probe as the way out."""
+
+    class Folded(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.rnn = nn.GRU(16, 4, batch_first=True)
+
+        def forward(self, x):
+            y = self.conv(x)  # (1, 4, 16, 16)
+            return self.rnn(y.permute(0, 1, 3, 2).reshape(1, 64, 16))[0]
+
+    with pytest.raises(rfarith.UnsupportedOp, match="unidirectional recurrence") as info:
+        rfarith.analyze(Folded(), SHAPE)
+    assert "rfnumeric.probe" in str(info.value)
 
 
 class ReturnsLSTM(nn.Module):

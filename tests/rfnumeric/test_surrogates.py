@@ -468,3 +468,84 @@ def test_a_pad_of_minus_infinity_does_not_overflow_the_structural_probe():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), MaxPoolSame(), nn.Conv2d(4, 4, 3, padding=1))
     p = rfnumeric.probe(model, (1, 3, 32, 32))
     assert p.r == (9, 9) and p.j == (2, 2)
+
+
+# ---- recurrences --------------------------------------------------------------------------------
+class RowRecurrence(nn.Module):
+    """Conv 3x3 (padding 1), then a recurrence along each row (the sequence is w, the batch
+    b*h), back to a map. ``batch_first=False`` runs the sequence first: (W, B*H, C)."""
+
+    def __init__(self, rnn: type[nn.Module], bidirectional: bool, batch_first: bool, **extra) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.rnn = rnn(4, 5, batch_first=batch_first, bidirectional=bidirectional, **extra)
+        self.batch_first = batch_first
+
+    def forward(self, x):
+        y = self.conv(x)
+        b, c, h, w = y.shape
+        rows = y.permute(0, 2, 3, 1).reshape(b * h, w, c)
+        if not self.batch_first:
+            rows = rows.transpose(0, 1)
+        out = self.rnn(rows)[0]
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        return out.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _seen_by_autograd(model: nn.Module, shape, unit) -> tuple[tuple[int, ...], ...]:
+    """Per axis, the input pixels whose gradient reaches ``unit`` (real float64 weights)."""
+    torch.manual_seed(0)
+    model = model.double()
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    model(x)[0, :, unit[0], unit[1]].sum().backward()
+    seen = x.grad[0].abs().sum(0) > 0
+    return tuple(tuple(int(i) for i in torch.nonzero(seen.any(1 - a)).flatten()) for a in range(2))
+
+
+@pytest.mark.parametrize("rnn", [nn.LSTM, nn.GRU, nn.RNN], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["forward", "both"])
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "seq_first"])
+def test_a_recurrence_is_followed_step_by_step(rnn, bidirectional, batch_first):
+    """A forward recurrence's step w sees columns 0 .. w+1 (the conv's columns of steps 0..w),
+    a bidirectional one every column; rows h-1 .. h+1 either way: the same pixels as autograd
+    through the real module, on a sequence short enough for its gradient to stay far from
+    float64's smallest numbers."""
+    torch.manual_seed(1)
+    model = RowRecurrence(rnn, bidirectional, batch_first)
+    shape = (1, 3, 12, 16)
+    for unit in [(0, 0), (5, 6), (11, 15)]:
+        probe = rfnumeric.probe(model, shape, unit=unit)
+        assert probe.support == _seen_by_autograd(model, shape, unit), unit
+        assert "global" in probe.flags and probe.global_via == ("rnn",)
+
+
+def test_a_long_recurrence_does_not_underflow():
+    """Two stacked LSTM layers with projections over 600 steps: a real LSTM's gradient shrinks
+    with every step it crosses (the real module measured 27 .. 133 for step 80 of 160); the
+    surrogate's prefix sums do not. Step 450 sees columns 0 .. 451 (the conv's), step 0 columns
+    0 .. 1; the final states are not read."""
+    model = RowRecurrence(nn.LSTM, False, True, num_layers=2, proj_size=3)
+    for unit, columns in [((2, 450), (0, 451)), ((2, 0), (0, 1))]:
+        probe = rfnumeric.probe(model, (1, 3, 6, 600), unit=unit)
+        assert probe.bounds == ((1, 3), columns)
+        assert "underflow" not in probe.flags
+
+
+def test_the_final_states_see_the_whole_sequence():
+    """h_n of a GRU over each row: one vector per row that read every column of it."""
+
+    class Final(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.rnn = nn.GRU(4, 4, batch_first=True)
+
+        def forward(self, x):
+            y = self.conv(x)
+            b, c, h, w = y.shape
+            state = self.rnn(y.permute(0, 2, 3, 1).reshape(b * h, w, c))[1]  # (1, B*H, 4)
+            return state.reshape(b, h, 4).permute(0, 2, 1)  # (B, 4, H)
+
+    probe = rfnumeric.probe(Final(), (1, 3, 10, 40), unit=(5, 0))  # w summarised: one unit
+    assert probe.bounds == ((4, 6), (0, 39))

@@ -136,6 +136,52 @@ class Blurred(nn.Module):
         return self.head(BoxBlur.apply(self.stem(x)))
 
 
+class RowLSTM(nn.Module):
+    """An LSTM reading each row of a feature map from left to right (batch b*h, sequence w), as a
+    user writes a row recurrence: permute, reshape, ``out, _ = lstm(seq)``, back to a map. Unit
+    (h, w) sees rows h-1 .. h+1 and columns 0 .. w+1 (the stem's columns of steps 0 .. w)."""
+
+    def __init__(self, bidirectional: bool = False) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.lstm = nn.LSTM(8, 8, batch_first=True, bidirectional=bidirectional)
+        self.head = nn.Conv2d(16 if bidirectional else 8, 4, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.stem(x))
+        b, c, h, w = y.shape
+        out, _ = self.lstm(y.permute(0, 2, 3, 1).reshape(b * h, w, c))
+        return self.head(out.reshape(b, h, w, -1).permute(0, 3, 1, 2))
+
+
+class RasterGRU(nn.Module):
+    """A GRU over the pixels in raster order (the grid flattened to one sequence of h*w
+    tokens): token (h, w) sees rows 0 .. h-1 whole and row h up to w (the stem's pixels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.gru = nn.GRU(6, 6, batch_first=True)
+
+    def forward(self, x):
+        y = self.stem(x)
+        b, c, h, w = y.shape
+        out, _ = self.gru(y.flatten(2).transpose(1, 2))
+        return out.transpose(1, 2).reshape(b, c, h, w)
+
+
+def row_lstm() -> nn.Module:
+    return RowLSTM()
+
+
+def row_bilstm() -> nn.Module:
+    return RowLSTM(bidirectional=True)
+
+
+def raster_gru() -> nn.Module:
+    return RasterGRU()
+
+
 def control_flow() -> nn.Module:
     return ControlFlow()
 
