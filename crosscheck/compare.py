@@ -98,6 +98,7 @@ class _Row:
         self.mismatches: list[Mismatch] = []
         self.size_differs: list[str] = []
         self.grown_note = ""
+        self.causal_beside = False  # mode 'full': a recurrence beside another path (not compared)
 
     @property
     def field(self) -> ReceptiveField | None:
@@ -149,6 +150,8 @@ class _Row:
             code = Reason.ANALYTIC_ONLY if getattr(self.at_user, "kind", "") == "layout" else Reason.PROBE_FAILED
             found.append((code, f"the probe could not measure the units at the user's input: {_first_line(self.at_user)}"))
         found += [(Reason.SIZE_DIFFERS, text) for text in self.size_differs]
+        if self.causal_beside:
+            found.append((Reason.CAUSAL_BESIDE, f"mode 'full': a unidirectional recurrence (via {rf.global_via[0]}) meets another path on the way; rfarith keeps the local field there, so each unit's full set is not known (compare with mode 'local')"))
         if self.mismatches:
             underflow = isinstance(self.fitted, rfnumeric.ProbeResult) and "underflow" in self.fitted.flags
             code = Reason.UNDERFLOW if underflow else Reason.PIXELS_DIFFER
@@ -163,7 +166,8 @@ class _Row:
             if "causal" in rf.flags:
                 found.append((Reason.GLOBAL, f"global: a unidirectional recurrence (via {via}), each of whose units sees the sequence up to its own step"))
             else:
-                seen = "the whole input is compared" if mode == "full" and rf.global_via else "every unit sees the whole input"
+                whole = mode == "full" and rf.global_via and not _one_global_chain(rf)
+                seen = "the whole input is compared" if whole else "every unit sees the whole input"
                 found.append((Reason.GLOBAL, f"global: {seen} (via {via})"))
         if self.grown_note:
             found.append((Reason.USER_INPUT_ONLY, self.grown_note))
@@ -284,9 +288,23 @@ def _judge(row: _Row, rf: ReceptiveField, found: numeric.UnitsAt, mode: str) -> 
         size = "×".join(map(str, found.sizes))
         row.size_differs.append(f"the map has {_sizes_text(rf.n)} units (analytic) vs {_sizes_text(found.n)} (numeric) at input {size}")
         return
+    # mode 'full': a path through a global op that a merge left out of the local field lets
+    # every unit see the whole input; a chain through one global op alone keeps its own sets
+    whole = mode == "full" and bool(rf.global_via) and not _one_global_chain(rf)
+    if whole and "causal" in rf.flags:  # a causal path left out: its sets are not the whole input
+        row.causal_beside = True
+        return
     row.compared.append(tuple(found.sizes))
     row.units_compared += len(found.supports)
-    row.mismatches += mismatches(rf, found.supports, whole=mode == "full" and bool(rf.global_via))
+    row.mismatches += mismatches(rf, found.supports, whole=whole)
+
+
+def _one_global_chain(rf: ReceptiveField) -> bool:
+    """Whether every path of ``rf`` passes its one global op (each term is global, or causal,
+    along some axis: ``j = 0``), so that no merge left a path through it out of the terms, and
+    the terms are the whole field (a recurrence or a mean along one axis leaves the others
+    local: not the whole input)."""
+    return len(rf.global_via) == 1 and all(any(f.jump == 0 and f.period == 1 for f in term) for term in rf.terms)
 
 
 def _sizes_text(n: Sequence[int]) -> str:

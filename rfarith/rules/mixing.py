@@ -118,12 +118,12 @@ def softmax(call: Call):
     "cumsum_", "cumprod_", "cummax", "cummin", "logcumsumexp",
 )
 def cumulative(call: Call):
-    """Along a channel dim: unit by unit. Along a spatial axis unit m sees units 0..m: a field
-    that grows with m, which no periodic field describes."""
+    """Along a channel dim: unit by unit. Along a spatial axis unit m sees what units 0..m saw,
+    a causal field, as a unidirectional recurrence's (:func:`_causal`)."""
     x = require_value(call)
     dim = call.arg(1, "dim") % x.rank
     if x.axes_of(dim):
-        raise UnsupportedOp(call.node, call.op, "a cumulative op along a spatial axis (unit m sees units 0..m)")
+        x = _causal(call, x, dim)
     out = x.relaid(call.out_shape)
     return (out, out) if isinstance(call.out, tuple) else out
 
@@ -443,9 +443,9 @@ def _opaque(size: int) -> Dim:
 
 
 def _causal(call: Call, x: Value, seq_dim: int) -> Value:
-    """``x`` read by a unidirectional recurrence along ``seq_dim`` (see :func:`recurrent`): its
-    factors, outermost first, must be whole input axes (a window's parts or channels folded
-    into the sequence order the steps otherwise)."""
+    """``x`` read by a unidirectional recurrence (or a cumulative op) along ``seq_dim`` (see
+    :func:`recurrent`): its factors, outermost first, must be whole input axes (a window's parts
+    or channels folded into the sequence order the steps otherwise)."""
     factors = [(a, size) for a, size in x.dims[seq_dim] if size != 1]
     if any(a is None or is_part(a) or x.n[int(a)] != size for a, size in factors):
         raise UnsupportedOp(

@@ -178,3 +178,39 @@ def test_a_forward_lstm_is_reported_causal():
     assert "global (via lstm), causal" in report.stdout
     compare = cli("compare", model_arg("row_lstm"), "--input", "3x16x16", "--no-progress")
     assert "each of whose units sees the sequence up to its own step" in compare.stdout
+
+
+@pytest.mark.parametrize("factory", ["row_lstm", "row_bilstm", "raster_gru"])
+def test_recurrences_agree_in_full_mode(factory):
+    """Mode 'full' follows global paths. Through one recurrence along the rows the full set of
+    unit (h, w) is rows h-1 .. h+1 only (the other axis stays local), not the whole input the
+    full mode assumed: the bidirectional LSTM disagreed on 4 rows of 8 that way. Now a chain
+    through one global op compares its own sets, unit by unit."""
+    frame = crosscheck.compare(getattr(um, factory)(), SHAPE, mode="full")
+    assert (frame["status"] == "agree").all(), frame[["status", "reason_text"]]
+
+
+def test_a_forward_recurrence_beside_a_residual_is_not_compared_in_full_mode():
+    """x + lstm(x) with a forward LSTM, mode 'full': the local field is the residual's and the
+    recurrence's causal sets were left out at the merge: not the whole input either. Those rows
+    are not compared (reason causal_beside, naming mode 'local'); the rows before the merge
+    agree, and mode 'local' agrees on every row."""
+
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = um.RowLSTM()
+            self.inner.head = nn.Conv2d(8, 8, 1)
+            self.out = nn.Conv2d(8, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = torch.relu(self.inner.stem(x))
+            return self.out(y + self.inner(x))
+
+    full = crosscheck.compare(Residual(), SHAPE, mode="full")
+    beside = full[full["reason"].map(lambda codes: Reason.CAUSAL_BESIDE.value in codes)]
+    assert list(beside.index) == ["add", "out"]
+    assert (beside["status"] == "not_compared").all()
+    assert "mode 'local'" in beside.loc["out", "reason_text"]
+    assert (full.drop(beside.index)["status"] == "agree").all()
+    assert (crosscheck.compare(Residual(), SHAPE)["status"] == "agree").all()

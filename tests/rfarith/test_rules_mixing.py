@@ -265,3 +265,36 @@ def test_multihead_attention_module_is_global():
     out = rep.output
     assert out.r == square(16) and out.j == square(0) and out.start == square(8.0)
     assert out.global_via == ("attn",)
+
+
+class Cumulative(nn.Module):
+    """Conv 3x3 (padding 1), then a cumulative op along w."""
+
+    def __init__(self, op) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+        self.op = op
+
+    def forward(self, x):
+        y = self.op(self.conv(x), dim=3)
+        return y[0] if self.op is torch.cummax else y  # cummax: (values, indices)
+
+
+@pytest.mark.parametrize("op", [torch.cumsum, torch.cumprod, torch.logcumsumexp, torch.cummax], ids=lambda f: f.__name__)
+def test_a_cumulative_op_along_a_spatial_axis_is_causal(op):
+    """Unit (h, w) sees rows h-1 .. h+1 and columns 0 .. w+1, the conv's columns of units
+    0 .. w: global along w and causal. Before: refused ('unit m sees units 0..m'). Checked
+    against autograd (float64, random weights) but for cummax, whose gradient picks one
+    pixel."""
+    model = Cumulative(op)
+    rf = rfarith.analyze(model, SHAPE).output
+    assert rf.flags == {"global", "causal"}
+    assert (rf.j, rf.r, rf.start) == ((1, 0), (3, 8), (0.5, 4.0))
+    for h, w in [(0, 0), (3, 2), (7, 7)]:
+        assert rf.real_bounds((h, w)) == ((max(h - 1, 0), min(h + 1, 7)), (0, min(w + 1, 7)))
+        if op is torch.cummax:
+            continue
+        torch.manual_seed(0)
+        x = torch.randn(SHAPE, dtype=torch.float64, requires_grad=True)
+        model.double()(x)[0, :, h, w].sum().backward()
+        assert (rf.mask((h, w)) == (x.grad[0].abs().sum(0) > 0).numpy()).all(), (h, w)
