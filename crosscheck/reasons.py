@@ -73,6 +73,13 @@ class Reason(str, Enum):
         NOT_COMPARED,
         "the pixel sets differ where the probe's gradients underflowed: its support may be short",
     )
+    CAUSAL_BESIDE = (
+        "causal_beside",
+        NOT_COMPARED,
+        "mode 'full': a unidirectional recurrence (flag 'causal') meets another path (a residual "
+        "or another global op) on the way, and rfarith keeps only the local field there: the "
+        "full set of each unit is not known analytically (mode 'local' compares this row)",
+    )
     MEASURED_OP = (
         "measured_op",
         NOTE,
@@ -85,13 +92,6 @@ class Reason(str, Enum):
         "a global reduction lets every unit see the whole input; the sets compared are the local "
         "field (mode 'local') or the whole input (mode 'full', where a merge left the global path "
         "out of the local field; a chain through one global op compares its own sets)",
-    )
-    CAUSAL_BESIDE = (
-        "causal_beside",
-        NOT_COMPARED,
-        "mode 'full': a unidirectional recurrence (flag 'causal') meets another path (a residual "
-        "or another global op) on the way, and rfarith keeps only the local field there: the "
-        "full set of each unit is not known analytically (mode 'local' compares this row)",
     )
     USER_INPUT_ONLY = (
         "user_input_only",
