@@ -303,6 +303,7 @@ class Fit:
     max_size: int
     tried: int
     asked: str | None = None  # the name the user gave (a module path), if not the node's
+    follows: tuple[str, ...] = ()  # axes along which the field follows the input (j = 0): not scanned
 
     @property
     def found(self) -> bool:
@@ -313,8 +314,21 @@ class Fit:
         if self.input_shape is None or self.bounds is None:
             return [f"no input up to {self.max_size} pixels a side holds the field of the centre unit of {node} unclipped; try a larger --max-size"]
         sizes = "x".join(str(s) for s in self.input_shape[1:])
+        if not self.follows:
+            return [
+                f"--input {sizes} is the smallest input whose centre unit of {node} sees its whole field, unclipped:",
+                *self.bounds.lines(),
+            ]
+        axes = self.bounds.rf.axes
+        kept = ", ".join(f"{a} {s}" for a, s in zip(axes, self.input_shape[2:]) if a in self.follows)
+        scanned = [a for a in axes if a not in self.follows]
+        where = (
+            f"--input {sizes} is the smallest input whose centre unit of {node} sees its whole field, unclipped, along {', '.join(scanned)}; along "
+            if scanned
+            else f"no input is the smallest for {node}: along "
+        )
         return [
-            f"--input {sizes} is the smallest input whose centre unit of {node} sees its whole field, unclipped:",
+            where + f"{', '.join(self.follows)} its field follows the input (j 0: global, or causal), so every size holds it (kept: {kept}):",
             *self.bounds.lines(),
         ]
 
@@ -325,6 +339,7 @@ class Fit:
             "centre": None if self.bounds is None else self.bounds.as_dict(),
             "max_size": self.max_size,
             "inputs_tried": self.tried,
+            "follows_input": list(self.follows),
         }
 
 
@@ -342,13 +357,20 @@ def smallest_holding_input(
 ) -> Fit:
     """Scan input sizes upwards, axis by axis, from the centre unit's field size (no smaller
     input can hold it) until the centre unit (``n // 2``) of ``node`` sees all of its unclipped
-    field: the first size that does, on each axis, is the smallest. An input the model rejects
-    as too small is skipped to ``smallest_valid(shape)`` where that is known.
+    field: the first size that does, on each axis, is the smallest. An axis along which the
+    field does not step (``j = 0``: global, or a recurrence's causal field) follows the input:
+    every size holds it, so it keeps the user's size and the answer says so (``follows``). An
+    input the model rejects as too small is skipped to ``smallest_valid(shape)`` where that is
+    known.
 
     ``analyse(shape)`` is the report at an input shape.
     """
     rf = analyse(input_shape)[node]
-    sizes = [hi - lo + 1 for lo, hi in rf.bounds(centre_unit(rf))]
+    follows = tuple(a for a, j in zip(rf.axes, rf.j) if j == 0)  # the field grows with the input there
+    sizes = [
+        user if axis in follows else hi - lo + 1
+        for axis, user, (lo, hi) in zip(rf.axes, input_shape[2:], rf.bounds(centre_unit(rf)))
+    ]
     tried = 0
     while max(sizes) <= max_size:
         shape = (*input_shape[:2], *sizes)
@@ -363,9 +385,9 @@ def smallest_holding_input(
             continue
         inside = _inside(rf.bounds(centre_unit(rf)), sizes)
         if all(inside):
-            return Fit(node, shape, unit_bounds(rf), max_size, tried, asked)
+            return Fit(node, shape, unit_bounds(rf), max_size, tried, asked, follows)
         sizes = [s if ok else s + 1 for s, ok in zip(sizes, inside)]
-    return Fit(node, None, None, max_size, tried, asked)
+    return Fit(node, None, None, max_size, tried, asked, follows)
 
 
 # ---- erf ------------------------------------------------------------------------------------------

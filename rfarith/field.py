@@ -204,7 +204,19 @@ class ReceptiveField:
             if not sides:
                 raise ValueError(f"unit {m} along axis {axis} of '{self.node}' sees no input pixel")
             result.append((min(lo for lo, _ in sides), max(hi for _, hi in sides)))
+        if "causal" in self.extra_flags and all(0 <= m < n for m, n in zip(unit, self.n)):
+            result = self._causal_bounds(unit, result)
         return tuple(result)
+
+    def _causal_bounds(self, unit: tuple[int, ...], periodic: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """A unidirectional recurrence's unit sees steps 0..t of its sequence, which has no
+        padding to extend into: along an axis some term does not step on (the recurrence's),
+        the unit's own field is what it sees of the input, not the hull of every step."""
+        real = self.real_bounds(unit)
+        return [
+            real[a] if real[a] is not None and any(not t[a].steps for t in self.terms) else periodic[a]
+            for a in range(len(self.axes))
+        ]
 
     def real_bounds(self, unit: int | tuple[int, ...]) -> tuple[tuple[int, int] | None, ...]:
         """First and last pixel of the actual input that ``unit`` sees, per axis (all None: none).

@@ -364,6 +364,36 @@ def test_fits_respects_the_smallest_input_the_model_accepts(capsys):
     assert document["input_shape"] == [1, 3, 22, 22] and document["centre"]["field"] == [[2, 21], [2, 21]]
 
 
+USER_MODELS = "tests/crosscheck/models/user_models.py"
+
+
+def test_fits_scans_only_the_axes_a_field_steps_along(capsys):
+    """A forward LSTM along the rows (j 1 along h, 0 along w): along h the centre unit's 3 rows
+    fit from 3 rows up; along w the field follows the input (the last step sees every column),
+    so no width is the smallest: it keeps 16 and says so. resnet18's fc (global on both axes):
+    no input is the smallest. Before: '--input 3x3x16 is the smallest input', and 3x224x224 for
+    resnet18, both false (any width holds those fields)."""
+    result = run_main(capsys, "fits", f"{USER_MODELS}:row_lstm", "--input", "3x16x16")
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("--input 3x3x16 is the smallest input whose centre unit of head sees its whole field, unclipped, along h; along w its field follows the input")
+    assert "(kept: w 16)" in first
+    document = answer(capsys, "fits", f"{USER_MODELS}:row_lstm", "--input", "3x16x16")["result"]
+    assert document["follows_input"] == ["w"] and document["input_shape"] == [1, 3, 3, 16]
+    resnet = run_main(capsys, "fits", "resnet18")
+    assert resnet.stdout.startswith("no input is the smallest for fc: along h, w its field follows the input")
+
+
+def test_bounds_of_a_causal_unit_are_its_own_steps(capsys):
+    """Unit (5, 7) of the forward LSTM sees columns 0 .. 8: its field is that, not the hull of
+    every step (0 .. 15, which the command printed as its unclipped field beside 0 .. 8)."""
+    result = run_main(capsys, "bounds", f"{USER_MODELS}:row_lstm", "--input", "3x16x16", "--unit", "5,7")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("field, unclipped:   h 4..6, w 0..8")
+    assert lines[2].startswith("sees of the input:  h 4..6, w 0..8")
+
+
 def test_erf_prints_the_radii_rfnumeric_effective_gives(capsys):
     """The zoo's random weights are seeded by --seed, so the numbers are those of
     rfnumeric.effective on the model built after torch.manual_seed(seed)."""
