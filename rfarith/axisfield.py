@@ -20,7 +20,7 @@ sees exactly its periodic field.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -325,12 +325,7 @@ def union(fields: list[AxisField]) -> AxisField:
     step = steps.pop()
     period = math.lcm(*(f.period for f in fields))
     jump = int(step * period)
-    phases = []
-    for p in range(period):
-        acc = EMPTY
-        for f in fields:
-            acc = _union(acc, f.unit(p))
-        phases.append(acc)
+    phases = [_union_all(f.unit(p) for f in fields) for p in range(period)]
     period, jump, canonical_phases = _canonical_period(period, jump, tuple(phases))
     head_len = max(len(f.head) for f in fields)
     tail_len = max(len(f.tail) for f in fields)
@@ -365,16 +360,15 @@ def _units_union(fields: list[AxisField]) -> AxisField:
     """The global field whose real unit m sees what unit m of every field sees (its periodic
     part the hull of them all)."""
     n = fields[0].n
-    seen = []
-    for m in range(n):
-        acc = EMPTY
-        for f in fields:
-            acc = _union(acc, f.real(m))
-        seen.append(acc)
-    hull = EMPTY
-    for phase in seen:
-        hull = _union(hull, phase)
-    return AxisField(1, 0, (hull,), n, tuple(seen), ())
+    seen = tuple(_union_all(f.real(m) for f in fields) for m in range(n))
+    return AxisField(1, 0, (_union_all(seen),), n, seen, ())
+
+
+def _union_all(phases: Iterable[Phase]) -> Phase:
+    acc = EMPTY
+    for phase in phases:
+        acc = _union(acc, phase)
+    return acc
 
 
 def _phase_within(small: Phase, big: Phase) -> bool:

@@ -18,6 +18,7 @@ from torch import nn
 
 import crosscheck
 import rfarith
+from tests.crosscheck.models.user_models import FoldedGRU
 from tests.snapshot import ModelSnapshot
 
 SHAPE = (1, 1, 24, 24)
@@ -404,18 +405,8 @@ def test_a_rule_refusal_the_probe_cannot_measure_keeps_both_reasons():
     order rfarith does not follow) and the black box fails too (its output is a tuple). The
     error says both, and the rule's way out; before, only the black box's reason was left."""
 
-    class Folded(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3, padding=1)
-            self.rnn = nn.GRU(16, 4, batch_first=True)
-
-        def forward(self, x):
-            y = self.conv(x)  # (1, 4, 16, 16): the sequence is c*w, the features h
-            return self.rnn(y.permute(0, 1, 3, 2).reshape(1, 64, 16))[0]
-
     with pytest.raises(rfarith.UnsupportedOp) as info:
-        crosscheck.hybrid(Folded(), (1, 3, 16, 16))
+        crosscheck.hybrid(FoldedGRU(), (1, 3, 16, 16))
     message = str(info.value)
     assert info.value.node == "rnn"
     assert "unidirectional recurrence" in message and "measured as a black box" in message

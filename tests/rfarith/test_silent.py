@@ -20,6 +20,7 @@ from torch import nn
 import rfarith
 from rfarith.rules import registry
 from rfarith.rules.layout import regroup
+from tests.crosscheck.models.user_models import FoldedGRU
 
 from .expect import assert_field, square
 
@@ -144,19 +145,8 @@ def test_a_forward_lstm_beside_a_residual_keeps_the_local_field():
 def test_a_forward_rnn_over_channels_and_a_spatial_axis_is_refused():
     """A sequence that folds the channels into the steps (B, C*W, H): its order is not a
     raster of input axes; refused, naming the recurrence and the probe as the way out."""
-
-    class Folded(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3, padding=1)
-            self.rnn = nn.GRU(16, 4, batch_first=True)
-
-        def forward(self, x):
-            y = self.conv(x)  # (1, 4, 16, 16)
-            return self.rnn(y.permute(0, 1, 3, 2).reshape(1, 64, 16))[0]
-
     with pytest.raises(rfarith.UnsupportedOp, match="unidirectional recurrence") as info:
-        rfarith.analyze(Folded(), SHAPE)
+        rfarith.analyze(FoldedGRU(), SHAPE)
     assert "rfnumeric.probe" in str(info.value)
 
 

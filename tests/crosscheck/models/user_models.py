@@ -170,6 +170,20 @@ class RasterGRU(nn.Module):
         return out.transpose(1, 2).reshape(b, c, h, w)
 
 
+class FoldedGRU(nn.Module):
+    """A forward GRU over a sequence that folds the channels into the steps (the sequence is
+    c*w, the features h): an order of steps rfarith does not follow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.rnn = nn.GRU(16, 4, batch_first=True)
+
+    def forward(self, x):
+        y = self.conv(x)  # (1, 4, 16, 16)
+        return self.rnn(y.permute(0, 1, 3, 2).reshape(1, 64, 16))[0]
+
+
 def row_lstm() -> nn.Module:
     return RowLSTM()
 
