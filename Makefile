@@ -45,7 +45,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -n 2 -p no:cacheprovider
 
 bench: $(STAMP)
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py --write docs/performance.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rfarith rfnumeric crosscheck tests benchmarks

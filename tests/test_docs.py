@@ -167,3 +167,23 @@ def test_the_reason_table_of_methods_is_the_reason_enum():
     section = text.split("### Every reason crosscheck can give", 1)[1].split("\n## ", 1)[0]
     listed = re.findall(r"^\| `([a-z_]+)` \| ([a-z_]+) \|", section, re.M)
     assert listed == [(r.value, r.kind) for r in Reason]
+
+
+def test_make_bench_keeps_the_hand_written_parts_of_the_performance_page(tmp_path):
+    """``make bench`` rewrites docs/performance.md: section 0's description and the notes it
+    writes are the page's, and the discussion of the run between the markers survives a
+    rewrite (before, the page's notes were newer than the generator's and a rewrite dropped
+    them with the discussion)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import run
+
+    page = (ROOT / "docs" / "performance.md").read_text()
+    assert run.SECTION_0.strip() in page and page.endswith(run.NOTES)
+    kept = run.discussion(page)
+    assert kept.startswith(run.DISCUSSION[0]) and kept.endswith(run.DISCUSSION[1]) and "Not met" in kept
+    copy = tmp_path / "performance.md"
+    copy.write_text(page)
+    run.write_page(copy, "Machine: x\n\n### 0. t\n\n| a |\n|---|\n| 1 |\n\n### 1. u\n\n| b |\n")
+    rewritten = copy.read_text()
+    assert run.discussion(rewritten) == kept
+    assert rewritten.index("| 1 |") < rewritten.index(kept) < rewritten.index("### 1. u")
