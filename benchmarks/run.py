@@ -355,6 +355,13 @@ Tried and dropped, with the reason:
   rescaling) then ran to an answer without an error. It matched the rescaled answer there, but
   a forward Inf whose gradient stays finite cannot be shown harmless in general: reverted.
 
+- **A separable box filter** (two 1-D average pools instead of one 2-D one, 3 + 3 taps
+  against 9): slower on this CPU, 57 ms against 51 for a 3x3 window on 64x1x224x224 in
+  float64 (forward and backward), 137 against 75 on 8x1x800x800; 7x7 on 64x1x56x56 4.1
+  against 3.9.
+- **More units per measurement in compare** (256 instead of 64 seeds per forward): no
+  change (shufflenet_v2 16.0 s against 15.4, wavenet 18.0 against 18.1, mobilenet_v2 5.05
+  against 5.25): the cost is per batch element, not per forward.
 - **One batch-1 forward shared by every probed unit, seeds vectorised in the backward**
   (`torch.autograd.grad(..., is_grads_batched=True)`, or one backward per seed): exact, but on
   ResNet-50 at 544x544 the probe took 74 ms against 69 ms batched (forward 14 ms instead of
