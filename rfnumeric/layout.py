@@ -943,7 +943,17 @@ def _linear(func, args, kwargs, out):
     return reduced_layout(layout, (len(layout) - 1,), keepdim=False) + (_plain(out.shape[-1]),)
 
 
-@_rule(torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu)
+RECURRENCES = (torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu)  # what nn.LSTM / GRU / RNN call
+# torch.lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional,
+# batch_first), and the same positions for the others (unpacked sequences)
+RECURRENCE_ARGS = {"num_layers": 4, "bidirectional": 7, "batch_first": 8}
+
+
+def recurrence_arg(args: Sequence[Any], kwargs: dict, name: str, default: Any) -> Any:
+    return _arg(args, kwargs, RECURRENCE_ARGS[name], name, default)
+
+
+@_rule(*RECURRENCES)
 def _recurrent(func, args, kwargs, out):
     """``(output, *final states)`` of a recurrence over an unpacked batched sequence: the output
     keeps the input's dims but the features; a final state ``(layers*directions, batch,
@@ -952,7 +962,7 @@ def _recurrent(func, args, kwargs, out):
     layout = get(x) if isinstance(x, torch.Tensor) else None
     if layout is None or x.dim() != 3 or not isinstance(out, (tuple, list)) or len(out) < 2:
         return None
-    batch = 0 if _arg(args, kwargs, 8, "batch_first", False) else 1
+    batch = 0 if recurrence_arg(args, kwargs, "batch_first", False) else 1
     first = layout[:-1] + (_plain(out[0].shape[-1]),)
     states = [(_plain(h.shape[0]), layout[batch], _plain(h.shape[-1])) for h in out[1:]]
     return (first, *states)

@@ -1185,10 +1185,7 @@ def normalize(mode: ProbeMode, func, args, kwargs):
 
 
 # ---- recurrences ----------------------------------------------------------------------------
-_RECURRENCES = (torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu)  # what nn.LSTM / GRU / RNN call
-
-
-@handles(*_RECURRENCES, symmetric=True)
+@handles(*lay.RECURRENCES, symmetric=True)
 def recurrent(mode: ProbeMode, func, args, kwargs):
     """An RNN / LSTM / GRU over a sequence (``torch.lstm(input, hx, params, has_biases,
     num_layers, dropout, train, bidirectional, batch_first)``, and the same for the others).
@@ -1202,14 +1199,14 @@ def recurrent(mode: ProbeMode, func, args, kwargs):
     packed = isinstance(hx, torch.Tensor) and not hx.is_floating_point()  # (data, batch_sizes, ...)
     if not depends(x) or packed or x.dim() != 3:
         return real(mode, func, args, kwargs)
-    batch_first = bool(arg(args, kwargs, 8, "batch_first", False))
+    batch_first = bool(lay.recurrence_arg(args, kwargs, "batch_first", False))
     seq, batch = (1, 0) if batch_first else (0, 1)
     mode.check_batch(x, (seq,))
     axes = mode.axes_of(x, (seq,))
     if not mode.structural:
         return mode.cut(real(mode, func, args, kwargs), axes)
     states = list(hx) if isinstance(hx, (tuple, list)) else [hx]
-    bidirectional = bool(arg(args, kwargs, 7, "bidirectional", False))
+    bidirectional = bool(lay.recurrence_arg(args, kwargs, "bidirectional", False))
     step = value_of(x).mean(-1, keepdim=True).expand(*x.shape[:-1], 1)
     initial = [value_of(h).mean((0, 2)) for h in states if depends(h)]  # every step reads them
     if initial:
@@ -1217,7 +1214,7 @@ def recurrent(mode: ProbeMode, func, args, kwargs):
         step = step + (sum(initial) / len(initial)).reshape(shape)
     whole = step.sum(seq, keepdim=True)  # what every final state reads
     directions = [step]
-    for _ in range(int(arg(args, kwargs, 4, "num_layers", 1))):
+    for _ in range(int(lay.recurrence_arg(args, kwargs, "num_layers", 1))):
         directions = [step.cumsum(seq)]
         if bidirectional:
             directions.append(step.flip(seq).cumsum(seq).flip(seq))
