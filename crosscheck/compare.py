@@ -166,8 +166,7 @@ class _Row:
             if "causal" in rf.flags:
                 found.append((Reason.GLOBAL, f"global: a unidirectional recurrence (via {via}), each of whose units sees the sequence up to its own step"))
             else:
-                whole = mode == "full" and rf.global_via and not _one_global_chain(rf)
-                seen = "the whole input is compared" if whole else "every unit sees the whole input"
+                seen = "the whole input is compared" if _whole_input(rf, mode) else "every unit sees the whole input"
                 found.append((Reason.GLOBAL, f"global: {seen} (via {via})"))
         if self.grown_note:
             found.append((Reason.USER_INPUT_ONLY, self.grown_note))
@@ -288,9 +287,7 @@ def _judge(row: _Row, rf: ReceptiveField, found: numeric.UnitsAt, mode: str) -> 
         size = "×".join(map(str, found.sizes))
         row.size_differs.append(f"the map has {_sizes_text(rf.n)} units (analytic) vs {_sizes_text(found.n)} (numeric) at input {size}")
         return
-    # mode 'full': a path through a global op that a merge left out of the local field lets
-    # every unit see the whole input; a chain through one global op alone keeps its own sets
-    whole = mode == "full" and bool(rf.global_via) and not _one_global_chain(rf)
+    whole = _whole_input(rf, mode)
     if whole and "causal" in rf.flags:  # a causal path left out: its sets are not the whole input
         row.causal_beside = True
         return
@@ -299,12 +296,14 @@ def _judge(row: _Row, rf: ReceptiveField, found: numeric.UnitsAt, mode: str) -> 
     row.mismatches += mismatches(rf, found.supports, whole=whole)
 
 
-def _one_global_chain(rf: ReceptiveField) -> bool:
-    """Whether every path of ``rf`` passes its one global op (each term is global, or causal,
-    along some axis: ``j = 0``), so that no merge left a path through it out of the terms, and
-    the terms are the whole field (a recurrence or a mean along one axis leaves the others
-    local: not the whole input)."""
-    return len(rf.global_via) == 1 and all(any(f.jump == 0 and f.period == 1 for f in term) for term in rf.terms)
+def _whole_input(rf: ReceptiveField, mode: str) -> bool:
+    """Whether mode 'full' compares ``rf``'s units with the whole input: where a merge left a
+    path through a global op out of the local field (that path lets every unit see the whole
+    input), not where every path passes the one global op (each term global, or causal, along
+    some axis): those terms are the whole field, and a recurrence or a mean along one axis
+    leaves the other axes local."""
+    one_chain = len(rf.global_via) == 1 and all(any(f.is_global for f in term) for term in rf.terms)
+    return mode == "full" and bool(rf.global_via) and not one_chain
 
 
 def _sizes_text(n: Sequence[int]) -> str:

@@ -11,7 +11,6 @@ start 0.5 + (3-1)/2 - 1 = 0.5 per axis.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.fx
@@ -21,6 +20,7 @@ import rfarith
 from rfarith.rules import registry
 from rfarith.rules.layout import regroup
 from tests.crosscheck.models.user_models import FoldedGRU
+from tests.ground_truth import seen_by_autograd
 
 from .expect import assert_field, square
 
@@ -86,18 +86,6 @@ class TokenGRU(nn.Module):
         return {"map": out.transpose(1, 2).reshape(b, c, h, w), "state": state}
 
 
-def autograd_seen(model: nn.Module, unit: tuple[int, int], key: str | None = None) -> np.ndarray:
-    """The input pixels whose gradient reaches ``unit`` of the output map (summed over its
-    channels): the real model, random float64 weights, as the ground truth."""
-    torch.manual_seed(0)
-    model = model.double()
-    x = torch.randn(SHAPE, dtype=torch.float64, requires_grad=True)
-    out = model(x)
-    out = out[key] if key is not None else out
-    out[0, :, unit[0], unit[1]].sum().backward()
-    return (x.grad[0].abs().sum(0) > 0).numpy()
-
-
 def test_gru_over_flattened_tokens_is_causal_in_raster_order():
     """The sequence holds both axes, h outer (raster order): token (i, t) sees rows 0 .. i-1
     whole and row i up to t (a union of two products). Summary: unit i along h sees rows
@@ -114,7 +102,7 @@ def test_gru_over_flattened_tokens_is_causal_in_raster_order():
     assert out.real_bounds((0, 0)) == ((0, 1), (0, 1))  # conv: rows and columns 0 .. 1
     assert out.real_bounds((1, 0)) == ((0, 2), (0, 15))  # row 0 whole, row 1 up to column 1
     for unit in [(0, 0), (0, 7), (0, 15), (1, 0), (5, 3), (9, 15), (15, 0), (15, 15)]:
-        assert (out.mask(unit) == autograd_seen(model, unit, "map")).all(), unit
+        assert (out.mask(unit) == seen_by_autograd(model, SHAPE, unit, lambda out: out["map"])).all(), unit
     assert_field(rep.outputs["state"], n=square(1), j=square(0), r=square(16), start=square(8.0), flags={"global"})
     assert out.global_via == ("rnn",) == rep.outputs["state"].global_via
 
@@ -131,7 +119,7 @@ def test_a_forward_rnn_over_rows_is_causal(rnn):
     for unit in [(0, 0), (4, 0), (4, 1), (8, 7), (15, 15)]:
         h, w = unit
         assert rf.real_bounds(unit) == ((max(h - 1, 0), min(h + 1, 15)), (0, min(w + 1, 15)))
-        assert (rf.mask(unit) == autograd_seen(model, unit)).all(), unit
+        assert (rf.mask(unit) == seen_by_autograd(model, SHAPE, unit)).all(), unit
 
 
 def test_a_forward_lstm_beside_a_residual_keeps_the_local_field():

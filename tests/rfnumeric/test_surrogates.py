@@ -11,6 +11,7 @@ from torch import nn
 
 import rfnumeric
 from rfnumeric.measure import Request, Session, UnitSpec
+from tests.ground_truth import per_axis, seen_by_autograd
 from tests.rfnumeric import nets
 
 
@@ -493,16 +494,6 @@ class RowRecurrence(nn.Module):
         return out.reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
 
-def _seen_by_autograd(model: nn.Module, shape, unit) -> tuple[tuple[int, ...], ...]:
-    """Per axis, the input pixels whose gradient reaches ``unit`` (real float64 weights)."""
-    torch.manual_seed(0)
-    model = model.double()
-    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-    model(x)[0, :, unit[0], unit[1]].sum().backward()
-    seen = x.grad[0].abs().sum(0) > 0
-    return tuple(tuple(int(i) for i in torch.nonzero(seen.any(1 - a)).flatten()) for a in range(2))
-
-
 @pytest.mark.parametrize("rnn", [nn.LSTM, nn.GRU, nn.RNN], ids=lambda c: c.__name__)
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["forward", "both"])
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "seq_first"])
@@ -516,7 +507,7 @@ def test_a_recurrence_is_followed_step_by_step(rnn, bidirectional, batch_first):
     shape = (1, 3, 12, 16)
     for unit in [(0, 0), (5, 6), (11, 15)]:
         probe = rfnumeric.probe(model, shape, unit=unit)
-        assert probe.support == _seen_by_autograd(model, shape, unit), unit
+        assert probe.support == per_axis(seen_by_autograd(model, shape, unit)), unit
         assert "global" in probe.flags and probe.global_via == ("rnn",)
 
 
