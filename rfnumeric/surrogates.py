@@ -1226,6 +1226,8 @@ def recurrent(mode: ProbeMode, func, args, kwargs):
         out = torch.cat([d.expand(*x.shape[:-1], width) for d in directions], -1)
     finals = whole.reshape(1, x.shape[batch], 1)
     results = [out, *(broadcast(mode, finals, h.shape) for h in states)]
+    # laid out here, not left to the mode: the cut below reads each tensor's layout, and a
+    # final state's cannot be told from the tensor alone
     layouts = lay.propagate(func, args, kwargs, tuple(results))
     for t, layout in zip(results, layouts or ()):
         lay.attach(t, layout)
